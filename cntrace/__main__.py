@@ -1,0 +1,5 @@
+"""``python -m cntrace``."""
+
+from cntrace.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the CLI (the top layer): parse arguments, call the core, render."""

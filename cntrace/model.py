@@ -1,0 +1,486 @@
+"""The data cntrace reasons about: a Snapshot of a host's network state and the Path it predicts.
+
+Everything here is a frozen dataclass of plain values (str, int, bool, tuples, dicts of str), so a
+Snapshot can be written to JSON, carried in a bug report and replayed on another machine. Nothing in
+this module reads the system or imports any other part of cntrace.
+
+Namespaces are identified by their nsfs inode (``Netns.inode``): it is what the kernel, /proc and
+every tracer agree on, whereas names are optional and paths vary by runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+SNAPSHOT_SCHEMA = "cntrace.snapshot/v1"
+PATH_SCHEMA = "cntrace.path/v1"
+DISCOVERY_SCHEMA = "cntrace.discovery/v1"
+
+Family = Literal[4, 6]
+
+
+# --------------------------------------------------------------------------- links and addresses
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An IP address configured on a link (``ip addr``)."""
+
+    family: int
+    address: str
+    prefixlen: int
+    scope: str = "global"  # global | link | host | site
+    broadcast: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgePort:
+    """Per-port bridge state (IFLA_PROTINFO / IFLA_BRPORT_*): what decides whether frames pass."""
+
+    state: str = "forwarding"  # disabled | listening | learning | forwarding | blocking
+    learning: bool = True
+    flood: bool = True
+    hairpin: bool = False
+    isolated: bool = False
+    cost: int | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeInfo:
+    """Bridge-wide settings that change forwarding decisions."""
+
+    stp: bool = False
+    vlan_filtering: bool = False
+    forward_delay: int | None = None
+    ageing_time: int | None = None
+    nf_call_iptables: bool | None = None  # per-bridge override of bridge-nf-call-iptables
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A network interface inside one namespace.
+
+    ``peer_ifindex`` / ``peer_netns`` name the other end of a veth (or the lower device of a
+    macvlan/vlan); ``peer_netns`` is the peer's namespace inode when it lives elsewhere, or None
+    when it is in the same namespace or unknown.
+    """
+
+    ifindex: int
+    name: str
+    kind: str = "device"  # device | loopback | veth | bridge | dummy | vxlan | macvlan | vlan | ...
+    mac: str | None = None
+    mtu: int = 1500
+    admin_up: bool = True
+    oper_state: str = "up"  # up | down | unknown | lowerlayerdown | dormant
+    master: int | None = None  # ifindex of the bridge (or bond/vrf) this link is enslaved to
+    peer_ifindex: int | None = None
+    peer_netns: int | None = None
+    addresses: tuple[Address, ...] = ()
+    bridge: BridgeInfo | None = None
+    bridge_port: BridgePort | None = None
+    vxlan_id: int | None = None
+    macvlan_mode: str | None = None
+    alias: str | None = None
+
+    @property
+    def is_up(self) -> bool:
+        """Carrier and admin state together: what lets a packet leave."""
+        return self.admin_up and self.oper_state in ("up", "unknown")
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route (``ip route show table all``); ``dst`` is a CIDR, the default route 0.0.0.0/0."""
+
+    family: int
+    dst: str
+    table: int = 254
+    type: str = "unicast"  # unicast | local | broadcast | blackhole | unreachable | prohibit | ...
+    gateway: str | None = None
+    oif: str | None = None
+    prefsrc: str | None = None
+    metric: int = 0
+    scope: str = "global"
+    protocol: str = "boot"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """A routing policy rule (``ip rule``)."""
+
+    family: int
+    priority: int
+    table: int
+    action: str = "lookup"  # lookup | blackhole | unreachable | prohibit | goto | nop
+    src: str | None = None
+    dst: str | None = None
+    iif: str | None = None
+    oif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """A neighbour (ARP/NDP) entry."""
+
+    ip: str
+    ifname: str
+    state: str  # reachable | stale | delay | probe | failed | incomplete | permanent | noarp
+    mac: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FdbEntry:
+    """A bridge forwarding database entry: which port a MAC was learnt on."""
+
+    mac: str
+    port: str  # the bridge port's name
+    bridge: str | None = None
+    vlan: int | None = None
+    local: bool = False  # the bridge's own or the port's own address
+    static: bool = False
+
+
+# --------------------------------------------------------------------------- sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    """A listening TCP socket or bound UDP socket inside one namespace."""
+
+    proto: str  # tcp | udp
+    family: int
+    local_ip: str
+    local_port: int
+    state: str = "listen"
+    inode: int | None = None
+    pid: int | None = None
+    process: str | None = None
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.local_ip.startswith("127.") or self.local_ip == "::1"
+
+    @property
+    def wildcard(self) -> bool:
+        return self.local_ip in ("0.0.0.0", "::")
+
+
+# --------------------------------------------------------------------------- netfilter
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """A namespace's netfilter rules as the tools print them, unparsed.
+
+    Raw text is kept so a bug report holds exactly what the host said; the netfilter package parses
+    it (purely) when needed. ``iptables_nft``/``iptables_legacy`` hold ``iptables-save`` output
+    per back end, ``ip6tables_*`` the IPv6 equivalent, ``nft_json`` ``nft -j list ruleset``.
+    """
+
+    iptables_legacy: str | None = None
+    ip6tables_legacy: str | None = None
+    iptables_nft: str | None = None
+    ip6tables_nft: str | None = None
+    nft_json: str | None = None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not any(
+            (
+                self.iptables_legacy,
+                self.ip6tables_legacy,
+                self.iptables_nft,
+                self.ip6tables_nft,
+                self.nft_json,
+            )
+        )
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class Netns:
+    """One network namespace and everything the kernel holds in it that decides a packet's fate.
+
+    ``sysctls`` maps a dotted sysctl name (``net.ipv4.ip_forward``,
+    ``net.ipv4.conf.eth0.rp_filter``, ``net.bridge.bridge-nf-call-iptables``,
+    ``net.netfilter.nf_conntrack_count``) to its value as text.
+    """
+
+    inode: int
+    name: str | None = None  # the `ip netns` name, when it has one
+    paths: tuple[str, ...] = ()  # bind mounts and /proc/PID/ns/net paths that reach it
+    is_root: bool = False  # the namespace of PID 1
+    links: tuple[Link, ...] = ()
+    routes: tuple[Route, ...] = ()
+    rules: tuple[PolicyRule, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()
+    fdb: tuple[FdbEntry, ...] = ()
+    sockets: tuple[Socket, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    ruleset: Ruleset = field(default_factory=Ruleset)
+    pids: tuple[int, ...] = ()  # a few processes living in it (not exhaustive)
+    error: str | None = None  # why it could not be read fully (vanished, permission)
+
+    def link(self, name_or_index: str | int) -> Link | None:
+        for link in self.links:
+            if name_or_index in (link.name, link.ifindex):
+                return link
+        return None
+
+    def sysctl(self, name: str, default: str | None = None) -> str | None:
+        return self.sysctls.get(name, default)
+
+    @property
+    def label(self) -> str:
+        """How to name this namespace to a person."""
+        if self.is_root:
+            return "host"
+        return self.name or f"netns:{self.inode}"
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """A published port: host_ip:host_port on the host forwards to container_port."""
+
+    proto: str
+    host_port: int
+    container_port: int
+    host_ip: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerNetwork:
+    """A container's attachment to one runtime network, as the runtime reports it."""
+
+    name: str
+    driver: str = "bridge"  # bridge | macvlan | overlay | host | null | ...
+    bridge: str | None = None  # the host bridge's name, when the runtime says
+    ip: str | None = None
+    prefixlen: int | None = None
+    ipv6: str | None = None
+    gateway: str | None = None
+    mac: str | None = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """What name resolution inside the container will use (resolv.conf and /etc/hosts)."""
+
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A workload that owns (or shares) a network namespace.
+
+    ``runtime`` is one of docker | podman | containerd | kubernetes | lab | netns | pid.
+    ``network_mode`` is bridge | host | none | container:<name> | macvlan | overlay | unknown.
+    ``state`` is running, or gone when it exited while discovery ran.
+    """
+
+    id: str
+    name: str
+    runtime: str
+    pid: int | None = None
+    netns: int | None = None  # namespace inode
+    netns_path: str | None = None
+    network_mode: str = "bridge"
+    networks: tuple[ContainerNetwork, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    resolver: Resolver | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    state: str = "running"
+    host_netns: int | None = None  # the namespace its runtime treats as "the host"
+
+
+# --------------------------------------------------------------------------- the snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything cntrace knows about one host at one moment."""
+
+    netns: tuple[Netns, ...]
+    containers: tuple[Container, ...] = ()
+    schema: str = SNAPSHOT_SCHEMA
+    taken_at: str = ""
+    hostname: str = ""
+    kernel: str = ""
+    tool_version: str = ""
+    warnings: tuple[str, ...] = ()
+    drop_reasons: dict[str, str] = field(default_factory=dict)  # kernel's reason id -> name
+
+    _index: dict[int, Netns] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def ns(self, inode: int | None) -> Netns | None:
+        """The namespace with this inode (indexed on first use; Snapshots never change)."""
+        if inode is None:
+            return None
+        if not self._index and self.netns:
+            self._index.update((n.inode, n) for n in self.netns)
+        return self._index.get(inode)
+
+    @property
+    def root(self) -> Netns | None:
+        for ns in self.netns:
+            if ns.is_root:
+                return ns
+        return None
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A packet's addresses as seen at one point of its way (NAT rewrites them)."""
+
+    proto: str  # tcp | udp | icmp
+    src: str
+    dst: str
+    sport: int | None = None
+    dport: int | None = None
+    family: int = 4
+    icmp_type: int | None = None
+    mark: int = 0
+
+    def rewritten(self, **changes: object) -> Packet:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def reply(self) -> Packet:
+        """The packet the destination would send back."""
+        icmp = 0 if self.proto == "icmp" and self.icmp_type == 8 else self.icmp_type
+        return Packet(
+            self.proto, self.dst, self.src, self.dport, self.sport, self.family, icmp, self.mark
+        )
+
+    def __str__(self) -> str:
+        s = f"{self.src}:{self.sport}" if self.sport is not None else self.src
+        d = f"{self.dst}:{self.dport}" if self.dport is not None else self.dst
+        return f"{self.proto} {s} -> {d}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A netfilter rule that decided something, named the way a person finds it again."""
+
+    backend: str  # iptables-nft | iptables-legacy | nftables
+    table: str
+    chain: str
+    position: int  # 1-based index within the chain (iptables -L --line-numbers)
+    text: str  # the rule as the tool prints it
+    handle: int | None = None
+    family: str = "ip"
+    verdict: str | None = None
+    counters: tuple[int, int] | None = None  # packets, bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a live trace saw at a hop."""
+
+    seen: bool
+    t_us: int | None = None
+    packet: Packet | None = None
+    reason: str | None = None  # kernel drop reason at this hop
+    location: str | None = None  # dropping kernel function
+    watched: bool = True  # False when this hop could not be watched (distinct from not seen)
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One step of a packet's way.
+
+    ``kind`` vocabulary (docs/path.md): interface, veth, bridge, route, netfilter, nat, socket,
+    neighbor, deliver.
+    """
+
+    index: int
+    kind: str
+    netns: int | None
+    netns_label: str
+    interface: str | None
+    packet: Packet
+    summary: str
+    direction: str = "request"  # request | reply
+    rule: RuleRef | None = None
+    evidence: tuple[str, ...] = ()
+    observed: Observation | None = None
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What the user asked for and what it resolved to."""
+
+    asked: str
+    kind: str  # container | host | ip | hostname | published-port
+    name: str | None = None
+    runtime: str | None = None
+    ip: str | None = None
+    port: int | None = None
+    protocol: str | None = None
+    netns: int | None = None
+    netns_label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How the packet's way ends."""
+
+    status: str  # delivered | dropped | refused | no-route | unreachable | timeout | unknown
+    at_hop: int | None
+    summary: str
+    reason: str | None = None
+    rule: RuleRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A cause in plain words, with evidence and fix; ``code`` never changes once released."""
+
+    code: str
+    severity: str  # error | warning | info
+    summary: str
+    evidence: tuple[str, ...] = ()
+    fix: str = ""
+    hop: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A predicted (or observed) packet path with its verdict and findings."""
+
+    source: Endpoint
+    destination: Endpoint
+    hops: tuple[Hop, ...]
+    verdict: Verdict
+    findings: tuple[Finding, ...] = ()
+    mode: str = "predicted"  # predicted | live
+    schema: str = PATH_SCHEMA
+    stats: dict[str, int] = field(default_factory=dict)  # live: events, lost, ...
+    notes: tuple[str, ...] = ()
