@@ -7,8 +7,6 @@ missing fails instead of skipping, so the log proves root and runtime tiers real
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,25 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from harness import FIXTURES, IN_CI, REPO, require_root, unavailable  # noqa: F401 (re-exported)
 from safety import GUARD, install_socket_guard
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "fixtures"
-
-
-def unavailable(reason: str) -> None:
-    """Skip outside CI; fail in CI, where every tier must run."""
-    if IN_CI:
-        pytest.fail(f"required in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        unavailable("needs root (network namespaces)")
-    if not shutil.which("ip") or not shutil.which("nsenter"):
-        unavailable("needs iproute2 and util-linux")
 
 
 def pytest_configure(config: pytest.Config) -> None:

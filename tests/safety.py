@@ -119,17 +119,20 @@ def install_socket_guard() -> None:
 _CLIENT = r"""
 import socket, sys
 proto, ip, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+size = int(sys.argv[5])
+payload = b"ping\n" if size <= 0 else b"x" * size
 fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
 try:
     if proto == "tcp":
         s = socket.create_connection((ip, port), timeout=timeout)
-        s.sendall(b"ping\n"); s.settimeout(timeout)
+        s.sendall(payload); s.settimeout(timeout)
         data = s.recv(64)
         print("ok" if data else "closed")
     else:
         s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(timeout)
-        s.connect((ip, port)); s.send(b"ping\n")
-        print("ok" if s.recv(64) else "empty")
+        s.connect((ip, port)); s.send(payload)
+        got = s.recv(65535)
+        print("ok" if len(got) == len(payload) else "short")
 except socket.timeout:
     print("timeout")
 except ConnectionRefusedError:
@@ -140,8 +143,14 @@ except OSError as e:
 """
 
 
-def probe(nspath: str, ip: str, port: int, proto: str = "tcp", timeout: float = 2.0) -> str:
-    """Open a real connection from inside ``nspath`` to ip:port and say how it ended."""
+def probe(
+    nspath: str, ip: str, port: int, proto: str = "tcp", timeout: float = 2.0, size: int = 0
+) -> str:
+    """Open a real connection from inside ``nspath`` to ip:port and say how it ended.
+
+    TCP sends a line and waits for a reply; UDP sends ``size`` bytes (default a short line) and
+    expects them echoed back whole. Answers ok | refused | timeout | closed | short | <errno>.
+    """
     GUARD.check(ip)
     if not any(nspath == p for p in GUARD.netns_paths):
         raise DestinationRefused(
@@ -158,6 +167,7 @@ def probe(nspath: str, ip: str, port: int, proto: str = "tcp", timeout: float = 
             ip,
             str(port),
             str(timeout),
+            str(size),
         ],
         capture_output=True,
         text=True,

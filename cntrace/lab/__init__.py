@@ -1,0 +1,1 @@
+"""The built-in lab: a Docker-like host built inside network namespaces, with faults to inject."""

@@ -1,0 +1,1 @@
+"""Turning core results into text (rich) and versioned JSON."""

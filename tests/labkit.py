@@ -1,0 +1,75 @@
+"""Test access to a real lab: bring one up under a unique name, probe through it, tear it down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from safety import GUARD, probe
+
+from cntrace.lab import state
+from cntrace.lab.state import LabState
+
+CNTRACE = [sys.executable, "-m", "cntrace"]
+
+
+def cntrace(
+    *args: str, check: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would."""
+    return subprocess.run(
+        [*CNTRACE, *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
+
+
+@dataclass
+class Lab:
+    name: str
+
+    @property
+    def state(self) -> LabState:
+        loaded = state.load(self.name)
+        assert loaded is not None, f"lab {self.name} is not up"
+        return loaded
+
+    def nspath(self, role: str) -> str:
+        return f"/run/netns/{self.name}.{role}"
+
+    def ip(self, container: str) -> str:
+        return self.state.container(container).ip
+
+    def probe(
+        self, src: str, ip: str, port: int, proto: str = "tcp", size: int = 0, timeout: float = 1.5
+    ) -> str:
+        return probe(self.nspath(src), ip, port, proto, timeout=timeout, size=size)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return (
+            cntrace(*args[:2], "--name", self.name, *args[2:])
+            if args[0] == "lab"
+            else cntrace(*args)
+        )
+
+
+def unique_name(tag: str = "t") -> str:
+    return f"cntrace-{tag}{os.getpid() % 100000}"
+
+
+@contextmanager
+def lab_up(name: str, *extra: str) -> Iterator[Lab]:
+    """A lab for the duration of the block; always removed, even when the block fails."""
+    res = cntrace("lab", "up", "--name", name, *extra)
+    assert res.returncode == 0, res.stderr
+    lab = Lab(name)
+    GUARD.own(*(f"/run/netns/{n}" for n in lab.state.namespaces))
+    try:
+        yield lab
+    finally:
+        cntrace("lab", "down", "--name", name)
+        GUARD.disown(*(f"/run/netns/{name}.{r}" for r in ("host", "upstream")))
+        assert not [p for p in Path("/run/netns").glob(f"{name}.*")], "lab left namespaces"
