@@ -1,0 +1,115 @@
+"""Entering network namespaces from inside this process, without fork or exec.
+
+Python 3.11 has no os.setns, so libc's setns(2) is called through ctypes. setns(CLONE_NEWNET)
+changes only the calling thread, and a socket keeps the namespace it was created in: discovery
+opens one netlink socket per namespace this way (cheap), instead of a process per namespace
+(the cost that makes per-namespace tools slow). Every entry restores the thread's original
+namespace, even on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+NETNS_RUN_DIR = "/run/netns"
+
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.setns.restype = ctypes.c_int
+
+
+class NetnsError(OSError):
+    """A namespace could not be entered (gone, or no privilege)."""
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move the calling thread into the namespace behind ``fd``."""
+    if _libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(err, f"setns: {os.strerror(err)}")
+
+
+def netns_path(name_or_path: str) -> str:
+    """``web`` -> /run/netns/web; paths are returned unchanged."""
+    return name_or_path if "/" in name_or_path else os.path.join(NETNS_RUN_DIR, name_or_path)
+
+
+def inode_of(path: str) -> int:
+    """The nsfs inode that identifies the namespace behind ``path``."""
+    return os.stat(path).st_ino
+
+
+def current_inode() -> int:
+    return os.stat(f"/proc/self/task/{_gettid()}/ns/net").st_ino
+
+
+def _gettid() -> int:
+    return int(os.readlink("/proc/thread-self").rsplit("/", 1)[-1])
+
+
+@contextlib.contextmanager
+def entered(path: str) -> Iterator[None]:
+    """Run the body with this thread inside the namespace at ``path``, then come back."""
+    try:
+        target = os.open(netns_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise NetnsError(errno.ENOENT, f"no namespace at {path}") from exc
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(target)
+        raise
+    try:
+        setns(target)
+        try:
+            yield
+        finally:
+            setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def socket_in(path: str, family: int, type_: int, proto: int = 0) -> socket.socket:
+    """A socket that lives in the namespace at ``path`` (it stays there after we return)."""
+    with entered(path):
+        return socket.socket(family, type_, proto)
+
+
+def run_in(path: str, fn: Callable[..., T], *args: object) -> T:
+    """Call ``fn`` inside the namespace at ``path``."""
+    with entered(path):
+        return fn(*args)
+
+
+def named() -> dict[str, str]:
+    """The `ip netns` names and their paths."""
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return {}
+    return {n: os.path.join(NETNS_RUN_DIR, n) for n in names}
+
+
+def preexec_enter(path: str) -> Callable[[], None]:
+    """A subprocess preexec_fn that moves the child into the namespace (no `ip netns exec`,
+    which also remounts /sys and so hides the cgroup hierarchy from daemons)."""
+    target = netns_path(path)
+
+    def _enter() -> None:
+        fd = os.open(target, os.O_RDONLY)
+        setns(fd)
+        os.close(fd)
+
+    return _enter
