@@ -1,0 +1,114 @@
+"""One pass over /proc: which process lives in which network namespace, read lazily beyond that.
+
+Every runtime source and the namespace finder need "processes by namespace" or "processes by
+container id", so /proc is walked once per discovery and shared. Anything a process may take with
+it when it exits (cgroup, parent, command line) is read on demand and treated as possibly gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+_NS_RE = re.compile(r"net:\[(\d+)\]")
+# Container ids in cgroup paths: docker/<id>, docker-<id>.scope, libpod-<id>.scope,
+# cri-containerd-<id>.scope, kubepods/.../<id>, crio-<id>.scope.
+_ID_RE = re.compile(r"[/\-]([0-9a-f]{64})(?:\.scope)?(?:/|$)", re.M)
+
+
+def read_text(path: str) -> str | None:
+    """A small file's text, or None when it (or its process) is gone or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return None
+
+
+def netns_inode(pid: int | str) -> int | None:
+    """The network namespace inode of a process, None when it is gone."""
+    try:
+        m = _NS_RE.match(os.readlink(f"/proc/{pid}/ns/net"))
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class ProcTable:
+    """pid -> netns inode for every process, plus cached per-process look-ups."""
+
+    netns_of: dict[int, int] = field(default_factory=dict)
+    _by_netns: dict[int, list[int]] | None = None
+    _cgroups: dict[int, str | None] = field(default_factory=dict)
+    _ids: dict[str, list[int]] | None = None
+
+    @classmethod
+    def scan(cls) -> ProcTable:
+        table = cls()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                inode = netns_inode(entry)
+                if inode is not None:
+                    table.netns_of[int(entry)] = inode
+        return table
+
+    def by_netns(self) -> dict[int, list[int]]:
+        """netns inode -> its pids, ascending (the oldest process first, usually the init)."""
+        if self._by_netns is None:
+            out: dict[int, list[int]] = {}
+            for pid in sorted(self.netns_of):
+                out.setdefault(self.netns_of[pid], []).append(pid)
+            self._by_netns = out
+        return self._by_netns
+
+    def cgroup(self, pid: int) -> str | None:
+        """The process's /proc/PID/cgroup text (every hierarchy, v1 and v2), None if gone."""
+        if pid not in self._cgroups:
+            self._cgroups[pid] = read_text(f"/proc/{pid}/cgroup")
+        return self._cgroups[pid]
+
+    def container_id(self, pid: int) -> str | None:
+        """The 64-hex container id in the process's cgroup paths, if any."""
+        found = _ID_RE.search(self.cgroup(pid) or "")
+        return found.group(1) if found else None
+
+    def by_container_id(self) -> dict[str, list[int]]:
+        """64-hex container id found in a cgroup path -> the pids in that cgroup."""
+        if self._ids is None:
+            ids: dict[str, list[int]] = {}
+            for pid in sorted(self.netns_of):
+                cid = self.container_id(pid)
+                if cid:
+                    ids.setdefault(cid, []).append(pid)
+            self._ids = ids
+        return self._ids
+
+    def init_of(self, pids: list[int]) -> int | None:
+        """The first process of a group: the one whose parent is outside the group."""
+        members = set(pids)
+        for pid in pids:
+            parent = ppid(pid)
+            if parent is not None and parent not in members:
+                return pid
+        return pids[0] if pids else None
+
+
+def ppid(pid: int) -> int | None:
+    text = read_text(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    # comm may contain spaces and parentheses; the fields after the last ')' are fixed.
+    rest = text.rsplit(")", 1)[-1].split()
+    return int(rest[1]) if len(rest) > 1 else None
+
+
+def comm(pid: int) -> str | None:
+    text = read_text(f"/proc/{pid}/comm")
+    return text.strip() if text else None
+
+
+def cmdline(pid: int) -> list[str]:
+    text = read_text(f"/proc/{pid}/cmdline")
+    return [a for a in text.split("\0") if a] if text else []

@@ -1,0 +1,170 @@
+"""Rootful Podman containers, from the podman CLI.
+
+Why the CLI and not the API socket: rootful Podman has no daemon, and its REST service
+(``podman system service``) is usually not running; starting it would change the host we are
+diagnosing. The CLI is always there when Podman is. Its cost is bounded: three podman processes
+per discovery (ps, inspect of all ids at once, network ls), never one per container, and none at
+all when no conmon process of Podman runs (the usual case on Docker hosts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from typing import Any
+
+from cntrace.model import Container, ContainerNetwork, PortMapping
+from cntrace.sources import procs as procmod
+from cntrace.sources.procs import ProcTable
+
+TIMEOUT = 30.0
+
+
+def running_ids(table: ProcTable) -> list[str]:
+    """Container ids of Podman's conmon monitors (conmon -c <id> ... --exit-command podman)."""
+    ids = []
+    for pid in table.netns_of:
+        if procmod.comm(pid) != "conmon":
+            continue
+        args = procmod.cmdline(pid)
+        if not any("podman" in a for a in args):
+            continue  # CRI-O also uses conmon
+        for flag, value in itertools.pairwise(args):
+            if flag in ("-c", "--cid"):
+                ids.append(value)
+    return ids
+
+
+def _ports(raw: list[dict[str, Any]] | None) -> tuple[PortMapping, ...]:
+    out = []
+    for p in raw or ():
+        count = int(p.get("range") or 1)
+        for i in range(count):
+            out.append(
+                PortMapping(
+                    proto=str(p.get("protocol", "tcp")),
+                    host_port=int(p["host_port"]) + i,
+                    container_port=int(p["container_port"]) + i,
+                    host_ip=str(p.get("host_ip") or "0.0.0.0"),
+                )
+            )
+    return tuple(out)
+
+
+def _mode(raw: str, ids_to_names: dict[str, str]) -> str:
+    if raw.startswith("container:"):
+        ref = raw.split(":", 1)[1]
+        return "container:" + next((n for i, n in ids_to_names.items() if i.startswith(ref)), ref)
+    if raw in ("bridge", "host", "none", ""):
+        return raw or "bridge"
+    if raw in ("slirp4netns", "pasta"):
+        return raw
+    if raw.startswith("ns:"):
+        return "netns"
+    return raw
+
+
+def to_container(
+    ps: dict[str, Any],
+    inspect: dict[str, Any] | None,
+    bridges: dict[str, tuple[str, str]],
+    ids_to_names: dict[str, str],
+) -> Container:
+    """One `podman ps` entry plus its `podman inspect` document as a Container."""
+    settings = (inspect or {}).get("NetworkSettings") or {}
+    networks = []
+    for name, ep in sorted((settings.get("Networks") or {}).items()):
+        driver, iface = bridges.get(name, ("bridge", ""))
+        networks.append(
+            ContainerNetwork(
+                name=name,
+                driver=driver,
+                bridge=iface or None,
+                ip=ep.get("IPAddress") or None,
+                prefixlen=ep.get("IPPrefixLen") or None,
+                ipv6=ep.get("GlobalIPv6Address") or None,
+                gateway=ep.get("Gateway") or None,
+                mac=ep.get("MacAddress") or None,
+                aliases=tuple(ep.get("Aliases") or ()),
+            )
+        )
+    mode = _mode(
+        str(((inspect or {}).get("HostConfig") or {}).get("NetworkMode", "")), ids_to_names
+    )
+    state = str(ps.get("State", "running"))
+    return Container(
+        id=str(ps["Id"]),
+        name=str((ps.get("Names") or [ps["Id"][:12]])[0]),
+        runtime="podman",
+        pid=int(ps.get("Pid") or 0) or None,
+        netns_path=settings.get("SandboxKey") or None,
+        network_mode=mode,
+        networks=tuple(networks),
+        ports=_ports(ps.get("Ports")),
+        labels={str(k): str(v) for k, v in (ps.get("Labels") or {}).items()},
+        image=ps.get("Image") or None,
+        state="running" if state == "running" else "gone",
+    )
+
+
+class PodmanSource:
+    """Running rootful Podman containers."""
+
+    name = "podman"
+
+    def __init__(self, procs: ProcTable | None = None, binary: str = "podman") -> None:
+        self.procs = procs
+        self.binary = shutil.which(binary)
+
+    def available(self) -> tuple[bool, str]:
+        if self.binary is None:
+            return False, "podman: not installed"
+        return True, ""
+
+    def _json(self, *args: str) -> Any:
+        assert self.binary is not None
+        res = subprocess.run(
+            [self.binary, *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise OSError(f"podman {args[0]}: {res.stderr.strip().splitlines()[-1:]}")
+        return json.loads(res.stdout or "null")
+
+    def containers(self) -> list[Container]:
+        table = self.procs or ProcTable.scan()
+        if not running_ids(table):
+            return []
+        listed: list[dict[str, Any]] = self._json("ps", "--format", "json") or []
+        if not listed:
+            return []
+        ids = [str(c["Id"]) for c in listed]
+        try:
+            inspected = {str(d["Id"]): d for d in self._json("inspect", *ids) or []}
+        except OSError:
+            # One container vanished between ps and inspect: inspect the rest one by one.
+            inspected = {}
+            for cid in ids:
+                try:
+                    inspected.update((str(d["Id"]), d) for d in self._json("inspect", cid))
+                except OSError:
+                    continue
+        bridges = {
+            str(n["name"]): (str(n.get("driver", "bridge")), str(n.get("network_interface", "")))
+            for n in self._json("network", "ls", "--format", "json") or []
+        }
+        names = {str(c["Id"]): str((c.get("Names") or ["?"])[0]) for c in listed}
+        out = []
+        for c in listed:
+            doc = inspected.get(str(c["Id"]))
+            container = to_container(c, doc, bridges, names)
+            if doc is None:
+                container = replace(container, state="gone")
+            out.append(container)
+        return out

@@ -1,0 +1,357 @@
+"""How the namespaces of a Snapshot are wired together: veth pairs, bridge ports, host sides.
+
+Pure: everything here takes a Snapshot and returns values. The kernel only says "veth eth0's peer
+is ifindex 7 in the namespace with inode N"; this module turns that into what an engineer asks:
+which host veth belongs to this container, which bridge it is plugged into, in what port state,
+whether the bridge has learnt the container's MAC there, and which namespace is "the host" for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cntrace.errors import BadInput
+from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, Snapshot
+
+VETH_LIKE = ("veth", "netkit")
+LOWER_LIKE = ("macvlan", "macvtap", "vlan", "ipvlan")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRef:
+    """A link together with the namespace it lives in."""
+
+    netns: Netns
+    link: Link
+
+    @property
+    def label(self) -> str:
+        return f"{self.link.name}@{self.netns.label}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One interface of a container and what it is plugged into on the host side.
+
+    ``kind`` is veth (``peer`` is the other end), macvlan/vlan/ipvlan (``peer`` is the lower
+    device), or the link's own kind when it has no other side (loopback, dummy, a moved device).
+    """
+
+    interface: LinkRef
+    kind: str
+    peer: LinkRef | None = None
+    bridge: LinkRef | None = None
+    port: BridgePort | None = None
+    fdb: FdbEntry | None = None  # the bridge's entry for the container interface's MAC
+
+
+@dataclass(frozen=True, slots=True)
+class VethPair:
+    a: LinkRef
+    b: LinkRef
+
+
+class Topology:
+    """Indexes over one Snapshot; build once and ask many questions."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._links: dict[int, dict[int, Link]] = {
+            ns.inode: {link.ifindex: link for link in ns.links} for ns in snapshot.netns
+        }
+        self._by_name: dict[int, dict[str, Link]] = {
+            ns.inode: {link.name: link for link in ns.links} for ns in snapshot.netns
+        }
+        self._containers_by_netns: dict[int, list[Container]] = {}
+        for c in snapshot.containers:
+            if c.netns is not None:
+                self._containers_by_netns.setdefault(c.netns, []).append(c)
+
+    # ----------------------------------------------------------------- basic look-ups
+
+    def ns(self, inode: int | None) -> Netns | None:
+        return self.snapshot.ns(inode)
+
+    def link(self, inode: int, ifindex: int) -> Link | None:
+        return self._links.get(inode, {}).get(ifindex)
+
+    def link_named(self, inode: int, name: str) -> Link | None:
+        return self._by_name.get(inode, {}).get(name)
+
+    def containers_in(self, inode: int | None) -> list[Container]:
+        """Containers whose namespace this is (a pod and its app containers share one)."""
+        return list(self._containers_by_netns.get(inode, [])) if inode is not None else []
+
+    def owner(self, inode: int | None) -> Container | None:
+        """The container that best names a namespace: not one sharing another's namespace."""
+        found = self.containers_in(inode)
+        for c in found:
+            if not c.network_mode.startswith("container:"):
+                return c
+        return found[0] if found else None
+
+    def peer(self, ns: Netns, link: Link) -> LinkRef | None:
+        """The other end of a veth, or the lower device of a macvlan/vlan."""
+        if link.peer_ifindex is None:
+            return None
+        where = link.peer_netns if link.peer_netns is not None else ns.inode
+        other_ns = self.ns(where)
+        if other_ns is None:
+            return None
+        other = self.link(other_ns.inode, link.peer_ifindex)
+        if other is None:
+            return None
+        if link.kind in VETH_LIKE and other.peer_ifindex not in (None, link.ifindex):
+            return None  # an ifindex collision, not the real peer
+        return LinkRef(other_ns, other)
+
+    def master(self, ns: Netns, link: Link) -> Link | None:
+        return self.link(ns.inode, link.master) if link.master is not None else None
+
+    def ports(self, ns: Netns, bridge: Link) -> list[Link]:
+        """Links enslaved to ``bridge``, by name."""
+        return sorted(
+            (lk for lk in ns.links if lk.master == bridge.ifindex), key=lambda lk: lk.name
+        )
+
+    def fdb_entry(self, ns: Netns, bridge: str, mac: str | None) -> FdbEntry | None:
+        if mac is None:
+            return None
+        for entry in ns.fdb:
+            if entry.mac == mac and entry.bridge == bridge and not entry.local:
+                return entry
+        return None
+
+    # ----------------------------------------------------------------- pairs and graph
+
+    def veth_pairs(self) -> list[VethPair]:
+        """Each veth pair once, also pairs with both ends in one namespace."""
+        seen: set[tuple[int, int]] = set()
+        out = []
+        for ns in self.snapshot.netns:
+            for link in ns.links:
+                if link.kind not in VETH_LIKE or (ns.inode, link.ifindex) in seen:
+                    continue
+                other = self.peer(ns, link)
+                if other is None:
+                    continue
+                seen.add((ns.inode, link.ifindex))
+                seen.add((other.netns.inode, other.link.ifindex))
+                out.append(VethPair(LinkRef(ns, link), other))
+        return out
+
+    def graph(self) -> dict[int, set[int]]:
+        """Namespace inode -> the namespaces it has a veth (or lower device) into."""
+        edges: dict[int, set[int]] = {ns.inode: set() for ns in self.snapshot.netns}
+        for ns in self.snapshot.netns:
+            for link in ns.links:
+                if link.peer_netns is not None and link.peer_netns != ns.inode:
+                    edges[ns.inode].add(link.peer_netns)
+                    edges.setdefault(link.peer_netns, set()).add(ns.inode)
+        return edges
+
+    # ----------------------------------------------------------------- containers
+
+    def attachments(self, container: Container) -> list[Attachment]:
+        """Every non-loopback interface of the container's namespace and its host side."""
+        ns = self.ns(container.netns)
+        if ns is None:
+            return []
+        return [self.attachment(ns, link) for link in ns.links if link.kind != "loopback"]
+
+    def attachment(self, ns: Netns, link: Link) -> Attachment:
+        here = LinkRef(ns, link)
+        other = self.peer(ns, link)
+        if link.kind in VETH_LIKE and other is not None:
+            bridge_link = self.master(other.netns, other.link)
+            if bridge_link is not None and bridge_link.kind == "bridge":
+                return Attachment(
+                    here,
+                    "veth",
+                    peer=other,
+                    bridge=LinkRef(other.netns, bridge_link),
+                    port=other.link.bridge_port,
+                    fdb=self.fdb_entry(other.netns, bridge_link.name, link.mac),
+                )
+            return Attachment(here, "veth", peer=other)
+        if link.kind in LOWER_LIKE:
+            return Attachment(here, link.kind, peer=other)
+        return Attachment(here, link.kind)
+
+    def host_netns(self, container: Container) -> int | None:
+        """The namespace its runtime treats as the host: where its veth peers or lower devices
+        live; its own namespace in host mode; for ``none`` and unknown, where the same runtime's
+        bridges are (else the root namespace)."""
+        if container.network_mode.startswith("container:"):
+            other = self.by_name(container.network_mode.split(":", 1)[1], container.runtime)
+            if other is not None and other is not container:
+                return self.host_netns(other)
+        if container.network_mode == "host":
+            return container.netns
+        votes: dict[int, int] = {}
+        for att in self.attachments(container):
+            if att.peer is not None and att.peer.netns.inode != container.netns:
+                votes[att.peer.netns.inode] = votes.get(att.peer.netns.inode, 0) + 1
+        if votes:
+            return max(votes, key=lambda k: votes[k])
+        bridges = {n.bridge for n in container.networks if n.bridge}
+        if not bridges:
+            for other in self.snapshot.containers:
+                if other.runtime == container.runtime and other is not container:
+                    bridges |= {n.bridge for n in other.networks if n.bridge}
+        for ns in self.snapshot.netns:
+            if any(lk.kind == "bridge" and lk.name in bridges for lk in ns.links):
+                return ns.inode
+        root = self.snapshot.root
+        return root.inode if root is not None else None
+
+    def infer_mode(self, container: Container) -> str:
+        """A network mode for namespaces no runtime describes, from how they are wired."""
+        kinds = [a.kind for a in self.attachments(container)]
+        atts = self.attachments(container)
+        if any(a.bridge is not None for a in atts):
+            return "bridge"
+        for kind in ("macvlan", "ipvlan", "vlan"):
+            if kind in kinds:
+                return kind
+        if any(k == "vxlan" for k in kinds):
+            return "overlay"
+        if "veth" in kinds:
+            return "veth"
+        if not kinds:
+            return "none"
+        return "unknown"
+
+    def by_name(self, name: str, runtime: str | None = None) -> Container | None:
+        for c in self.snapshot.containers:
+            if name in (c.name, c.id) and (runtime is None or c.runtime == runtime):
+                return c
+        return None
+
+    # ----------------------------------------------------------------- host view
+
+    def bridges(self, ns: Netns) -> list[Link]:
+        return [lk for lk in ns.links if lk.kind == "bridge"]
+
+    def uplinks(self, ns: Netns) -> list[Link]:
+        """Links carrying a default route (main table) in a namespace that holds bridges."""
+        if not self.bridges(ns):
+            return []
+        names = []
+        for route in ns.routes:
+            default = route.dst in ("0.0.0.0/0", "::/0") and route.table == 254
+            if default and route.oif and route.oif not in names:
+                names.append(route.oif)
+        return [lk for n in names if (lk := self.link_named(ns.inode, n)) is not None]
+
+    def hosts(self) -> list[Netns]:
+        """Namespaces that play "host": the root, and any holding a bridge or a container's
+        veth peer (Docker in its own namespace, a lab's bridge namespace)."""
+        wanted: set[int] = set()
+        root = self.snapshot.root
+        if root is not None:
+            wanted.add(root.inode)
+        for ns in self.snapshot.netns:
+            if self.bridges(ns):
+                wanted.add(ns.inode)
+        for c in self.snapshot.containers:
+            if c.host_netns is not None and c.host_netns != c.netns:
+                wanted.add(c.host_netns)
+        return [ns for ns in self.snapshot.netns if ns.inode in wanted]
+
+    def unowned(self) -> list[Netns]:
+        """Namespaces no container claims and that are not a host."""
+        hosts = {ns.inode for ns in self.hosts()}
+        return [
+            ns
+            for ns in self.snapshot.netns
+            if ns.inode not in hosts and not self._containers_by_netns.get(ns.inode)
+        ]
+
+
+# --------------------------------------------------------------------------- refs
+
+
+def _describe(c: Container) -> str:
+    return f"{c.name} ({c.runtime} {c.id[:12]})" if not c.id.startswith(c.runtime) else c.name
+
+
+def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
+    pool = sorted(set(names))
+    near = [n for n in pool if ref.lower() in n.lower()]
+    near += [n for n in difflib.get_close_matches(ref, pool, n=limit) if n not in near]
+    return (near or pool)[:limit]
+
+
+def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
+    """A container by name, id prefix, ``pid:N``, or a namespace by ``netns:NAME``.
+
+    Unknown or ambiguous refs raise BadInput (exit 2) with the candidates on the same line.
+    """
+    ref = ref.strip()
+    if not ref:
+        raise BadInput("empty container ref")
+    containers = snapshot.containers
+    if ref.startswith("pid:"):
+        try:
+            pid = int(ref[4:])
+        except ValueError:
+            raise BadInput(f"bad ref {ref!r}: pid:N needs a number") from None
+        owned = [c for c in containers if c.pid == pid]
+        owned.sort(key=lambda c: c.runtime == "pid")  # a runtime's own record first
+        if owned:
+            return owned[0]
+        for ns in snapshot.netns:
+            if pid in ns.pids:
+                return ns
+        raise BadInput(f"pid:{pid}: no such process (or it left before discovery finished)")
+    if ref.startswith("netns:"):
+        key = ref[6:]
+        for ns in snapshot.netns:
+            if key in (ns.name, str(ns.inode)) or key in ns.paths:
+                return ns
+        raise BadInput(
+            f"unknown namespace {ref!r}; candidates: "
+            + ", ".join(
+                "netns:" + n
+                for n in _candidates((ns.name for ns in snapshot.netns if ns.name), key)
+            )
+        )
+    exact = [c for c in containers if c.name == ref and c.runtime != "pid"]
+    if len(exact) == 1:
+        return exact[0]
+    if not exact:
+        exact = [c for c in containers if c.id.startswith(ref) and c.runtime != "pid"]
+        if len(exact) == 1:
+            return exact[0]
+    if not exact:
+        # Kubernetes pods are named namespace/pod: accept the bare pod name when unique.
+        exact = [c for c in containers if c.runtime == "kubernetes" and c.name.endswith("/" + ref)]
+        if len(exact) == 1:
+            return exact[0]
+    if len(exact) > 1:
+        raise BadInput(
+            f"ambiguous container {ref!r}; candidates: "
+            + ", ".join(_describe(c) for c in exact[:8])
+        )
+    names = [c.name for c in containers if c.runtime != "pid"]
+    cands = _candidates(names, ref)
+    raise BadInput(
+        f"unknown container {ref!r}; "
+        + ("candidates: " + ", ".join(cands) if cands else "no containers found")
+    )
+
+
+def label_of(snapshot: Snapshot, inode: int | None) -> str:
+    """How to name a namespace to a person: host, the owning container's name, or netns:NAME."""
+    ns = snapshot.ns(inode)
+    if ns is None:
+        return "?" if inode is None else f"netns:{inode}"
+    if ns.is_root:
+        return "host"
+    for c in snapshot.containers:
+        if c.netns == inode and not c.network_mode.startswith("container:") and c.runtime != "pid":
+            return c.name
+    return ns.label
