@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cntrace.errors import BadInput
-from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, Snapshot
+from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, RuleRef, Snapshot
 
 VETH_LIKE = ("veth", "netkit")
 LOWER_LIKE = ("macvlan", "macvtap", "vlan", "ipvlan")
@@ -83,6 +84,24 @@ class Topology:
     def containers_in(self, inode: int | None) -> list[Container]:
         """Containers whose namespace this is (a pod and its app containers share one)."""
         return list(self._containers_by_netns.get(inode, [])) if inode is not None else []
+
+    def label(self, inode: int | None) -> str:
+        """How to name a namespace to a person: ``host`` for the root, the container that owns
+        it, else its `ip netns` name or netns:INODE. A namespace holding host-mode containers is
+        a host, not that container."""
+        ns = self.ns(inode)
+        if ns is None:
+            return "?" if inode is None else f"netns:{inode}"
+        if ns.is_root:
+            return "host"
+        for c in self.containers_in(inode):
+            if (
+                c.runtime != "pid"
+                and c.network_mode != "host"
+                and not c.network_mode.startswith("container:")
+            ):
+                return c.name
+        return ns.label
 
     def owner(self, inode: int | None) -> Container | None:
         """The container that best names a namespace: not one sharing another's namespace."""
@@ -346,12 +365,117 @@ def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
 
 def label_of(snapshot: Snapshot, inode: int | None) -> str:
     """How to name a namespace to a person: host, the owning container's name, or netns:NAME."""
-    ns = snapshot.ns(inode)
-    if ns is None:
-        return "?" if inode is None else f"netns:{inode}"
-    if ns.is_root:
-        return "host"
-    for c in snapshot.containers:
-        if c.netns == inode and not c.network_mode.startswith("container:") and c.runtime != "pid":
-            return c.name
-    return ns.label
+    return Topology(snapshot).label(inode)
+
+
+# --------------------------------------------------------------------------- netfilter attribution
+
+
+@dataclass(frozen=True, slots=True)
+class NatAttribution:
+    """The netfilter rules that implement a container's published ports and its egress.
+
+    ``status``: ok | no-rules (the host namespace has no ruleset in the snapshot) |
+    unavailable (the netfilter model could not be used; ``reason`` says why).
+    """
+
+    status: str
+    netns: int | None = None  # where the rules live (the container's host namespace)
+    reason: str | None = None
+    dnat: tuple[RuleRef, ...] = ()
+    egress: tuple[RuleRef, ...] = ()
+    filter: tuple[RuleRef, ...] = ()
+
+
+def netfilter_for(snapshot: Snapshot, container: Container) -> NatAttribution:
+    """Attribute its host namespace's rules to one container through the netfilter model.
+
+    DNAT: rules that translate to one of the container's addresses, plus the rules that jump
+    into a chain holding them when they match a published port (netavark's per-container
+    ``NETAVARK-DN-*`` chains). Egress: MASQUERADE/SNAT rules whose source match covers the
+    container, and the rules of chains that postrouting jumps into for its source (netavark's
+    ``NETAVARK-<id>``). Filter: every other rule that names its addresses or its host veth.
+    """
+    host = snapshot.ns(container.host_netns)
+    if host is None or host.ruleset.empty:
+        why = "no ruleset read for its host namespace" if host is not None else "no host netns"
+        return NatAttribution("no-rules", container.host_netns, why)
+    if container.host_netns == container.netns:
+        return NatAttribution("no-rules", host.inode, "it shares the host's namespace")
+    try:
+        from cntrace import netfilter  # noqa: PLC0415  (the model is optional for discovery)
+
+        nf = netfilter.load(host.ruleset)
+        topo = Topology(snapshot)
+        addresses: set[str] = {n.ip for n in container.networks if n.ip}
+        veths: set[str] = set()
+        for att in topo.attachments(container):
+            addresses |= {a.address for a in att.interface.link.addresses if a.scope == "global"}
+            if att.peer is not None and att.peer.netns.inode == host.inode:
+                veths.add(att.peer.link.name)
+        if not addresses and not veths:
+            return NatAttribution("ok", host.inode)
+        by_addr = _flat(
+            netfilter.rules_touching(nf, addresses=sorted(addresses), interfaces=sorted(veths))
+        )
+        ports = sorted({p.host_port for p in container.ports})
+        by_port = _flat(netfilter.rules_touching(nf, ports=ports)) if ports else []
+        chains = {
+            (t.backend, t.family, t.name, n): c for t in nf.tables for n, c in t.chains.items()
+        }
+    except Exception as exc:  # a young model must never break `show`
+        return NatAttribution("unavailable", host.inode, f"{type(exc).__name__}: {exc}")
+    return _classify(host.inode, by_addr, by_port, chains)
+
+
+def _key(r: RuleRef) -> tuple[str, str, str, str, int]:
+    return (r.backend, r.family, r.table, r.chain, r.position)
+
+
+def _flat(by_hook: dict[str, list[RuleRef]]) -> list[RuleRef]:
+    seen: dict[tuple[str, str, str, str, int], RuleRef] = {}
+    for refs in by_hook.values():
+        for r in refs:
+            seen.setdefault(_key(r), r)
+    return list(seen.values())
+
+
+def _jump_target(r: RuleRef) -> str | None:
+    parts = (r.verdict or "").split()
+    return parts[1] if len(parts) == 2 and parts[0] in ("jump", "goto") else None
+
+
+def _kind(r: RuleRef) -> str:
+    verb = (r.verdict or "").split(" ", 1)[0].lower()
+    if verb in ("dnat", "redirect"):
+        return "dnat"
+    if verb in ("masquerade", "snat"):
+        return "egress"
+    return "other"
+
+
+def _classify(
+    netns: int,
+    by_addr: list[RuleRef],
+    by_port: list[RuleRef],
+    chains: dict[tuple[str, str, str, str], Any],
+) -> NatAttribution:
+    dnat = [r for r in by_addr if _kind(r) == "dnat"]
+    egress = [r for r in by_addr if _kind(r) == "egress"]
+    dnat_chains = {(r.backend, r.family, r.table, r.chain) for r in dnat}
+    for r in by_port:
+        if (r.backend, r.family, r.table, _jump_target(r)) in dnat_chains:
+            dnat.insert(0, r)  # the published port's entry into the container's own chain
+    followed = []
+    for r in by_addr:
+        target = _jump_target(r)
+        chain = chains.get((r.backend, r.family, r.table, target)) if target else None
+        if r.table == "nat" and chain is not None and _kind(r) == "other":
+            inner = [rule.ref() for rule in chain.rules]
+            if any(_kind(i) == "egress" for i in inner):
+                followed.append(r)
+                followed.extend(inner)
+    done = {_key(r) for r in dnat + egress + followed}
+    egress = followed + [r for r in egress if _key(r) not in {_key(f) for f in followed}]
+    other = [r for r in by_addr if _key(r) not in done and r.table != "nat"]
+    return NatAttribution("ok", netns, None, tuple(dnat), tuple(egress), tuple(other))

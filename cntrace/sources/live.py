@@ -340,8 +340,13 @@ def _resolver(pid: int) -> Resolver | None:
     return Resolver(tuple(ns), tuple(search), tuple(options), hosts)
 
 
-def _collect(sources: Iterable[RuntimeSource], warnings: list[str]) -> list[Container]:
+def _collect(
+    sources: Iterable[RuntimeSource], warnings: list[str]
+) -> tuple[list[Container], set[int]]:
+    """Every source's containers, and the namespaces sources claim without listing (a lab's
+    host namespace)."""
     out: list[Container] = []
+    claimed: set[int] = set()
     for source in sources:
         try:
             ok, why = source.available()
@@ -349,11 +354,15 @@ def _collect(sources: Iterable[RuntimeSource], warnings: list[str]) -> list[Cont
                 warnings.append(why)
                 continue
             out.extend(source.containers())
+            claim = getattr(source, "claimed_namespaces", None)
+            for path in claim() if callable(claim) else ():
+                with contextlib.suppress(OSError):
+                    claimed.add(nsenter.inode_of(path))
         except PermissionError as exc:
             warnings.append(f"{source.name}: permission denied ({exc})")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.append(f"{source.name}: {type(exc).__name__}: {exc}")
-    return out
+    return out, claimed
 
 
 def _place(c: Container, spaces: dict[int, _Space], procs: ProcTable) -> Container:
@@ -383,9 +392,9 @@ def _place(c: Container, spaces: dict[int, _Space], procs: ProcTable) -> Contain
     return replace(c, netns=inode, netns_path=path, state=state)
 
 
-def _dedupe(containers: list[Container]) -> list[Container]:
+def _dedupe(containers: list[Container], claimed: set[int]) -> list[Container]:
     """Drop named-namespace entries for namespaces another runtime already claims."""
-    claimed = {
+    claimed = claimed | {
         c.netns for c in containers if c.runtime not in ("netns", "pid") and c.netns is not None
     }
     seen_ids: set[tuple[str, str]] = set()
@@ -461,7 +470,8 @@ def read_snapshot(
     spaces, root = find_namespaces(procs)
     warnings: list[str] = []
     runtime_sources = list(sources) if sources is not None else default_sources(procs, extra_pids)
-    containers = _dedupe([_place(c, spaces, procs) for c in _collect(runtime_sources, warnings)])
+    found, claimed = _collect(runtime_sources, warnings)
+    containers = _dedupe([_place(c, spaces, procs) for c in found], claimed)
 
     full_all = detail and refs is None
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
@@ -639,10 +649,25 @@ def _netns(sp: _Space, root: int | None, peers: dict[tuple[int, int], int]) -> N
 
 
 def _finish(snap: Snapshot, *, detail: bool) -> Snapshot:
-    """Settle what needs the whole picture: host namespaces, inferred modes, resolvers."""
+    """Settle what needs the whole picture: host namespaces, inferred modes, resolvers.
+
+    A named namespace that turns out to be a host (it holds a bridge with ports, or another
+    runtime's containers are plugged into it, like Docker's engine namespace) is not listed as a
+    container: `topo` shows it as a host.
+    """
     topo = Topology(snap)
+    hosts = {
+        c.host_netns
+        for c in snap.containers
+        if c.runtime not in ("netns", "pid") and c.host_netns not in (None, c.netns)
+    }
+    for ns in snap.netns:
+        if any(topo.ports(ns, br) for br in topo.bridges(ns)):
+            hosts.add(ns.inode)
     out = []
     for c in snap.containers:
+        if c.runtime == "netns" and c.netns in hosts:
+            continue
         changes: dict[str, object] = {}
         if c.network_mode == "unknown":
             changes["network_mode"] = topo.infer_mode(c)

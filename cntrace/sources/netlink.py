@@ -459,12 +459,12 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
     mac = a.get(IFLA_ADDRESS)
     alias = a.get(IFLA_IFALIAS)
     mode = _u32(data.get(1)) if kind in ("macvlan", "macvtap") else None
-    conf: dict[str, int] = {}
+    inet_conf: dict[str, int] = {}
     inet = _nested(_nested(a.get(IFLA_AF_SPEC)).get(socket.AF_INET))
     arr = inet.get(IFLA_INET_CONF)
     if arr and len(arr) >= 4 * DEVCONF_ROUTE_LOCALNET:
         vals = struct.unpack_from(f"={len(arr) // 4}I", arr)
-        conf = {
+        inet_conf = {
             "forwarding": vals[DEVCONF_FORWARDING - 1],
             "rp_filter": vals[DEVCONF_RP_FILTER - 1],
             "route_localnet": vals[DEVCONF_ROUTE_LOCALNET - 1],
@@ -489,7 +489,7 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         vxlan_id=_u32(data.get(1)) if kind == "vxlan" else None,
         macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,
         alias=_str(alias) if alias else None,
-        inet_conf=conf,
+        inet_conf=inet_conf,
     )
 
 
