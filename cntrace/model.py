@@ -186,7 +186,8 @@ class Ruleset:
 
     Raw text is kept so a bug report holds exactly what the host said; the netfilter package parses
     it (purely) when needed. ``iptables_nft``/``iptables_legacy`` hold ``iptables-save`` output
-    per back end, ``ip6tables_*`` the IPv6 equivalent, ``nft_json`` ``nft -j list ruleset``.
+    per back end, ``ip6tables_*`` the IPv6 equivalent, ``nft_json`` ``nft -j list ruleset``,
+    ``ipsets`` ``ipset save``.
     """
 
     iptables_legacy: str | None = None
@@ -195,6 +196,7 @@ class Ruleset:
     ip6tables_nft: str | None = None
     nft_json: str | None = None
     errors: tuple[str, ...] = ()
+    ipsets: str | None = None  # `ipset save` output, when ipset is in use (set match contents)
 
     @property
     def empty(self) -> bool:
