@@ -401,19 +401,6 @@ class RuleRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
-    """What a live trace saw at a hop."""
-
-    seen: bool
-    t_us: int | None = None
-    packet: Packet | None = None
-    reason: str | None = None  # kernel drop reason at this hop
-    location: str | None = None  # dropping kernel function
-    watched: bool = True  # False when this hop could not be watched (distinct from not seen)
-    note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Hop:
     """One step of a packet's way.
 
@@ -431,8 +418,15 @@ class Hop:
     direction: str = "request"  # request | reply
     rule: RuleRef | None = None
     evidence: tuple[str, ...] = ()
-    observed: Observation | None = None
     ok: bool = True
+    tap: str | None = None  # ingress | egress: where a tc hook on `interface` sees this hop
+    # Live tracing fills these; all None in a prediction.
+    observed: bool | None = None  # seen (True), watched but not seen (False)
+    t_us: int | None = None  # microseconds since the probe was sent
+    observed_packet: Packet | None = None  # the packet as seen there (NAT shows here)
+    reason: str | None = None  # the kernel's drop reason, at the dropping hop
+    location: str | None = None  # the dropping kernel function
+    watched: bool | None = None  # False: this hop could not be watched (not the same as unseen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,108 @@
+"""`cntrace path SRC DEST`: one packet's way, hop by hop, with the verdict and its cause."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from cntrace.commands._source import add_snapshot_arg, get_snapshot
+from cntrace.errors import BadInput, Exit
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "path",
+        help="predict (or --live: trace) one packet's way from a container to a destination",
+        description="SRC is a container (name, id prefix, pid:N, netns:NAME) or `host`. DEST is "
+        "a container, an IP, IP:PORT, a hostname resolved as SRC would, or host:PORT for a "
+        "published port. Exit codes: 0 delivered, 1 the path fails, 2 bad input, 3 environment.",
+    )
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DEST")
+    p.add_argument(
+        "--proto", choices=("tcp", "udp", "icmp"), help="default: tcp with a port, icmp without"
+    )
+    p.add_argument("--port", type=int, help="destination port (or DEST:PORT)")
+    p.add_argument(
+        "--size",
+        type=int,
+        metavar="BYTES",
+        help="IP packet size to reason about (default: a small probe)",
+    )
+    p.add_argument("--json", action="store_true", help="print a cntrace.path/v1 document")
+    p.add_argument("--timing", action="store_true", help="print how long each phase took")
+    add_snapshot_arg(p)
+    p.add_argument(
+        "--save-snapshot",
+        metavar="FILE",
+        help="also save the snapshot this answer was computed from (for bug reports: "
+        "`cntrace path --snapshot FILE ...` replays it anywhere)",
+    )
+    live = p.add_argument_group("live tracing")
+    live.add_argument(
+        "--live",
+        action="store_true",
+        help="send a real probe and observe it with eBPF (or packet capture)",
+    )
+    live.add_argument("--backend", choices=("auto", "ebpf", "capture"), default="auto")
+    live.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long to wait for the probe and its reply (default 1s)",
+    )
+    live.add_argument("--pcap", metavar="FILE", help="write the sightings as pcapng")
+    live.add_argument(
+        "--ready-file", metavar="PATH", help="create PATH once tracing is armed (for scripts)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from cntrace.path import predict
+    from cntrace.render import path as render_path
+    from cntrace.render.console import console
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise BadInput(f"bad port {args.port}")
+    if args.size is not None and not 28 <= args.size <= 65535:
+        raise BadInput("--size must be between 28 and 65535 bytes")
+    if args.live and args.snapshot:
+        raise BadInput("--live traces the live host; it cannot use --snapshot")
+    t0 = time.perf_counter()
+    snap = get_snapshot(args)
+    t1 = time.perf_counter()
+    if args.save_snapshot:
+        from cntrace.sources import recorded
+
+        recorded.save(snap, args.save_snapshot)
+    result = predict(
+        snap, args.source, args.destination, proto=args.proto, port=args.port, size=args.size
+    )
+    t2 = time.perf_counter()
+    timings = {"snapshot": t1 - t0, "predict": t2 - t1}
+    if args.live:
+        from cntrace.trace.live import trace_path
+
+        result, live_timings = trace_path(
+            snap,
+            result,
+            backend=args.backend,
+            timeout=args.timeout,
+            pcap=args.pcap,
+            ready_file=args.ready_file,
+        )
+        timings.update(live_timings)
+    if args.json:
+        import sys
+
+        sys.stdout.write(render_path.to_json(result))
+    else:
+        render_path.render(result, console())
+    if args.timing:
+        import sys
+
+        parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+        sys.stderr.write(f"timing: {parts}\n")
+    return int(Exit.OK if result.verdict.status == "delivered" else Exit.FAILED)

@@ -1,0 +1,64 @@
+"""The stable vocabulary of findings: a code names a cause and never changes once released.
+
+docs/findings.md documents each code (what triggers it, and the fix); a unit test keeps the two in
+step. Findings are built by the predictor with evidence taken from the Snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cntrace.model import Finding
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: str  # error: explains a failure; warning: will bite later; info: worth knowing
+    title: str
+
+
+CODES: dict[str, Code] = {
+    c.code: c
+    for c in (
+        Code("loopback-bind", "error", "the server listens on loopback only"),
+        Code("no-listener", "error", "nothing listens on the destination port"),
+        Code("isolated-networks", "error", "source and destination are on isolated networks"),
+        Code("ip-forward-disabled", "error", "IP forwarding is off where the packet is routed"),
+        Code("forward-drop", "error", "a rule in the forward path drops the packet"),
+        Code("input-drop", "error", "a rule in the input path drops the packet"),
+        Code("output-drop", "error", "a rule in the output path drops the packet"),
+        Code("no-masquerade", "error", "the packet leaves with a private source address"),
+        Code("no-route", "error", "no route to the destination"),
+        Code("interface-down", "error", "an interface on the path is down"),
+        Code("mtu-mismatch", "warning", "an MTU on the path is smaller than the sender's"),
+        Code("rp-filter", "error", "reverse-path filtering drops the packet"),
+        Code("neighbor-failed", "error", "the next hop does not answer ARP/NDP"),
+        Code("port-not-published", "error", "the port is not published on the host"),
+        Code("dns-no-embedded-resolver", "error", "the name cannot be resolved from the source"),
+        Code("conntrack-full", "error", "the connection-tracking table is full"),
+        Code("rule-uncertain", "warning", "a rule could not be evaluated"),
+        Code("dns-unresolved", "error", "the name does not resolve"),
+    )
+}
+
+
+def finding(
+    code: str,
+    summary: str,
+    *,
+    evidence: tuple[str, ...] | list[str] = (),
+    fix: str = "",
+    hop: int | None = None,
+    severity: str | None = None,
+) -> Finding:
+    """A Finding with its catalogued severity (unknown codes are a programming error)."""
+    entry = CODES[code]
+    return Finding(
+        code=code,
+        severity=severity or entry.severity,
+        summary=summary,
+        evidence=tuple(evidence),
+        fix=fix,
+        hop=hop,
+    )

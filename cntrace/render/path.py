@@ -1,0 +1,150 @@
+"""A Path as text a person reads during an incident, and as versioned JSON.
+
+The text reads like the seeds' diagram: numbered hops with the namespace, the interface and the
+packet's addresses as they are at that hop (a NAT rewrite is highlighted where it happens), then
+the verdict in one sentence and each finding with its evidence and fix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cntrace import codec
+from cntrace.model import Hop, Packet, Path
+
+STATUS_STYLE = {
+    "delivered": "bold green",
+    "refused": "bold red",
+    "dropped": "bold red",
+    "no-route": "bold red",
+    "unreachable": "bold red",
+    "timeout": "bold red",
+    "unknown": "bold yellow",
+}
+SEVERITY_MARK = {"error": ("x", "red"), "warning": ("!", "yellow"), "info": ("i", "blue")}
+
+
+def to_json(path: Path) -> str:
+    return json.dumps(to_document(path), indent=2) + "\n"
+
+
+def to_document(path: Path) -> dict[str, Any]:
+    """The `cntrace.path/v1` document (docs/schemas/path.schema.json)."""
+    doc: dict[str, Any] = codec.to_plain(path)
+    return doc
+
+
+def _addr(ip: str, port: int | None) -> str:
+    ip = f"[{ip}]" if ":" in ip else ip
+    return f"{ip}:{port}" if port is not None else ip
+
+
+def _packet_text(p: Packet, prev: Packet | None) -> Text:
+    src, dst = _addr(p.src, p.sport), _addr(p.dst, p.dport)
+    text = Text(f"{p.proto} ")
+    changed_src = prev is not None and (prev.src, prev.sport) != (p.src, p.sport)
+    changed_dst = prev is not None and (prev.dst, prev.dport) != (p.dst, p.dport)
+    text.append(src, style="bold magenta" if changed_src else "")
+    text.append(" -> ")
+    text.append(dst, style="bold magenta" if changed_dst else "")
+    return text
+
+
+def _observed(h: Hop) -> Text:
+    if h.observed is None:
+        return Text("")
+    if h.watched is False:
+        return Text("not watched", style="dim")
+    if h.observed:
+        t = f"+{h.t_us / 1000:.3f}ms" if h.t_us is not None else "seen"
+        return Text(f"seen {t}", style="green")
+    return Text("not seen", style="red" if not h.ok else "yellow")
+
+
+def render(path: Path, console: Console) -> None:
+    src, dst = path.source, path.destination
+    target = dst.name or dst.ip or dst.asked
+    if dst.ip and dst.name and dst.ip != dst.name:
+        target = f"{dst.name} ({dst.ip})"
+    proto = dst.protocol or ""
+    port = f"/{dst.port}" if dst.port is not None else ""
+    head = Text()
+    head.append("cntrace path ", style="bold")
+    head.append(f"{src.name or src.asked} -> {target} {proto}{port}")
+    head.append(f"   [{path.mode}]", style="dim")
+    console.print(head)
+
+    live = path.mode == "live"
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("where")
+    table.add_column("iface")
+    table.add_column("step")
+    table.add_column("packet")
+    if live:
+        table.add_column("live")
+    prev: Packet | None = None
+    direction = "request"
+    for h in path.hops:
+        if h.direction != direction:
+            direction = h.direction
+            table.add_row("", Text("reply", style="bold dim"), "", "", "", *([""] if live else []))
+            prev = None
+        style = "" if h.ok else "red"
+        step = Text(f"{h.kind:<9} ", style="cyan")
+        step.append(h.summary, style=style)
+        if h.rule is not None and h.kind in ("netfilter", "nat"):
+            step.append(f"\n          {h.rule.text}", style="dim")
+        if h.reason:
+            step.append(
+                f"\n          kernel: {h.reason}" + (f" in {h.location}" if h.location else ""),
+                style="bold red",
+            )
+        row: list[str | Text] = [
+            str(h.index),
+            h.netns_label,
+            h.interface or "",
+            step,
+            _packet_text(h.packet, prev),
+        ]
+        if live:
+            row.append(_observed(h))
+        table.add_row(*row)
+        prev = h.packet
+    console.print(table)
+
+    v = path.verdict
+    line = Text("\nverdict: ", style="bold")
+    line.append(v.status.upper(), style=STATUS_STYLE.get(v.status, "bold"))
+    at = f" at hop {v.at_hop}" if v.at_hop else ""
+    line.append(f"{at}: {v.summary}")
+    if v.reason and v.reason not in ("left-host",):
+        line.append(f"  [{v.reason}]", style="dim")
+    console.print(line)
+    if v.rule is not None:
+        console.print(
+            Text(
+                f"  rule: {v.rule.table}/{v.rule.chain} #{v.rule.position}: {v.rule.text}",
+                style="dim",
+            )
+        )
+    for f in path.findings:
+        mark, color = SEVERITY_MARK.get(f.severity, ("-", "white"))
+        t = Text(f"\n {mark} ", style=f"bold {color}")
+        t.append(f.code, style=f"bold {color}")
+        t.append(f"  {f.summary}")
+        console.print(t)
+        for e in f.evidence:
+            console.print(Text(f"     evidence: {e}", style="dim"))
+        if f.fix:
+            console.print(Text(f"     fix: {f.fix}", style="green"))
+    for note in path.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+    if path.stats:
+        stats = ", ".join(f"{k}={v}" for k, v in sorted(path.stats.items()))
+        console.print(Text(f"trace: {stats}", style="dim"))
