@@ -1,0 +1,181 @@
+"""A small routed topology for live-tracing tests, in namespaces of its own (cntrace-tr-*).
+
+    cli (10.77.1.2) --trc0/trr0-- rtr --trr1/trs0-- srv (203.0.113.2)
+
+rtr forwards with iptables-nft: MASQUERADE out of trr1 (srv has no route back to 10.77.1.0/24,
+so replies only come back through NAT) and DNAT 10.77.1.1:8080 -> 203.0.113.2:80. srv listens
+on TCP 80 (the kernel answers SYNs, no accept needed) and runs a UDP echo on 53; TCP 82 and
+UDP 54 are closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from safety import GUARD
+
+from cntrace.sources import nsenter
+from cntrace.trace.events import TraceTarget
+
+CLI_IP, RTR_IN, RTR_OUT, SRV_IP = "10.77.1.2", "10.77.1.1", "203.0.113.1", "203.0.113.2"
+
+
+def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["nsenter", f"--net=/run/netns/{ns}", *args] if ns else list(args)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+    return res
+
+
+@dataclass
+class Topo:
+    tag: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    socks: list[socket.socket] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        return f"cntrace-tr-{self.tag}-{role}"
+
+    def path(self, role: str) -> str:
+        return f"/run/netns/{self.ns(role)}"
+
+    def target(self, role: str, ifname: str, hop: int | None = None) -> TraceTarget:
+        path = self.path(role)
+        with nsenter.entered(path):
+            idx = socket.if_nametoindex(ifname)
+        return TraceTarget(path, nsenter.inode_of(path), ifname, idx, f"{role} {ifname}", None, hop)
+
+    def targets(self) -> tuple[TraceTarget, ...]:
+        return (
+            self.target("cli", "trc0", 0),
+            self.target("rtr", "trr0", 1),
+            self.target("rtr", "trr1", 2),
+            self.target("srv", "trs0", 3),
+        )
+
+    def nft_namespaces(self) -> tuple[str, ...]:
+        return (self.path("cli"), self.path("rtr"), self.path("srv"))
+
+    def iptables(self, *args: str) -> None:
+        sh("iptables-nft", *args, ns=self.ns("rtr"))
+
+
+def _udp_echo(topo: Topo, port: int) -> None:
+    s = nsenter.socket_in(topo.path("srv"), socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((SRV_IP, port))
+    s.settimeout(0.2)
+    topo.socks.append(s)
+
+    def loop() -> None:
+        while not topo.stop.is_set():
+            try:
+                data, addr = s.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            with contextlib.suppress(OSError):
+                s.sendto(data, addr)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+@contextlib.contextmanager
+def topology(tag: str | None = None) -> Iterator[Topo]:
+    topo = Topo(tag or f"{os.getpid() % 100000}")
+    roles = ("cli", "rtr", "srv")
+    try:
+        for r in roles:
+            sh("ip", "netns", "add", topo.ns(r))
+            sh("ip", "link", "set", "lo", "up", ns=topo.ns(r))
+        c, r_, s = (topo.ns(x) for x in roles)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "trc0",
+            "netns",
+            c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "trr0",
+            "netns",
+            r_,
+        )
+        sh(
+            "ip",
+            "link",
+            "add",
+            "trr1",
+            "netns",
+            r_,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "trs0",
+            "netns",
+            s,
+        )
+        sh("ip", "addr", "add", f"{CLI_IP}/24", "dev", "trc0", ns=c)
+        sh("ip", "addr", "add", f"{RTR_IN}/24", "dev", "trr0", ns=r_)
+        sh("ip", "addr", "add", f"{RTR_OUT}/24", "dev", "trr1", ns=r_)
+        sh("ip", "addr", "add", f"{SRV_IP}/24", "dev", "trs0", ns=s)
+        for ns_, dev in ((c, "trc0"), (r_, "trr0"), (r_, "trr1"), (s, "trs0")):
+            sh("ip", "link", "set", dev, "up", ns=ns_)
+        sh("ip", "route", "add", "default", "via", RTR_IN, ns=c)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=r_)
+        sh(
+            "iptables-nft",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "trr1",
+            "-j",
+            "MASQUERADE",
+            ns=r_,
+        )
+        sh(
+            "iptables-nft",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "trr0",
+            "-d",
+            RTR_IN,
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            f"{SRV_IP}:80",
+            ns=r_,
+        )
+        GUARD.own(*(topo.path(x) for x in roles))
+        listener = nsenter.socket_in(topo.path("srv"), socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((SRV_IP, 80))
+        listener.listen(64)
+        topo.socks.append(listener)
+        _udp_echo(topo, 53)
+        yield topo
+    finally:
+        topo.stop.set()
+        for sock in topo.socks:
+            sock.close()
+        GUARD.disown(*(topo.path(x) for x in roles))
+        for r in roles:
+            sh("ip", "netns", "del", topo.ns(r), check=False)
