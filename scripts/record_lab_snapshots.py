@@ -1,7 +1,7 @@
 """Record the lab's Snapshot, healthy and under each fault, as unit-test fixtures.
 
-Run as root: `.venv/bin/python scripts/record_lab_snapshots.py`. It brings up a lab named
-cntrace-fx, reads the live snapshot in each state, keeps only the lab's namespaces and
+Run as root with the default lab down: `.venv/bin/python scripts/record_lab_snapshots.py`. It
+brings up the default lab (so containers get their short names: web, client...), reads the live snapshot in each state, keeps only the lab's namespaces and
 containers, and writes fixtures/snapshots/lab/<state>.json (see the README there).
 """
 
@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cntrace.lab import faults, state
+from cntrace.lab import faults, spec, state
 from cntrace.model import Snapshot
 from cntrace.sources import live, recorded
 
-LAB = "cntrace-fx"
+LAB = spec.DEFAULT_NAME
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "snapshots" / "lab"
 
 
@@ -34,7 +34,7 @@ def cli(*args: str) -> None:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if state.load(LAB) is not None:
-        cli("down")
+        sys.exit(f"lab {LAB} is up; take it down first (`cntrace lab down`)")
     cli("up")
     try:
         recorded.save(only_lab(live.read_snapshot()), str(OUT / "healthy.json"))

@@ -1,5 +1,8 @@
 """The built-in lab as a container runtime: its state files name the containers.
 
+Container ids are ``<lab>.<name>``; names are short for the default lab and equal to the id for
+any other lab.
+
 Lab containers are namespaces with a long-lived server process; the lab's `host` namespace plays
 the Docker host (it is claimed, not listed as a container), and `upstream` plays the internet
 (listed with network mode ``external`` so that `cntrace path upstream host:8080` reads naturally).
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from cntrace.lab import state
+from cntrace.lab import spec, state
 from cntrace.model import Container, ContainerNetwork, PortMapping
 from cntrace.sources import nsenter
 
@@ -52,12 +55,15 @@ class LabSource:
                 continue
             host = _inode(lab.host_netns)
             labels = {"cntrace.lab": lab.name}
+            # The default lab's containers have short names (web, client...); other labs (tests,
+            # benchmarks) prefix theirs so they never make `web` ambiguous.
+            prefix = "" if lab.name == spec.DEFAULT_NAME else f"{lab.name}."
             for c in lab.containers:
                 net = next((n for n in lab.networks if n.name == c.network), None)
                 found.append(
                     Container(
                         id=f"{lab.name}.{c.name}",
-                        name=c.name,
+                        name=f"{prefix}{c.name}",
                         runtime="lab",
                         pid=c.pid,
                         netns=_inode(c.netns),
@@ -86,7 +92,7 @@ class LabSource:
             found.append(
                 Container(
                     id=f"{lab.name}.upstream",
-                    name="upstream",
+                    name=f"{prefix}upstream",
                     runtime="lab",
                     pid=lab.upstream_pid,
                     netns=_inode(lab.upstream_netns),
