@@ -370,7 +370,9 @@ def _place(c: Container, spaces: dict[int, _Space], procs: ProcTable) -> Contain
     inode = c.netns
     state = c.state
     if c.pid is not None:
-        inode = procs.netns_of.get(c.pid) or netns_inode(c.pid)
+        # Asked again, not taken from the /proc scan: the runtime listing came later, and the
+        # container may have exited in between.
+        inode = netns_inode(c.pid)
         if inode is None:
             state = "gone"
     if inode is None and c.netns_path and state != "gone":

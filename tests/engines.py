@@ -1,0 +1,336 @@
+"""Real container engines for the runtimes tier: a Docker engine and rootful Podman, both living in
+their own network namespace (``cntrace-engine``) so that nothing they do touches the root
+namespace's links, routes or firewall.
+
+Docker: dockerd runs inside ``cntrace-engine`` with its own data-root, exec-root and socket. It is
+started only when it is not already running and stopped when the last test session using it ends,
+if a test session started it (a marker file says so); sessions register in a users directory under
+a lock, so two concurrent sessions never stop each other's engine.
+
+Image: there is no registry here, so ``cntrace/busybox:1`` is made by ``docker import`` of a tarred
+busybox-static root filesystem (applet symlinks, /etc/passwd, /etc/hosts, /etc/resolv.conf).
+
+Podman: every podman command runs under ``nsenter --net=/run/netns/cntrace-engine`` (netavark
+must clean up in the namespace it set up in) with ``--rootfs`` on the same busybox tree and the
+ulimits this machine allows.
+
+Upstream: for egress tests the engine namespace can get a veth to ``cntrace-engine-up``, which
+plays the internet with TEST-NET addresses (198.51.100.0/24); never the root namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINE_NETNS = "cntrace-engine"
+ENGINE_NSPATH = f"/run/netns/{ENGINE_NETNS}"
+DATA_ROOT = "/var/lib/cntrace-engine"
+EXEC_ROOT = "/run/cntrace-engine"
+SOCKET = f"{EXEC_ROOT}/docker.sock"
+PIDFILE = "/run/cntrace-engine.pid"
+LOCK = "/run/cntrace-engine.lock"
+USERS = Path("/run/cntrace-engine.users")
+STARTED_BY_TESTS = Path("/run/cntrace-engine.started-by-tests")
+LOG = Path("/run/cntrace-engine.log")
+IMAGE = "cntrace/busybox:1"
+ROOTFS = Path("/var/lib/cntrace-engine-rootfs")
+DOCKER = shutil.which("docker", path="/usr/local/bin:/usr/bin:/bin") or "docker"
+
+UPSTREAM_NETNS = "cntrace-engine-up"
+UPSTREAM_IP = "198.51.100.2"
+ENGINE_UPLINK_IP = "198.51.100.1"
+
+PODMAN_FLAGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine could not be started here; the message says why."""
+
+
+def _run(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kw)
+    if check and res.returncode != 0:
+        raise EngineUnavailable(f"{' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_netns() -> None:
+    """The engine namespace, with loopback up (created once, kept: it is cheap and shared)."""
+    if not Path(ENGINE_NSPATH).exists():
+        _run("ip", "netns", "add", ENGINE_NETNS)
+    _run("ip", "-n", ENGINE_NETNS, "link", "set", "lo", "up")
+
+
+def busybox_rootfs(dest: Path = ROOTFS) -> Path:
+    """A busybox-static root filesystem: /bin/busybox, its applets as symlinks, minimal /etc."""
+    if (dest / "bin" / "sh").exists():
+        return dest
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise EngineUnavailable("busybox (busybox-static) is not installed")
+    tmp = Path(
+        tempfile.mkdtemp(prefix="rootfs-", dir=dest.parent if dest.parent.exists() else None)
+    )
+    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, tmp / "bin" / "busybox")
+    applets = _run(busybox, "--list").stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (tmp / "bin" / applet).symlink_to("busybox")
+    (tmp / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (tmp / "etc" / "group").write_text("root:x:0:\n")
+    (tmp / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (tmp / "etc" / "resolv.conf").write_text("")
+    os.chmod(tmp / "tmp", 0o1777)
+    if dest.exists():
+        shutil.rmtree(tmp)  # another session won the race
+        return dest
+    tmp.rename(dest)
+    return dest
+
+
+@dataclass
+class DockerEngine:
+    """A running dockerd in the engine namespace, and a client for it."""
+
+    socket: str = SOCKET
+    started: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        res = subprocess.run(
+            [DOCKER, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        doc: list[dict[str, Any]] = json.loads(self.docker("inspect", name))
+        return doc[0]
+
+    def network_inspect(self, name: str) -> dict[str, Any]:
+        doc: list[dict[str, Any]] = json.loads(self.docker("network", "inspect", name))
+        return doc[0]
+
+    def pid(self, name: str) -> int:
+        return int(self.inspect(name)["State"]["Pid"])
+
+
+def _ping(sock: str) -> bool:
+    """Whether an engine answers GET /_ping on the unix socket."""
+    if not os.path.exists(sock):
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        try:
+            s.connect(sock)
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b"OK" in s.recv(4096)
+        except OSError:
+            return False
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def start_docker(timeout: float = 60.0) -> DockerEngine:
+    """Start dockerd in the engine namespace unless it already answers; register this session."""
+    if shutil.which("dockerd") is None:
+        raise EngineUnavailable("dockerd is not installed")
+    with _locked():
+        ensure_netns()
+        USERS.mkdir(exist_ok=True)
+        (USERS / str(os.getpid())).touch()
+        if _ping(SOCKET):
+            engine = DockerEngine(started=False)
+        else:
+            Path(EXEC_ROOT).mkdir(parents=True, exist_ok=True)
+            log = LOG.open("ab")
+            subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net={ENGINE_NSPATH}",
+                    "dockerd",
+                    "--data-root",
+                    DATA_ROOT,
+                    "--exec-root",
+                    EXEC_ROOT,
+                    "--pidfile",
+                    PIDFILE,
+                    "-H",
+                    f"unix://{SOCKET}",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            STARTED_BY_TESTS.touch()
+            deadline = time.monotonic() + timeout
+            while not _ping(SOCKET):
+                if time.monotonic() > deadline:
+                    tail = LOG.read_text(errors="replace").splitlines()[-5:]
+                    raise EngineUnavailable("dockerd did not answer: " + " | ".join(tail))
+                time.sleep(0.2)
+            engine = DockerEngine(started=True)
+    ensure_image(engine)
+    return engine
+
+
+def ensure_image(engine: DockerEngine) -> None:
+    """cntrace/busybox:1, imported from the busybox rootfs when missing."""
+    if engine.docker("image", "inspect", IMAGE, check=False):
+        return
+    rootfs = busybox_rootfs()
+    with tempfile.NamedTemporaryFile(suffix=".tar") as tar_file:
+        with tarfile.open(tar_file.name, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        engine.docker("import", "-c", 'CMD ["/bin/sh"]', tar_file.name, IMAGE, timeout=300)
+
+
+def release_docker(engine: DockerEngine) -> None:
+    """Unregister; stop the engine if a test session started it and no live session uses it."""
+    with _locked():
+        with contextlib.suppress(FileNotFoundError):
+            (USERS / str(os.getpid())).unlink()
+        live = [p for p in USERS.glob("*") if p.name.isdigit() and _alive(int(p.name))]
+        if live or not STARTED_BY_TESTS.exists():
+            return
+        stop_docker()
+
+
+def stop_docker(timeout: float = 30.0) -> None:
+    try:
+        pid = int(Path(PIDFILE).read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    STARTED_BY_TESTS.unlink(missing_ok=True)
+
+
+def ensure_upstream() -> str:
+    """A TEST-NET "internet" namespace wired to the engine namespace (idempotent); its address."""
+    with _locked():
+        if not Path(f"/run/netns/{UPSTREAM_NETNS}").exists():
+            _run("ip", "netns", "add", UPSTREAM_NETNS)
+        if _run("ip", "-n", ENGINE_NETNS, "link", "show", "ceng-up", check=False).returncode:
+            _run(
+                "ip",
+                "-n",
+                ENGINE_NETNS,
+                "link",
+                "add",
+                "ceng-up",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ceng-dn",
+                "netns",
+                UPSTREAM_NETNS,
+            )
+            _run(
+                "ip", "-n", ENGINE_NETNS, "addr", "add", f"{ENGINE_UPLINK_IP}/24", "dev", "ceng-up"
+            )
+            _run("ip", "-n", ENGINE_NETNS, "link", "set", "ceng-up", "up")
+            _run("ip", "-n", UPSTREAM_NETNS, "addr", "add", f"{UPSTREAM_IP}/24", "dev", "ceng-dn")
+            _run("ip", "-n", UPSTREAM_NETNS, "link", "set", "ceng-dn", "up")
+            _run("ip", "-n", UPSTREAM_NETNS, "link", "set", "lo", "up")
+            _run("ip", "-n", ENGINE_NETNS, "route", "replace", "default", "via", UPSTREAM_IP)
+    return UPSTREAM_IP
+
+
+@dataclass
+class Podman:
+    """Rootful podman whose containers' host side lives in the engine namespace."""
+
+    rootfs: Path = ROOTFS
+    created: list[str] = field(default_factory=list)
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        res = subprocess.run(
+            ["nsenter", f"--net={ENGINE_NSPATH}", "podman", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)}: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def run(
+        self, name: str, *cmd: str, ports: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+    ) -> str:
+        """Start a detached container from the busybox rootfs; removed by ``cleanup``."""
+        args = ["run", "-d", "--name", name, *PODMAN_FLAGS]
+        for p in ports:
+            args += ["-p", p]
+        args += [*extra, "--rootfs", str(self.rootfs), *cmd]
+        self.created.append(name)
+        return self.podman(*args)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        doc: list[dict[str, Any]] = json.loads(self.podman("inspect", name))
+        return doc[0]
+
+    def rm(self, name: str) -> None:
+        self.podman("rm", "-f", "-t", "0", name, check=False)
+        if name in self.created:
+            self.created.remove(name)
+
+    def cleanup(self) -> None:
+        for name in list(self.created):
+            self.rm(name)
+
+
+def start_podman() -> Podman:
+    if shutil.which("podman") is None:
+        raise EngineUnavailable("podman is not installed")
+    with _locked():
+        ensure_netns()
+    res = _run("podman", "version", "--format", "{{.Client.Version}}", check=False)
+    if res.returncode != 0:
+        raise EngineUnavailable(f"podman does not run: {res.stderr.strip()}")
+    return Podman(rootfs=busybox_rootfs())
