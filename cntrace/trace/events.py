@@ -136,6 +136,7 @@ class TraceResult:
     marker: int = 0
     notices: tuple[str, ...] = ()
     ended: str = "timeout"  # what ended collection: reply | drop | quiet | timeout
+    t0_realtime_ns: int = 0  # wall-clock time of the injection (t_ns values count from it)
 
     def seen_at(self, target: TraceTarget, *, reply: bool | None = None) -> tuple[Sighting, ...]:
         return tuple(

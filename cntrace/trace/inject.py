@@ -138,6 +138,7 @@ class Injected:
     marker: Marker
     t_ns: int  # CLOCK_MONOTONIC when it was handed to the kernel
     raw: bytes
+    t_realtime_ns: int = 0
 
 
 def complete(netns_path: str, packet: Packet) -> Packet:
@@ -164,6 +165,6 @@ def send(netns_path: str, packet: Packet, marker: Marker) -> Injected:
     with nsenter.socket_in(netns_path, family, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
-        t_ns = time.monotonic_ns()
+        t_ns, t_rt = time.monotonic_ns(), time.time_ns()
         s.sendto(raw, (packet.dst, 0))
-    return Injected(packet, marker, t_ns, raw)
+    return Injected(packet, marker, t_ns, raw, t_rt)

@@ -233,6 +233,86 @@ class CaptureCollector:
         return capture_mod.can_run()
 
 
+# --------------------------------------------------------------------------- one armed trace
+
+
+class ArmedTrace:
+    """One trace between arming and disarming (TraceEngine.armed)."""
+
+    def __init__(
+        self,
+        engine: TraceEngine,
+        plan: TracePlan,
+        probe: Packet,
+        marker: inject.Marker,
+        backend: str,
+        src_inode: int,
+        t_start: float,
+    ) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.probe = probe
+        self.marker = marker
+        self.backend = backend
+        self.src_inode = src_inode
+        self.t_start = t_start
+        self.matcher = Matcher()
+        self.tracer = nftrace.NftTracer(0)
+        self.cap: capture_mod.CaptureTracer | None = None
+        self.loaded: LoadedProbes | None = None
+        self.unwatched: list[Unwatched] = []
+        self.timings: dict[str, float] = {}
+        self.lost = 0
+        self.lost_base = 0
+        self.sent: inject.Injected | None = None
+        self.sightings: list[Sighting] = []
+        self.drops: list[Drop] = []
+        self.ended = "timeout"
+
+    def inject(self) -> inject.Injected:
+        t0 = time.monotonic()
+        try:
+            self.sent = inject.send(self.plan.source_netns_path, self.probe, self.marker)
+        except OSError as exc:
+            raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
+        self.timings["inject"] = time.monotonic() - t0
+        return self.sent
+
+    def collect(self) -> None:
+        assert self.sent is not None, "inject() first"
+        t0 = time.monotonic()
+        self.sightings, self.drops, self.ended = self.engine._collect(self)
+        self.timings["collect"] = time.monotonic() - t0
+
+    def result(self) -> TraceResult:
+        """The result (after the trace is disarmed, so nft rule texts can be looked up)."""
+        sent = self.sent
+        assert sent is not None
+        for s in self.sightings:  # the user-space matcher learns the flows the kernel learnt
+            if not s.is_reply and s.packet.proto in ("tcp", "udp"):
+                num = 6 if s.packet.proto == "tcp" else 17
+                f = (s.packet.src, s.packet.dst, s.packet.sport or 0, s.packet.dport or 0, num)
+                self.matcher.flows[f] = (self.marker.nonce, 1)
+                self.matcher.flows[reverse(f)] = (self.marker.nonce, 2)
+        rules = self.tracer.events(self.matcher, sent.t_ns)
+        self.timings["total"] = time.monotonic() - self.t_start
+        notices = tuple(self.engine._take_notices())
+        return TraceResult(
+            sightings=tuple(sorted(self.sightings, key=lambda s: s.t_ns)),
+            drops=tuple(self.drops),
+            rule_events=tuple(sorted(rules, key=lambda r: r.t_ns)),
+            lost_events=self.lost,
+            unwatched=tuple(self.unwatched),
+            timings=dict(self.timings),
+            backend=self.backend,
+            probe=sent.packet,
+            marker=self.marker.nonce,
+            notices=notices + tuple(self.tracer.errors),
+            ended=self.ended,
+            t0_realtime_ns=sent.t_realtime_ns,
+        )
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -274,6 +354,10 @@ class TraceEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _take_notices(self) -> list[str]:
+        out, self._notices = self._notices, []
+        return out
 
     def _say(self, text: str) -> None:
         self._notices.append(text)
@@ -326,8 +410,11 @@ class TraceEngine:
 
     # ------------------------------------------------------------------ one trace
 
-    def trace(self, plan: TracePlan) -> TraceResult:
-        timings: dict[str, float] = {}
+    @contextlib.contextmanager
+    def armed(self, plan: TracePlan) -> Iterator[ArmedTrace]:
+        """Everything attached and the marker armed (the ready file is written); on exit,
+        disarmed and the per-trace objects (nft tables, capture sockets) removed. tc filters
+        stay until close(), for the next trace."""
         t_start = time.monotonic()
         if plan.timeout_s <= 0:
             raise BadInput("the trace timeout must be positive")
@@ -344,104 +431,67 @@ class TraceEngine:
             raise BadInput(f"no route from the source to {plan.packet.dst}: {exc}") from exc
 
         backend = self.backend()
-        timings["compile"] = self.compile_s if self._traces == 0 else 0.0
+        a = ArmedTrace(self, plan, probe, inject.new_marker(), backend, src_inode, t_start)
+        a.timings["compile"] = self.compile_s if self._traces == 0 else 0.0
         self._traces += 1
-
-        marker = inject.new_marker()
-        matcher = Matcher()
-        matcher.arm(marker.nonce)
-        unwatched: list[Unwatched] = []
-        t_attach = time.monotonic()
-        tracer = nftrace.NftTracer(self.seq * 1000 + self._traces)
-        cap: capture_mod.CaptureTracer | None = None
+        a.matcher.arm(a.marker.nonce)
+        a.tracer = nftrace.NftTracer(self.seq * 1000 + self._traces)
         loaded = self._module.loaded if backend == "ebpf" else None
+        a.loaded = loaded
+        t_attach = time.monotonic()
         try:
             if loaded is not None:
-                unwatched += self.tc.start(plan.targets)
+                a.unwatched += self.tc.start(plan.targets)
                 _kok, kwhy = self.kfree.can_run()
                 try:
                     self.kfree.start(CNT_CFG_MARKER_DROPS)
                 except (BpfError, ProbeBuildError) as exc:
-                    unwatched.append(Unwatched("kfree_skb", f"{kwhy}: {exc}"))
-                loaded.arm(marker.nonce, proto)
+                    a.unwatched.append(Unwatched("kfree_skb", f"{kwhy}: {exc}"))
+                loaded.arm(a.marker.nonce, proto)
+                a.lost_base = loaded.counters()[0]
             else:
-                cap = capture_mod.CaptureTracer()
-                cap.start(plan.targets, marker.nonce, probe.sport if probe.proto == "udp" else None)
-                unwatched += cap.unwatched
-                unwatched.append(Unwatched("drops", "the capture back end cannot see drops"))
+                a.cap = capture_mod.CaptureTracer()
+                reply_port = probe.sport if probe.proto == "udp" else None
+                a.cap.start(plan.targets, a.marker.nonce, reply_port)
+                a.unwatched += a.cap.unwatched
+                a.unwatched.append(Unwatched("drops", "the capture back end cannot see drops"))
             if plan.nft_namespaces:
                 ok, why = self.nft.can_run()
                 if ok:
-                    tracer.start(plan.nft_namespaces, marker.nonce, probe)
-                    unwatched += tracer.unwatched
+                    a.tracer.start(plan.nft_namespaces, a.marker.nonce, probe)
+                    a.unwatched += a.tracer.unwatched
                 else:
-                    unwatched += [Unwatched(f"nftrace {p}", why) for p in plan.nft_namespaces]
-            timings["attach"] = time.monotonic() - t_attach
+                    a.unwatched += [Unwatched(f"nftrace {p}", why) for p in plan.nft_namespaces]
+            a.timings["attach"] = time.monotonic() - t_attach
             if plan.ready_file:
                 write_ready_file(plan.ready_file)
-
-            t_inject = time.monotonic()
-            try:
-                sent = inject.send(plan.source_netns_path, probe, marker)
-            except OSError as exc:
-                raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
-            timings["inject"] = time.monotonic() - t_inject
-
-            t_collect = time.monotonic()
-            collected = self._collect(plan, sent, src_inode, matcher, loaded, cap, tracer)
-            timings["collect"] = time.monotonic() - t_collect
+            yield a
         finally:
             t_detach = time.monotonic()
             if loaded is not None:
                 with contextlib.suppress(BpfError):
-                    loaded.disarm(marker.nonce)
+                    loaded.disarm(a.marker.nonce)
                 self.kfree.stop()
-            if cap is not None:
-                cap.stop()
-            tracer.stop()
-            timings["detach"] = time.monotonic() - t_detach
+                a.lost += loaded.counters()[0] - a.lost_base
+            if a.cap is not None:
+                a.cap.stop()
+                a.lost += a.cap.lost
+            a.tracer.stop()
+            a.lost += a.tracer.lost
+            a.timings["detach"] = time.monotonic() - t_detach
 
-        sightings, drops, ended = collected
-        for s in sightings:  # the user-space matcher learns flows the kernel learnt
-            if not s.is_reply:
-                f = (s.packet.src, s.packet.dst, s.packet.sport or 0, s.packet.dport or 0, 0)
-                matcher.flows[f] = (marker.nonce, 1)
-                matcher.flows[reverse(f)] = (marker.nonce, 2)
-        rules = tracer.events(matcher, sent.t_ns)
-        lost = tracer.lost + (cap.lost if cap else 0)
-        if loaded is not None:
-            lost += loaded.counters()[0] - self._lost_base
-            self._lost_base = loaded.counters()[0]
-        timings["total"] = time.monotonic() - t_start
-        notices = tuple(self._notices)
-        self._notices.clear()
-        return TraceResult(
-            sightings=tuple(sorted(sightings, key=lambda s: s.t_ns)),
-            drops=tuple(drops),
-            rule_events=tuple(sorted(rules, key=lambda r: r.t_ns)),
-            lost_events=lost,
-            unwatched=tuple(unwatched),
-            timings=timings,
-            backend=backend,
-            probe=sent.packet,
-            marker=marker.nonce,
-            notices=notices,
-            ended=ended,
-        )
+    def trace(self, plan: TracePlan) -> TraceResult:
+        """Inject one probe and report what was seen of it."""
+        with self.armed(plan) as a:
+            a.inject()
+            a.collect()
+        return a.result()
 
-    _lost_base: int = 0
-
-    def _collect(
-        self,
-        plan: TracePlan,
-        sent: inject.Injected,
-        src_inode: int,
-        matcher: Matcher,
-        loaded: LoadedProbes | None,
-        cap: capture_mod.CaptureTracer | None,
-        tracer: nftrace.NftTracer,
-    ) -> tuple[list[Sighting], list[Drop], str]:
+    def _collect(self, a: ArmedTrace) -> tuple[list[Sighting], list[Drop], str]:
         """Gather events until the outcome is known (plus a short settle) or the timeout."""
+        plan, sent, src_inode = a.plan, a.sent, a.src_inode
+        matcher, loaded, cap, tracer = a.matcher, a.loaded, a.cap, a.tracer
+        assert sent is not None
         by_key = {(t.netns_inode, t.ifindex): t for t in plan.targets}
         by_ifindex: dict[int, list[TraceTarget]] = {}
         for t in plan.targets:
@@ -694,6 +744,7 @@ class DropWatch:
         assert loaded is not None
         self._loaded = loaded
         self._t0 = time.monotonic_ns()
+        self.t0_realtime_ns = time.time_ns()  # wall-clock time at which Drop.t_ns is 0
 
     def lost(self) -> int:
         return self._loaded.counters()[0]
