@@ -1,5 +1,7 @@
 """Snapshots on disk: ``cntrace snapshot --save FILE`` writes one, ``--snapshot FILE`` reads it.
 
+``--snapshot`` also reads a ``cntrace.report/v1`` bug report (its embedded snapshot).
+
 A recorded Snapshot is the whole Snapshot as JSON (cntrace.codec), so a bug report carries exactly
 what the host looked like. The schema string is checked first, so a file from another tool or a
 future incompatible version fails with one clear line instead of a decoding error deep inside.
@@ -14,7 +16,7 @@ import tempfile
 
 from cntrace import codec
 from cntrace.errors import BadInput
-from cntrace.model import SNAPSHOT_SCHEMA, Snapshot
+from cntrace.model import REPORT_SCHEMA, SNAPSHOT_SCHEMA, Snapshot
 
 SCHEMA_FAMILY = SNAPSHOT_SCHEMA.rsplit("/", 1)[0]  # cntrace.snapshot
 
@@ -48,6 +50,12 @@ def loads(text: str, origin: str = "snapshot") -> Snapshot:
     if not isinstance(data, dict) or "schema" not in data:
         raise BadInput(f"{origin}: not a cntrace snapshot (no schema field)")
     schema = str(data["schema"])
+    if schema == REPORT_SCHEMA:
+        # A bug report (`e` in `cntrace tui`) embeds its snapshot, so it replays directly.
+        data = data.get("snapshot")
+        if not isinstance(data, dict) or "schema" not in data:
+            raise BadInput(f"{origin}: a cntrace report without a snapshot")
+        schema = str(data["schema"])
     if schema != SNAPSHOT_SCHEMA:
         if schema.startswith(SCHEMA_FAMILY + "/"):
             raise BadInput(
