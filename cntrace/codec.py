@@ -72,7 +72,41 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _bad(field: str, expected: str, value: Any) -> Any:
+    raise CodecError(f"{field}: expected {expected}, got {type(value).__name__}")
+
+
+_SCALARS = {int: "int", str: "str", bool: "bool"}
+
+
+def _inline(tp: Any, var: str, key: str, env: dict[str, Any], i: int) -> str:
+    """An expression decoding ``var``: scalar checks are inlined (no call per field)."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        non_none = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(non_none) == 1:
+            optional, tp = True, non_none[0]
+    if tp in _SCALARS:
+        env[f"t{i}"] = tp
+        check = f"({var} if {var}.__class__ is t{i} else bad({key}, {_SCALARS[tp]!r}, {var}))"
+    else:
+        env[f"d{i}"] = _decoder(tp)
+        check = f"d{i}({var})"
+    return f"(None if {var} is None else {check})" if optional else check
+
+
+def _dec_str(v: Any) -> Any:
+    if v.__class__ is str:
+        return v
+    raise CodecError(f"expected str, got {type(v).__name__}")
+
+
+_STR_DECODER: Decoder = _dec_str
+
+
 def _build(tp: Any) -> Decoder:
+    if tp is str:
+        return _STR_DECODER
     if tp is Any:
         return _identity
     origin = typing.get_origin(tp)
@@ -90,9 +124,9 @@ def _build(tp: Any) -> Decoder:
             item = _decoder(args[0])
 
             def dec_tuple(v: Any) -> Any:
-                if not isinstance(v, list):
+                if v.__class__ is not list:
                     raise CodecError(f"expected a list, got {type(v).__name__}")
-                return tuple(item(x) for x in v)
+                return tuple(map(item, v))
 
             return dec_tuple
         decs = [_decoder(a) for a in args]
@@ -100,6 +134,15 @@ def _build(tp: Any) -> Decoder:
     if origin is dict:
         vdec = _decoder(args[1]) if args else _identity
         kdec = int if args and args[0] is int else _identity
+
+        if vdec is _STR_DECODER and kdec is _identity:
+
+            def dec_str_dict(v: Any) -> Any:
+                if v.__class__ is not dict or not all(x.__class__ is str for x in v.values()):
+                    raise CodecError("expected an object of strings")
+                return dict(v)
+
+            return dec_str_dict
 
         def dec_dict(v: Any) -> Any:
             if not isinstance(v, dict):
@@ -115,45 +158,70 @@ def _build(tp: Any) -> Decoder:
 
 
 def _scalar(tp: type) -> Decoder:
+    if tp is float:
+
+        def dec_float(v: Any) -> Any:
+            if v.__class__ is float or v.__class__ is int:
+                return float(v)
+            raise CodecError(f"expected float, got {type(v).__name__}")
+
+        return dec_float
+
     def dec(v: Any) -> Any:
-        if tp is float and isinstance(v, int):
-            return float(v)
-        if not isinstance(v, tp) or (tp is int and isinstance(v, bool)):
-            raise CodecError(f"expected {tp.__name__}, got {type(v).__name__}")
-        return v
+        if v.__class__ is tp:  # exact: JSON's true is not an int here
+            return v
+        raise CodecError(f"expected {tp.__name__}, got {type(v).__name__}")
 
     return dec
 
 
 def _build_dataclass(cls: type) -> Decoder:
+    """Compile a straight-line decoder for ``cls``: one expression per field, no per-key loop.
+
+    Defaults are not decoded (they already have the right type); unknown keys are ignored so newer
+    writers stay readable; any shape error becomes a CodecError naming the class and field.
+    """
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
-    required = {
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    # Resolved lazily so recursive types work.
-    field_decoders: dict[str, Decoder] = {}
 
-    def dec(v: Any) -> Any:
-        if not isinstance(v, dict):
-            raise CodecError(f"{cls.__name__}: expected an object, got {type(v).__name__}")
-        if not field_decoders:
-            for f in fields:
-                field_decoders[f.name] = _decoder(hints[f.name])
-        missing = required - v.keys()
-        if missing:
-            raise CodecError(f"{cls.__name__}: missing {', '.join(sorted(missing))}")
-        kwargs = {}
-        for name, value in v.items():
-            fd = field_decoders.get(name)
-            if fd is None:
-                continue  # newer writers may add keys; older readers ignore them
-            try:
-                kwargs[name] = fd(value)
-            except CodecError as exc:
-                raise CodecError(f"{cls.__name__}.{name}: {exc}") from None
-        return cls(**kwargs)
+    # Nested types may refer back to this class: register a trampoline first.
+    compiled: list[Decoder] = []
 
+    def trampoline(v: Any) -> Any:
+        return compiled[0](v)
+
+    _DECODERS[cls] = trampoline
+
+    env: dict[str, Any] = {"cls": cls, "CodecError": CodecError, "bad": _bad}
+    args = []
+    for i, f in enumerate(fields):
+        key = repr(f.name)
+        value = _inline(hints[f.name], f"x{i}", key, env, i)
+        if f.default is not dataclasses.MISSING:
+            env[f"z{i}"] = f.default
+            args.append(f"{f.name}=({value} if (x{i} := v.get({key}, z{i})) is not z{i} else z{i})")
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"z{i}"] = f.default_factory
+            args.append(
+                f"{f.name}=({value} if {key} in v and ((x{i} := v[{key}]) or True) else z{i}())"
+            )
+        else:
+            args.append(f"{f.name}=({value} if ((x{i} := v[{key}]) or True) else None)")
+    name = cls.__name__
+    source = (
+        "def dec(v):\n"
+        "    if v.__class__ is not dict:\n"
+        f"        raise CodecError('{name}: expected an object, got ' + type(v).__name__)\n"
+        "    try:\n"
+        f"        return cls({', '.join(args)})\n"
+        "    except CodecError as exc:\n"
+        f"        raise CodecError('{name}: ' + str(exc)) from None\n"
+        "    except KeyError as exc:\n"
+        f"        raise CodecError('{name}: missing ' + str(exc)) from None\n"
+        "    except (TypeError, AttributeError) as exc:\n"
+        f"        raise CodecError('{name}: ' + str(exc)) from None\n"
+    )
+    exec(source, env)  # generated from our own dataclass fields only
+    compiled.append(env["dec"])
+    dec: Decoder = env["dec"]
     return dec
