@@ -13,6 +13,7 @@ All of it is pure: it reads a Snapshot's values, never the system.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from cntrace.model import Netns, Ruleset
@@ -86,6 +87,8 @@ def _load(ruleset: Ruleset) -> Netfilter:
     ignored: list[str] = []
     if ruleset.nft_json:
         parsed_nft = nft_json.parse(ruleset.nft_json, skip=skip, source="nft_json")
+        if parsed_nft.skipped_handles:
+            tables = [_with_handles(t, parsed_nft.skipped_handles) for t in tables]
         tables.extend(parsed_nft.tables)
         warnings.extend(parsed_nft.warnings)
         ignored.extend(parsed_nft.ignored)
@@ -106,6 +109,17 @@ def _load(ruleset: Ruleset) -> Netfilter:
         ignored=tuple(ignored),
         ipsets=ipsets,
     )
+
+
+def _with_handles(
+    table: Table, handles: dict[tuple[str, str], tuple[int | None, dict[str, int | None]]]
+) -> Table:
+    """An iptables-nft table with the nft handles of the same table (its registration order)."""
+    if table.backend != "iptables-nft" or (table.family, table.name) not in handles:
+        return table
+    thandle, chandles = handles[(table.family, table.name)]
+    chains = {n: replace(c, handle=chandles.get(n)) for n, c in table.chains.items()}
+    return replace(table, chains=chains, handle=thandle)
 
 
 def facts_for(netns: Netns) -> NetnsFacts:

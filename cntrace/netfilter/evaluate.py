@@ -551,25 +551,66 @@ def _vmap(st: _State, vm: VerdictMap, table: Table | None) -> tuple[Verdict | No
 # --------------------------------------------------------------------------- NAT
 
 
-def _primary(st: _State, iface: str | None, near: str | None) -> str | None:
-    """The address the kernel picks on ``iface``: one in ``near``'s subnet, else the first."""
+def _usable_source(addr: str, family: int) -> bool:
+    """Addresses MASQUERADE may pick: universe scope (not loopback or link-local)."""
+    if (":" in addr) != (family == 6):
+        return False
+    if family == 4:
+        return not addr.startswith("127.")
+    return addr != "::1" and not addr.lower().startswith("fe80:")
+
+
+def _primaries(st: _State, iface: str) -> list[tuple[str, Atom | None]]:
+    """The interface's primary addresses in kernel order, with their subnets when known.
+
+    An address in the subnet of an earlier one on the same interface is a secondary.
+    """
+    out: list[tuple[str, Atom | None]] = []
+    nets = st.facts.iface_networks.get(iface, ())
+    if not nets:
+        return [(a, None) for a in st.facts.iface_addresses.get(iface, ())]
+    for cidr in nets:
+        addr, _, plen = cidr.partition("/")
+        try:
+            ver = ip_to_int(addr)[0]
+            atom = prefix_atom(f"{addr}/{plen}")[1] if plen else None
+        except ValueError:
+            continue
+        if any(a is not None and a == atom and ip_to_int(x)[0] == ver for x, a in out):
+            continue  # secondary
+        out.append((addr, atom))
+    return out
+
+
+def _masq_source(st: _State, iface: str | None, nexthop: str) -> str | None:
+    """The source MASQUERADE picks (inet_select_addr): a primary address of ``iface`` in the
+    next hop's subnet, else its first usable primary, else the first usable address of any
+    interface (a device without one, like lo, borrows)."""
+    fam = st.packet.family
+    if iface is not None:
+        cands = [(a, n) for a, n in _primaries(st, iface) if _usable_source(a, fam)]
+        _, hop = ip_to_int(nexthop)
+        for a, n in cands:
+            if n is not None and n.contains(hop):
+                return a
+        if cands:
+            return cands[0][0]
+    for name in st.facts.iface_addresses:
+        for a, _ in _primaries(st, name):
+            if _usable_source(a, fam):
+                return a
+    return None
+
+
+def _first_address(st: _State, iface: str | None) -> str | None:
+    """REDIRECT's new destination: the first address of the input device."""
     if iface is None:
         return None
     fam = st.packet.family
-    addrs = [a for a in st.facts.iface_addresses.get(iface, ()) if (":" in a) == (fam == 6)]
-    if near is not None:
-        ver, v = ip_to_int(near)
-        for cidr in st.facts.iface_networks.get(iface, ()):
-            a, _, plen = cidr.partition("/")
-            if a not in addrs or not plen:
-                continue
-            try:
-                pver, atom = prefix_atom(f"{a}/{plen}")
-            except ValueError:
-                continue
-            if pver == ver and atom.contains(v):
-                return a
-    return addrs[0] if addrs else None
+    for a in st.facts.iface_addresses.get(iface, ()):
+        if (":" in a) == (fam == 6):
+            return a
+    return None
 
 
 def _port_in(spec: NatSpec, port: int | None) -> bool:
@@ -610,9 +651,18 @@ def _apply_nat(
         if hook == "output":
             addr = "::1" if p.family == 6 else "127.0.0.1"
         else:
-            chosen = _primary(st, st.iif, None)
+            chosen = _first_address(st, st.iif)
             if chosen is None:
-                return "drop", None, None
+                if st.iif not in st.facts.iface_addresses:
+                    return (
+                        "accept",
+                        None,
+                        (
+                            f"REDIRECT: the addresses of {st.iif or 'the input interface'} "
+                            "are not known"
+                        ),
+                    )
+                return "drop", None, None  # the kernel drops when the device has no address
             addr = chosen
         port = p.dport
         if spec.port is not None and p.dport is not None:
@@ -624,9 +674,9 @@ def _apply_nat(
             if spec.addr_hi:
                 why = f"SNAT to the range {spec.addr}-{spec.addr_hi}: the kernel picks an address"
         else:
-            chosen = _primary(st, st.oif, p.dst)
+            chosen = _masq_source(st, st.oif, p.dst)
             if chosen is None:
-                if st.oif is None or st.oif not in st.facts.iface_addresses:
+                if not st.facts.known:
                     return (
                         "accept",
                         None,
@@ -820,17 +870,20 @@ def _run_hook(st: _State, hook: str) -> HookResult:
     policy: str | None = None
     new_conn = st.ctstate in ("new", "related")
     conntracked = False
+    ct_on = st.nf.conntrack_enabled(st.packet.family)
     for chain in st.nf.base_chains(hook, st.packet.family):
         prio = chain.priority if chain.priority is not None else 0
         ctype = chain.type or "filter"
         if not conntracked and prio > _CONNTRACK_PRIORITY:
             conntracked = True
-            if not st.untracked:
+            if not st.untracked and ct_on:
                 st.ct_attached = True
                 st.cache.clear()
         skip = None
         if ctype == "nat":
-            if st.untracked:
+            if not ct_on:
+                skip = "no rule enables connection tracking here, so nat chains do not run"
+            elif st.untracked:
                 skip = "untracked packets are not NATed"
             elif not new_conn:
                 skip = "nat chains see only the first packet of a connection"
@@ -851,19 +904,14 @@ def _run_hook(st: _State, hook: str) -> HookResult:
             break
         if rule is None and chain.policy == "accept" and chain.rules:
             policy = f"{chain.label} policy accept"
-    if not conntracked and not st.untracked:
+    if not conntracked and not st.untracked and ct_on:
         st.ct_attached = True
     if verdict == "accept":
         deciding = last_rule
         if deciding is not None:
             policy = None
         # Any nat slot pass sets up a (possibly null) binding for its manip type.
-        if (
-            hook != "forward"
-            and new_conn
-            and not st.untracked
-            and any(c.type == "nat" for c in st.nf.chains())
-        ):
+        if hook != "forward" and new_conn and not st.untracked and ct_on:
             st.nat_done.add(manip)
         if hook != "forward" and not new_conn and st.conntrack is not None and h.nat is None:
             h.nat = _conntrack_nat(st, hook)
@@ -955,6 +1003,10 @@ def walk(
     this namespace, over lo). ``route(packet)`` names the output interface for a packet whose
     destination DNAT changed (None: no route). ``conntrack`` (from ``Walk.conntrack()`` of the
     first packet) lets later and reply packets get the connection's NAT.
+
+    Devices are what the kernel passes each hook: prerouting and input see only the input
+    device, output only the output device, forward both, postrouting the output device and, for
+    forwarded packets, the input device.
     """
     if kind not in _KINDS:
         raise BadInput(f"unknown walk kind {kind!r} (one of {', '.join(_KINDS)})")
@@ -971,33 +1023,35 @@ def walk(
     results: list[HookResult] = []
     notes: list[str] = []
     plan = _plan(kind)
-    cur_kind = kind
-    if kind in ("output", "local-output"):
-        st.iif = None
-        st.oif = "lo" if kind == "local-output" and oif is None else oif
-    else:
-        st.iif, st.oif = iif, (oif if kind == "forward" else None)
+    cur = kind
+    in_dev = iif if kind in ("input", "forward") else None
+    out_dev = oif if kind in ("forward", "output") else ("lo" if kind == "local-output" else None)
+    looped = False  # local-output: after postrouting the packet comes back in over lo
     i = 0
     while i < len(plan):
         hook = plan[i]
-        if hook == "prerouting" and kind == "local-output":
-            st.iif, st.oif = "lo", None
-        if hook in ("input",) and cur_kind in ("input", "local-output"):
-            st.oif = None
+        if hook == "prerouting" and cur == "local-output":
+            in_dev, looped = "lo", True
+        if hook in ("prerouting", "input"):
+            st.iif, st.oif = in_dev, None
+        elif hook == "forward":
+            st.iif, st.oif = in_dev, out_dev
+        elif hook == "output":
+            st.iif, st.oif = None, out_dev
+        else:  # postrouting
+            st.iif, st.oif = (in_dev if cur == "forward" else None), out_dev
         before = st.packet
         res = _run_hook(st, hook)
         results.append(res)
         if res.verdict != "accept":
             break
-        rerouted = (st.packet.dst, st.packet.dport) != (before.dst, before.dport)
-        if hook == "prerouting" and rerouted and cur_kind in ("input", "forward"):
-            cur_kind, plan, note = _reroute_in(st, route, cur_kind, plan, i)
-            if note:
-                notes.append(note)
-        elif hook == "output" and rerouted:
-            cur_kind, plan, note = _reroute_out(st, route, cur_kind, plan, i)
-            if note:
-                notes.append(note)
+        moved = (st.packet.dst, st.packet.dport) != (before.dst, before.dport)
+        if moved and hook == "prerouting" and not looped:
+            cur, plan, out_dev, note = _reroute_in(st, route, cur, plan, i, out_dev)
+            notes.append(note)
+        elif moved and hook == "output":
+            cur, plan, out_dev, note = _reroute_out(st, route, cur, plan, i, out_dev)
+            notes.append(note)
         i += 1
     last = results[-1]
     deciding = last.deciding
@@ -1012,7 +1066,7 @@ def walk(
     nats = tuple(r.nat for r in results if r.nat is not None)
     uncertain = tuple(u for r in results for u in r.uncertain)
     return Walk(
-        kind=cur_kind,
+        kind=cur,
         hooks=tuple(results),
         verdict=last.verdict,
         deciding=deciding,
@@ -1021,9 +1075,9 @@ def walk(
         nats=nats,
         uncertain=uncertain,
         iif=iif if kind in ("input", "forward") else None,
-        oif=st.oif if cur_kind in ("forward", "output") else None,
+        oif=out_dev if cur in ("forward", "output") else None,
         policy=policy,
-        notes=tuple(notes),
+        notes=tuple(n for n in notes if n),
     )
 
 
@@ -1046,24 +1100,31 @@ def _reroute_in(
     kind: str,
     plan: list[str],
     i: int,
-) -> tuple[str, list[str], str | None]:
+    out_dev: str | None,
+) -> tuple[str, list[str], str | None, str]:
     """After DNAT at prerouting the kernel routes again: local delivery or forwarding."""
     p = st.packet
     if st.facts.known and _is_local(st, p.dst):
         if kind == "input":
-            return kind, plan, None
-        return "input", [*plan[: i + 1], "input"], f"DNAT to {p.dst}: delivered locally"
-    oif = route(p) if route is not None else None
-    if oif is None and route is None and kind == "forward" and st.oif is not None:
-        oif = st.oif
-        note = f"DNAT to {p.dst}: assumed to leave through {oif} (no route lookup given)"
-    elif oif is None:
-        note = f"DNAT to {p.dst}: no route known; output interface unknown"
-    else:
-        note = f"DNAT to {p.dst}: routed out of {oif}"
-    st.oif = oif
-    st.cache.clear()
-    return "forward", [*plan[: i + 1], "forward", "postrouting"], note
+            return kind, plan, None, f"DNAT to {p.dst}: delivered locally"
+        return "input", [*plan[: i + 1], "input"], None, f"DNAT to {p.dst}: delivered locally"
+    new_plan = [*plan[: i + 1], "forward", "postrouting"]
+    if route is not None:
+        oif = route(p)
+        note = (
+            f"DNAT to {p.dst}: routed out of {oif}"
+            if oif
+            else f"DNAT to {p.dst}: no route known; output interface unknown"
+        )
+        return "forward", new_plan, oif, note
+    if kind == "forward" and out_dev is not None:
+        return (
+            "forward",
+            new_plan,
+            out_dev,
+            (f"DNAT to {p.dst}: assumed to leave through {out_dev} (no route lookup given)"),
+        )
+    return "forward", new_plan, None, f"DNAT to {p.dst}: no route known; output interface unknown"
 
 
 def _reroute_out(
@@ -1072,25 +1133,19 @@ def _reroute_out(
     kind: str,
     plan: list[str],
     i: int,
-) -> tuple[str, list[str], str | None]:
+    out_dev: str | None,
+) -> tuple[str, list[str], str | None, str]:
     """After DNAT at output the kernel routes again (ip_route_me_harder)."""
     p = st.packet
     if st.facts.known and _is_local(st, p.dst):
-        st.oif = "lo"
-        st.cache.clear()
+        note = f"DNAT to {p.dst}: delivered locally over lo"
         if kind == "local-output":
-            return kind, plan, None
-        return (
-            "local-output",
-            [*plan[: i + 1], "postrouting", "prerouting", "input"],
-            f"DNAT to {p.dst}: delivered locally over lo",
-        )
-    oif = route(p) if route is not None else st.oif if kind == "output" else None
-    st.oif = oif
-    st.cache.clear()
+            return kind, plan, "lo", note
+        return "local-output", [*plan[: i + 1], "postrouting", "prerouting", "input"], "lo", note
+    oif = route(p) if route is not None else (out_dev if kind == "output" else None)
     note = (
         f"DNAT to {p.dst}: routed out of {oif}"
         if oif
         else f"DNAT to {p.dst}: output interface unknown"
     )
-    return "output", [*plan[: i + 1], "postrouting"], note
+    return "output", [*plan[: i + 1], "postrouting"], oif, note

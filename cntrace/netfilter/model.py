@@ -322,6 +322,21 @@ class Table:
         return f"{self.backend} {self.family} {self.name}"
 
 
+_CT_KEYS = ("ctstate", "ctstatus", "ctmark", "ctdirection", "ct.")
+
+
+def _needs_conntrack(step: object) -> bool:
+    if isinstance(step, NatSpec):
+        return True
+    if isinstance(step, Match):
+        return any(f.key.startswith(_CT_KEYS) for f in step.fields)
+    if isinstance(step, Mangle):
+        return "ctmark" in (step.dest, step.src)
+    if isinstance(step, Effect):
+        return step.kind == "ct"
+    return False
+
+
 def ip_families(family: str) -> tuple[int, ...]:
     """The IP versions a table family sees (inet sees both; bridge/arp/netdev see neither here)."""
     return {"ip": (4,), "ip6": (6,), "inet": (4, 6)}.get(family, ())
@@ -342,6 +357,10 @@ class Netfilter:
     _index: dict[tuple[str, str, str], Table] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _order: dict[tuple[str, int], tuple[Chain, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _ct: dict[int, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -370,11 +389,16 @@ class Netfilter:
 
         Filter-type chains run by priority. All nat-type chains share one slot (the kernel's nat
         core hooks at -100 for prerouting/output and 100 for postrouting/input) and are ordered
-        among themselves by their own priority. Equal priorities keep back-end order (legacy,
-        iptables-nft, nftables), which the kernel leaves to registration order.
+        among themselves by their own priority. For equal priorities the kernel runs the chain
+        registered last first; registration order is estimated: iptables-legacy tables are the
+        oldest, nft chains (iptables-nft's too) are ordered by table handle, then chain handle.
         """
-        entries: list[tuple[int, int, int, int, Chain]] = []
-        for ti, t in enumerate(self.tables):
+        key = (hook, ipver)
+        cached = self._order.get(key)
+        if cached is not None:
+            return cached
+        entries: list[tuple[tuple[int, int, tuple[int, int, int]], Chain]] = []
+        for t in self.tables:
             if ipver not in ip_families(t.family):
                 continue
             for c in t.chains.values():
@@ -384,9 +408,41 @@ class Netfilter:
                 slot = prio
                 if c.type == "nat":
                     slot = NAT_PRIORITY_SRC if hook in ("postrouting", "input") else -100
-                entries.append((slot, prio, BACKENDS.index(c.backend), ti, c))
-        entries.sort(key=lambda e: e[:4])
-        return tuple(e[4] for e in entries)
+                if c.backend == "iptables-legacy":
+                    rank = (1, 0, 0)
+                else:
+                    rank = (0, -(t.handle or 0), -(c.handle or 0))
+                entries.append(((slot, prio, rank), c))
+        entries.sort(key=lambda e: e[0])
+        result = tuple(e[1] for e in entries)
+        self._order[key] = result
+        return result
+
+    def conntrack_enabled(self, ipver: int) -> bool:
+        """Whether connection tracking runs for IPv``ipver`` in this namespace.
+
+        The kernel enables it per namespace only for rules that need it (NAT statements and
+        targets, ct/conntrack/state/connmark matches, CT targets); without it nat chains never
+        run and nothing is NATed.
+        """
+        cached = self._ct.get(ipver)
+        if cached is not None:
+            return cached
+        on = False
+        for t in self.tables:
+            if ipver not in ip_families(t.family):
+                continue
+            for c in t.chains.values():
+                for r in c.rules:
+                    if any(_needs_conntrack(s) for s in r.steps):
+                        on = True
+                        break
+                if on:
+                    break
+            if on:
+                break
+        self._ct[ipver] = on
+        return on
 
     @property
     def rule_count(self) -> int:

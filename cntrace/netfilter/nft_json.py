@@ -85,6 +85,11 @@ class ParsedNft:
 
     tables: list[Table] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # (family, table) -> (table handle, {chain: handle}) of the skipped tables: they tell the
+    # evaluator when iptables-nft registered its chains.
+    skipped_handles: dict[tuple[str, str], tuple[int | None, dict[str, int | None]]] = field(
+        default_factory=dict
+    )
     warnings: list[str] = field(default_factory=list)
     version: str | None = None
 
@@ -191,6 +196,10 @@ class _Builder:
         for key in self.order:
             t = self.tables[key]
             if key in self.skip:
+                self.out.skipped_handles[key] = (
+                    t["handle"],
+                    {name: c.get("handle") for name, c in t["chains"].items()},
+                )
                 self.out.ignored.append(
                     f"nft table {key[0]} {key[1]} (managed by iptables-nft; the iptables-save "
                     "view is used)"

@@ -1,74 +1,191 @@
-"""Read a namespace's netfilter rulesets as the tools print them (a minimal reader).
+"""Read a namespace's netfilter rulesets as the tools print them.
 
-Discovery needs the raw text of each back end so a Snapshot carries exactly what the host said;
-parsing is the netfilter package's business. The tools are the only complete readers of their
-back ends (iptables-legacy has no netlink dump; nft's JSON includes sets and maps), so each runs
-once with its process moved into the namespace. The live reader calls this only for namespaces
-that have tables at all.
+Discovery calls ``read_ruleset`` for every namespace, so it skips what is not there cheaply:
+
+- iptables-legacy: only when ``/proc/thread-self/net/ip{,6}_tables_names`` (read inside the
+  namespace) lists tables; otherwise iptables-legacy-save would load modules to print nothing.
+- nftables: read through libnftables with ctypes from this thread, moved into the namespace with
+  setns (no process); ``nft -j list ruleset`` is the fallback when the library is missing.
+- iptables-nft: ``iptables-nft-save`` runs only when the nft view shows a table iptables-nft
+  manages (ip/ip6 filter, nat, mangle, raw, security); its text is the view users know.
+- ipset: ``ipset save`` when the tool exists and the kernel has ipsets.
+
+A failing tool becomes an entry in ``Ruleset.errors``, never an exception.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import json
+import os
 import shutil
 import subprocess
+import threading
 
 from cntrace.model import Ruleset
 from cntrace.sources import nsenter
 
 TIMEOUT = 20.0
-
-_TOOLS = (
-    ("iptables_legacy", ("iptables-legacy-save",)),
-    ("ip6tables_legacy", ("ip6tables-legacy-save",)),
-    ("iptables_nft", ("iptables-nft-save",)),
-    ("ip6tables_nft", ("ip6tables-nft-save",)),
-    ("nft_json", ("nft", "-j", "list", "ruleset")),
-)
+_IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
+_NFT_CTX_OUTPUT_JSON = 1 << 4
 
 
-def _legacy_present(path: str, v6: bool) -> bool:
-    name = "ip6_tables_names" if v6 else "ip_tables_names"
+class _Libnftables:
+    """The few libnftables calls needed to list a ruleset as JSON."""
 
-    def check() -> bool:
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        lib = ctypes.CDLL(name, use_errno=True)
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = (ctypes.c_uint32,)
+        lib.nft_ctx_free.argtypes = (ctypes.c_void_p,)
+        lib.nft_ctx_output_set_flags.argtypes = (ctypes.c_void_p, ctypes.c_uint)
+        lib.nft_ctx_buffer_output.argtypes = (ctypes.c_void_p,)
+        lib.nft_ctx_buffer_error.argtypes = (ctypes.c_void_p,)
+        lib.nft_run_cmd_from_buffer.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        lib.nft_ctx_get_output_buffer.argtypes = (ctypes.c_void_p,)
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = (ctypes.c_void_p,)
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        self.lib = lib
+
+    def list_ruleset(self) -> str:
+        """``nft -j list ruleset`` for the namespace of the calling thread."""
+        lib = self.lib
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise OSError("nft_ctx_new failed")
         try:
-            with open(f"/proc/thread-self/net/{name}") as f:
-                return bool(f.read().strip())
-        except OSError:
-            return False
+            lib.nft_ctx_output_set_flags(ctx, _NFT_CTX_OUTPUT_JSON)
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            rc = lib.nft_run_cmd_from_buffer(ctx, b"list ruleset")
+            if rc != 0:
+                err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
+                raise OSError(err.strip().splitlines()[-1] if err.strip() else "nft failed")
+            out = lib.nft_ctx_get_output_buffer(ctx) or b""
+            return out.decode("utf-8", "replace")
+        finally:
+            lib.nft_ctx_free(ctx)
 
-    return nsenter.run_in(path, check)
+
+_LIB: _Libnftables | None = None
+_LIB_FAILED = False
+_LIB_LOCK = threading.Lock()
+
+
+def _libnftables() -> _Libnftables | None:
+    global _LIB, _LIB_FAILED
+    with _LIB_LOCK:
+        if _LIB is None and not _LIB_FAILED:
+            try:
+                _LIB = _Libnftables()
+            except (OSError, AttributeError):
+                _LIB_FAILED = True
+        return _LIB
+
+
+def _read_proc(name: str) -> str:
+    try:
+        with open(f"/proc/thread-self/net/{name}") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _run(argv: list[str], path: str) -> tuple[str | None, str | None]:
+    """(stdout, None) or (None, error) for a tool run inside the namespace."""
+    binary = shutil.which(argv[0])
+    if binary is None:
+        return None, None
+    try:
+        res = subprocess.run(
+            [binary, *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            preexec_fn=nsenter.preexec_enter(path),
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{argv[0]}: {exc}"
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["failed"])[-1]
+        return None, f"{argv[0]}: {last}"
+    return res.stdout, None
+
+
+def _nft_tables(text: str) -> set[tuple[str, str]]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return set()
+    out: set[tuple[str, str]] = set()
+    for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
+        t = item.get("table") if isinstance(item, dict) else None
+        if isinstance(t, dict):
+            out.add((str(t.get("family")), str(t.get("name"))))
+    return out
 
 
 def read_ruleset(netns_path: str) -> Ruleset:
-    """Every back end's rules in the namespace at ``netns_path``; a failing tool is an error
-    entry, not an exception."""
+    """Every back end's rules in the namespace at ``netns_path`` (a name or a path)."""
     path = nsenter.netns_path(netns_path)
     found: dict[str, str | None] = {}
     errors: list[str] = []
-    for key, argv in _TOOLS:
-        if key.endswith("_legacy") and not _legacy_present(path, key.startswith("ip6")):
-            continue  # iptables-legacy-save would load modules to print nothing
-        binary = shutil.which(argv[0])
-        if binary is None:
+    lib = _libnftables()
+
+    def inside() -> tuple[str, str, str | None, str | None, bool]:
+        legacy4 = _read_proc("ip_tables_names")
+        legacy6 = _read_proc("ip6_tables_names")
+        nft_text = None
+        nft_err = None
+        if lib is not None:
+            try:
+                nft_text = lib.list_ruleset()
+            except OSError as exc:
+                nft_err = f"libnftables: {exc}"
+        has_ipset = os.path.exists("/proc/thread-self/net/ip_set") or os.path.isdir(
+            "/sys/module/ip_set"
+        )
+        return legacy4, legacy6, nft_text, nft_err, has_ipset
+
+    try:
+        legacy4, legacy6, nft_text, nft_err, has_ipset = nsenter.run_in(path, inside)
+    except OSError as exc:
+        return Ruleset(errors=(f"cannot enter {netns_path}: {exc}",))
+    if nft_err:
+        errors.append(nft_err)
+    if lib is None or nft_err:
+        nft_text, err = _run(["nft", "-j", "list", "ruleset"], path)
+        if err:
+            errors.append(err)
+    tables = _nft_tables(nft_text) if nft_text else set()
+    if tables:
+        found["nft_json"] = nft_text
+    for key, argv, present in (
+        ("iptables_legacy", ["iptables-legacy-save", "-c"], bool(legacy4.strip())),
+        ("ip6tables_legacy", ["ip6tables-legacy-save", "-c"], bool(legacy6.strip())),
+        ("iptables_nft", ["iptables-nft-save", "-c"], _managed(tables, "ip")),
+        ("ip6tables_nft", ["ip6tables-nft-save", "-c"], _managed(tables, "ip6")),
+    ):
+        if not present:
             continue
-        try:
-            res = subprocess.run(
-                [binary, *argv[1:]],
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT,
-                preexec_fn=nsenter.preexec_enter(path),
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{argv[0]}: {exc}")
-            continue
-        if res.returncode != 0:
-            last = (res.stderr.strip().splitlines() or ["failed"])[-1]
-            errors.append(f"{argv[0]}: {last}")
-            continue
-        text = res.stdout
-        if key != "nft_json" and not any(ln.startswith("*") for ln in text.splitlines()):
-            continue  # no tables for this back end
-        found[key] = text
+        text, err = _run(argv, path)
+        if err:
+            errors.append(err)
+        elif text and any(ln.startswith("*") for ln in text.splitlines()):
+            found[key] = text
+    if has_ipset and shutil.which("ipset"):
+        text, err = _run(["ipset", "save"], path)
+        if err:
+            errors.append(err)
+        elif text and text.strip():
+            found["ipsets"] = text
     return Ruleset(**found, errors=tuple(errors))
+
+
+def _managed(tables: set[tuple[str, str]], family: str) -> bool:
+    return any(f == family and n in _IPTABLES_TABLES for f, n in tables)
