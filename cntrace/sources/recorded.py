@@ -36,6 +36,9 @@ def save(snapshot: Snapshot, path: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # like open(): mkstemp's 0600 would surprise
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
