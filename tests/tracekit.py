@@ -179,3 +179,123 @@ def topology(tag: str | None = None) -> Iterator[Topo]:
         GUARD.disown(*(topo.path(x) for x in roles))
         for r in roles:
             sh("ip", "netns", "del", topo.ns(r), check=False)
+
+
+# --------------------------------------------------------------------------- host state
+
+
+def host_objects(topo: Topo) -> dict[str, list[str]]:
+    """What sits on the topology's namespaces: qdiscs, tc filters, nft tables, per namespace."""
+    out: dict[str, list[str]] = {}
+    for role, devs in (("cli", ("trc0",)), ("rtr", ("trr0", "trr1")), ("srv", ("trs0",))):
+        found: list[str] = []
+        for dev in devs:
+            q = sh("tc", "qdisc", "show", "dev", dev, ns=topo.ns(role)).stdout
+            found += [
+                f"{dev} qdisc {line.split()[1]}" for line in q.splitlines() if "clsact" in line
+            ]
+            for hook in ("ingress", "egress"):
+                f = sh("tc", "filter", "show", "dev", dev, hook, ns=topo.ns(role), check=False)
+                found += [f"{dev} {hook} {line.strip()}" for line in f.stdout.splitlines()]
+        tables = sh("nft", "list", "tables", ns=topo.ns(role)).stdout
+        found += [line.strip() for line in tables.splitlines() if line.strip()]
+        out[role] = found
+    return out
+
+
+def cntrace_objects(topo: Topo) -> list[str]:
+    """Only cntrace's objects (named cntrace) among host_objects."""
+    return [
+        f"{role}: {o}" for role, objs in host_objects(topo).items() for o in objs if "cntrace" in o
+    ]
+
+
+def filter_prog_ids(topo: Topo) -> set[int]:
+    """The BPF program ids held by cntrace's tc filters in the topology."""
+    ids: set[int] = set()
+    for role, devs in (("cli", ("trc0",)), ("rtr", ("trr0", "trr1")), ("srv", ("trs0",))):
+        for dev in devs:
+            for hook in ("ingress", "egress"):
+                f = sh("tc", "filter", "show", "dev", dev, hook, ns=topo.ns(role), check=False)
+                for line in f.stdout.splitlines():
+                    if "cntrace:" in line and " id " in line:
+                        ids.add(int(line.split(" id ")[1].split()[0]))
+    return ids
+
+
+# --------------------------------------------------------------------------- a driver process
+
+
+def plan_doc(topo: Topo, dst: str, port: int | None, proto: str = "tcp", **extra: object) -> str:
+    """A JSON description of a trace for ``python tests/tracekit.py MODE JSON``."""
+    import json
+
+    return json.dumps(
+        {
+            "source": topo.path("cli"),
+            "proto": proto,
+            "dst": dst,
+            "port": port,
+            "targets": [[t.netns_path, t.ifname] for t in topo.targets()],
+            "nft": list(topo.nft_namespaces()),
+            **extra,
+        }
+    )
+
+
+def _main(argv: list[str]) -> int:
+    """Run a trace in this process: ``hold`` arms and waits to be signalled or killed;
+    ``trace`` runs one trace and prints a JSON summary."""
+    import json
+    import signal
+    import time
+
+    from cntrace.cli import _terminate
+    from cntrace.model import Packet
+    from cntrace.trace.events import TracePlan
+    from cntrace.trace.session import TraceEngine, targets_in
+
+    mode, doc = argv[0], json.loads(argv[1])
+    signal.signal(signal.SIGTERM, _terminate)
+    targets = tuple(t for p, ifn in doc["targets"] for t in targets_in(p, (ifn,)))
+    plan = TracePlan(
+        doc["source"],
+        Packet(doc["proto"], "", doc["dst"], None, doc["port"]),
+        targets,
+        tuple(doc["nft"]),
+        backend=doc.get("backend", "ebpf"),
+        ready_file=doc.get("ready"),
+        timeout_s=doc.get("timeout", 1.0),
+    )
+    engine = TraceEngine(plan.backend)
+    try:
+        if mode == "hold":
+            with engine.armed(plan):
+                while True:
+                    time.sleep(0.05)
+        result = engine.trace(plan)
+        assert result.probe is not None
+        print(
+            json.dumps(
+                {
+                    "sport": result.probe.sport,
+                    "marker": result.marker,
+                    "outcome": result.outcome()[0],
+                    "sightings": [
+                        [s.target.ifname, s.direction, s.packet.sport, s.packet.dport]
+                        for s in result.sightings
+                    ],
+                }
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))

@@ -19,6 +19,7 @@ _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION, _KIND_ENUM = 1, 2,
 _KIND_TYPEDEF, _KIND_VOLATILE, _KIND_CONST, _KIND_RESTRICT = 8, 9, 10, 11
 _KIND_FUNC_PROTO, _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_TYPE_TAG = 13, 14, 15, 17, 18
 _KIND_ENUM64 = 19
+_BITFIELD = 1 << 40  # marks a bitfield member's offset
 _QUALIFIERS = (_KIND_TYPEDEF, _KIND_VOLATILE, _KIND_CONST, _KIND_RESTRICT, _KIND_TYPE_TAG)
 
 
@@ -77,6 +78,8 @@ class Btf:
                 for i in range(vlen):
                     m_name, m_type, m_off = unpack("<III", blob, pos + 12 * i)
                     bit = m_off & 0xFFFFFF if kflag else m_off
+                    if kflag and m_off >> 24:
+                        bit |= _BITFIELD  # a bitfield: never a byte offset to read at
                     ms.append((self._str(m_name) if m_name else "", m_type, bit))
                 members = tuple(ms)
                 pos += 12 * vlen
@@ -127,7 +130,7 @@ class Btf:
                 raise BtfError(f"struct {struct_name} has no member {path}")
             type_id, bit = found
             total += bit
-        if total % 8:
+        if total % 8 or total & _BITFIELD:
             raise BtfError(f"{struct_name}.{path} is a bitfield")
         return total // 8
 

@@ -119,6 +119,7 @@ class Unwatched:
     what: str  # e.g. "tc ingress web eth0", "nftrace /run/netns/r1", "kfree_skb"
     why: str
     target: TraceTarget | None = None
+    partial: bool = False  # watched, but something else may hide some packets from cntrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ class TraceResult:
         )
 
     def watched(self, target: TraceTarget) -> bool:
-        return not any(u.target == target for u in self.unwatched)
+        return not any(u.target == target and not u.partial for u in self.unwatched)
 
     @property
     def request_drop(self) -> Drop | None:

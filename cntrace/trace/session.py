@@ -167,6 +167,10 @@ class TcCollector:
         for t in targets:
             for direction, why in self.attacher.attach(t):
                 out.append(Unwatched(f"tc {direction} {t.name}", why, t))
+        wanted = set(targets)
+        for t, direction, why in self.attacher.warnings:
+            if t in wanted:
+                out.append(Unwatched(f"tc {direction} {t.name}", why, t, partial=True))
         return out
 
     def close(self) -> None:

@@ -62,6 +62,8 @@ class TcAttacher:
         self._seq = seq
         self._socks: dict[int, RouteSocket] = {}
         self._attached: dict[tuple[int, int], _Attachment] = {}
+        # (target, direction, why) where a filter of other software runs before cntrace's
+        self.warnings: list[tuple[TraceTarget, str, str]] = []
 
     def _sock(self, target: TraceTarget) -> RouteSocket:
         sock = self._socks.get(target.netns_inode)
@@ -108,18 +110,22 @@ class TcAttacher:
         qdisc = state.Record(
             "clsact", target.netns_path, target.netns_inode, target.ifindex, target.ifname
         )
-        filters = [
-            FilterInfo(
-                target.ifindex,
-                parent,
-                state.FILTER_PRIO,
-                _htons(ETH_P_ALL),
-                self.handle(direction),
-                "bpf",
-                name,
+        filters = []
+        for direction, parent in DIRECTIONS:
+            prio, warning = _choose_prio(sock, target.ifindex, parent)
+            if warning:
+                self.warnings.append((target, direction, warning))
+            filters.append(
+                FilterInfo(
+                    target.ifindex,
+                    parent,
+                    prio,
+                    _htons(ETH_P_ALL),
+                    self.handle(direction),
+                    "bpf",
+                    name,
+                )
             )
-            for direction, parent in DIRECTIONS
-        ]
         recs = [
             state.Record(
                 "filter",
@@ -195,6 +201,26 @@ class TcAttacher:
         for sock in self._socks.values():
             sock.close()
         self._socks.clear()
+
+
+def _choose_prio(sock: RouteSocket, ifindex: int, parent: int) -> tuple[int, str | None]:
+    """A pref ahead of every filter already on the hook, so none of them can classify a packet
+    (and end the walk) before cntrace has seen it; the default on an empty hook."""
+    try:
+        existing = sock.filters(ifindex, parent)
+    except NetlinkError:
+        existing = []
+    prios = sorted({f.prio for f in existing})
+    if not prios:
+        return state.FILTER_PRIO, None
+    if prios[0] > 1:
+        return min(prios[0] - 1, state.FILTER_PRIO), None
+    kinds = sorted({f.kind for f in existing if f.prio == 1})
+    ours = state.FILTER_PRIO if state.FILTER_PRIO not in prios else max(prios) + 1
+    return ours, (
+        f"a filter of other software ({', '.join(kinds)}) holds pref 1 and runs first: "
+        "packets it redirects or drops are not seen here"
+    )
 
 
 def remove_clsact_if_unused(sock: RouteSocket, ifindex: int) -> bool:
