@@ -8,7 +8,6 @@ whether the bridge has learnt the container's MAC there, and which namespace is 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -298,6 +297,8 @@ def _describe(c: Container) -> str:
 
 
 def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
+    import difflib  # noqa: PLC0415  (only on the error path)
+
     pool = sorted(set(names))
     near = [n for n in pool if ref.lower() in n.lower()]
     near += [n for n in difflib.get_close_matches(ref, pool, n=limit) if n not in near]

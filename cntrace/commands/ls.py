@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from cntrace.commands._source import print_json
 
-        print_json(doc)
+        print_json(doc, rows="containers")
     else:
         from cntrace.render.discovery_text import print_ls
 

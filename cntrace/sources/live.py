@@ -34,7 +34,6 @@ from cntrace.model import (
 from cntrace.sources import netlink as nl
 from cntrace.sources import nsenter
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
-from cntrace.sources.rulesets import read_ruleset
 from cntrace.sources.runtimes import RuntimeSource
 from cntrace.sources.runtimes.registry import default_sources
 from cntrace.topology import Topology, resolve_ref
@@ -150,31 +149,56 @@ def _legacy_tables() -> bool:
     return False
 
 
-def _open(space: _Space, *, full: bool, sockets: bool, rulesets: bool) -> None:
-    """Enter the namespace: make its sockets and, for a full read, check for legacy tables."""
-    last: OSError | None = None
-    for path in space.candidates():
-        try:
-            with nsenter.entered(path):
-                if space.conn is None:
-                    space.conn = nl.Conn.here(diag=full and sockets, nf=full and rulesets)
-                elif full:
-                    if sockets and space.conn.diag is None:
-                        space.conn.diag = nl.Conn.here(diag=True).diag
-                    if rulesets and space.conn.nf is None:
-                        space.conn.nf = nl.Conn.here(nf=True).nf
-                if full:
-                    space.legacy_tables = rulesets and _legacy_tables()
-                    space.full = True
-            return
-        except PermissionError as exc:
-            raise NeedsPrivilege("entering network namespaces", "CAP_SYS_ADMIN") from exc
-        except OSError as exc:
-            last = exc
-            continue
+def _fill(space: _Space, *, full: bool, sockets: bool, rulesets: bool) -> None:
+    """Make the namespace's sockets; the calling thread is inside it."""
     if space.conn is None:
-        why = os.strerror(last.errno) if last and last.errno else str(last or "no path")
-        space.error = f"vanished during discovery ({why})" if last else "no path to enter it"
+        space.conn = nl.Conn(nl.netlink_socket(nl.NETLINK_ROUTE))
+    if full:
+        if sockets and space.conn.diag is None:
+            space.conn.diag = nl.netlink_socket(nl.NETLINK_SOCK_DIAG)
+        if rulesets and space.conn.nf is None:
+            space.conn.nf = nl.netlink_socket(nl.NETLINK_NETFILTER)
+        space.legacy_tables = rulesets and _legacy_tables()
+        space.full = True
+
+
+def _open_many(spaces: Iterable[_Space], *, full: bool, sockets: bool, rulesets: bool) -> None:
+    """Visit each namespace once (setns from one to the next, home at the end) to make its
+    sockets; a namespace that vanished since the scan gets an error instead."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for space in spaces:
+            last: OSError | None = None
+            for path in space.candidates():
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    last = exc
+                    continue
+                try:
+                    nsenter.setns(fd)
+                except OSError as exc:
+                    if exc.errno == errno.EPERM:
+                        raise NeedsPrivilege(
+                            "entering network namespaces", "CAP_SYS_ADMIN"
+                        ) from exc
+                    last = exc
+                    continue
+                finally:
+                    os.close(fd)
+                _fill(space, full=full, sockets=sockets, rulesets=rulesets)
+                break
+            else:
+                if space.conn is None:
+                    why = os.strerror(last.errno) if last and last.errno else "no path to it"
+                    space.error = f"vanished during discovery ({why})"
+    finally:
+        nsenter.setns(home)
+        os.close(home)
+
+
+def _open(space: _Space, *, full: bool, sockets: bool, rulesets: bool) -> None:
+    _open_many([space], full=full, sockets=sockets, rulesets=rulesets)
 
 
 # --------------------------------------------------------------------------- veth peers
@@ -478,8 +502,7 @@ def read_snapshot(
     full_all = detail and refs is None
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
     try:
-        for sp in ordered:
-            _open(sp, full=full_all, sockets=sockets, rulesets=rulesets)
+        _open_many(ordered, full=full_all, sockets=sockets, rulesets=rulesets)
         live = [sp for sp in ordered if sp.conn is not None]
         conns = [sp.conn for sp in live if sp.conn is not None]
         for sp, res in zip(live, nl.dump_many(conns, "links"), strict=True):
@@ -498,9 +521,12 @@ def read_snapshot(
             selected = {sp.inode for sp in live}
         elif detail and refs:
             selected = _select(refs, live, spaces, root, peers, containers, warnings)
-            for sp in live:
-                if sp.inode in selected:
-                    _open(sp, full=True, sockets=sockets, rulesets=rulesets)
+            _open_many(
+                (sp for sp in live if sp.inode in selected),
+                full=True,
+                sockets=sockets,
+                rulesets=rulesets,
+            )
         chosen = [sp for sp in live if sp.inode in selected]
         _detail(chosen, sockets=sockets, rulesets=rulesets, warnings=warnings)
         if sockets and refs:
@@ -606,6 +632,8 @@ def _rulesets(chosen: list[_Space]) -> None:
         path = next(iter(sp.candidates()), None)
         if path is None:
             continue
+        from cntrace.sources.rulesets import read_ruleset  # noqa: PLC0415  (subprocess: lazy)
+
         try:
             sp.ruleset = read_ruleset(path)
         except EnvironmentProblem as exc:

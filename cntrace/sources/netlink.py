@@ -252,6 +252,17 @@ DIAG_DUMPS = ("tcp4", "tcp6", "udp4", "udp6")
 # --------------------------------------------------------------------------- sockets per namespace
 
 
+def netlink_socket(proto: int) -> socket.socket:
+    """A bound netlink socket in the calling thread's current namespace."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+    try:
+        s.bind((0, 0))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 @dataclass
 class Conn:
     """The netlink sockets of one namespace: route (always), sock_diag and netfilter (optional).
@@ -267,21 +278,16 @@ class Conn:
 
     @classmethod
     def here(cls, *, diag: bool = False, nf: bool = False) -> Conn:
-        def nl(proto: int) -> socket.socket:
-            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
-            s.bind((0, 0))
-            return s
-
-        route = nl(NETLINK_ROUTE)
+        conn = cls(netlink_socket(NETLINK_ROUTE))
         try:
-            return cls(
-                route,
-                nl(NETLINK_SOCK_DIAG) if diag else None,
-                nl(NETLINK_NETFILTER) if nf else None,
-            )
+            if diag:
+                conn.diag = netlink_socket(NETLINK_SOCK_DIAG)
+            if nf:
+                conn.nf = netlink_socket(NETLINK_NETFILTER)
         except OSError:
-            route.close()
+            conn.close()
             raise
+        return conn
 
     @classmethod
     def open(cls, path: str, *, diag: bool = False, nf: bool = False) -> Conn:

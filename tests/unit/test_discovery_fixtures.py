@@ -215,3 +215,31 @@ def test_cli_snapshot_resave(tmp_path: Path) -> None:
 def test_ref_errors_are_bad_input() -> None:
     with pytest.raises(BadInput):
         resolve_ref(load("k8s-node"), "webap")
+
+
+def test_ls_text_is_aligned_and_marks_gone() -> None:
+    from dataclasses import replace
+
+    from cntrace.render.discovery_text import ls_lines
+
+    snap = load("docker-iptables")
+    gone = replace(snap.containers[0], state="gone")
+    doc = ls_doc(replace(snap, containers=(gone, *snap.containers[1:])))
+    lines = ls_lines(doc)
+    assert lines[0].split() == [
+        "NAME",
+        "RUNTIME",
+        "PID",
+        "IPS",
+        "HOST",
+        "VETH",
+        "BRIDGE",
+        "PORTS",
+        "MODE",
+    ]
+    col = lines[0].index("RUNTIME")
+    for ln in lines[1:]:
+        assert ln[col - 2 : col] == "  " and ln[col] != " " and ln[col:].startswith("docker")
+    assert any("(gone)" in ln for ln in lines[1:])
+    web = next(ln for ln in lines if ln.startswith("web "))
+    assert "vethe76c898" in web and "docker0" in web and "0.0.0.0:8080->80/tcp" in web

@@ -249,3 +249,26 @@ def test_container_id_from_cgroup(cgroup: str, cid: str | None) -> None:
     table = procs.ProcTable()
     table._cgroups[1] = cgroup
     assert table.container_id(1) == cid
+
+
+def test_docker_http_answers() -> None:
+    status, body = docker.parse_response(
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[1]"
+    )
+    assert (status, body) == (200, b"[1]")
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n"
+    )
+    assert docker.parse_response(chunked) == (200, b"[1,2]")
+    with pytest.raises(docker.DockerError):
+        docker.parse_response(b"garbage")
+
+
+def test_podman_running_ids_from_the_run_root(tmp_path: Path) -> None:
+    import os
+
+    for cid, pid in (("a" * 64, os.getpid()), ("b" * 64, 999999999)):
+        userdata = tmp_path / "overlay-containers" / cid / "userdata"
+        userdata.mkdir(parents=True)
+        (userdata / "conmon.pid").write_text(str(pid))
+    assert podman.running_ids(procs.ProcTable(), str(tmp_path)) == ["a" * 64]

@@ -4,13 +4,14 @@ Why the CLI and not the API socket: rootful Podman has no daemon, and its REST s
 (``podman system service``) is usually not running; starting it would change the host we are
 diagnosing. The CLI is always there when Podman is. Its cost is bounded: three podman processes
 per discovery (ps, inspect of all ids at once, network ls), never one per container, and none at
-all when no conmon process of Podman runs (the usual case on Docker hosts).
+all when Podman runs no container (the usual case on Docker hosts).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -18,12 +19,39 @@ from typing import Any
 
 from cntrace.model import Container, ContainerNetwork, PortMapping
 from cntrace.sources import procs as procmod
-from cntrace.sources.procs import ProcTable
+from cntrace.sources.procs import ProcTable, read_text
 
 TIMEOUT = 30.0
 
 
-def running_ids(table: ProcTable) -> list[str]:
+RUNROOT = "/run/containers/storage"  # rootful containers/storage run root (tmpfs)
+
+
+def running_ids(table: ProcTable, runroot: str = RUNROOT) -> list[str]:
+    """Ids of running Podman containers, without asking podman.
+
+    Each running container has ``<runroot>/<driver>-containers/<id>/userdata/conmon.pid`` naming
+    its live conmon; reading those is far cheaper than walking every process. Only when the run
+    root is absent (a custom storage.conf) are conmon processes looked for instead.
+    """
+    try:
+        drivers = [d for d in os.listdir(runroot) if d.endswith("-containers")]
+    except OSError:
+        return _conmon_ids(table)
+    ids = []
+    for d in drivers:
+        try:
+            entries = os.listdir(os.path.join(runroot, d))
+        except OSError:
+            continue
+        for cid in entries:
+            pid = read_text(os.path.join(runroot, d, cid, "userdata", "conmon.pid"))
+            if pid and pid.strip().isdigit() and os.path.exists(f"/proc/{pid.strip()}"):
+                ids.append(cid)
+    return ids
+
+
+def _conmon_ids(table: ProcTable) -> list[str]:
     """Container ids of Podman's conmon monitors (conmon -c <id> ... --exit-command podman)."""
     ids = []
     for pid in table.netns_of:
