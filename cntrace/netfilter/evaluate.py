@@ -867,6 +867,7 @@ def _run_hook(st: _State, hook: str) -> HookResult:
     verdict = "accept"
     deciding: Rule | None = None
     last_rule: Rule | None = None
+    last_filter_rule: Rule | None = None
     policy: str | None = None
     new_conn = st.ctstate in ("new", "related")
     conntracked = False
@@ -896,6 +897,8 @@ def _run_hook(st: _State, hook: str) -> HookResult:
         visits.append(_visit(chain, v, rule.ref() if rule else None, None))
         if rule is not None:
             last_rule = rule
+            if ctype != "nat":
+                last_filter_rule = rule
         if v != "accept":
             verdict = v
             deciding = rule
@@ -908,6 +911,8 @@ def _run_hook(st: _State, hook: str) -> HookResult:
         st.ct_attached = True
     if verdict == "accept":
         deciding = last_rule
+        if last_filter_rule is not None:
+            deciding = last_filter_rule
         if deciding is not None:
             policy = None
         # Any nat slot pass sets up a (possibly null) binding for its manip type.
@@ -1057,12 +1062,7 @@ def walk(
     deciding = last.deciding
     policy = last.policy
     if last.verdict == "accept":
-        deciding = None
-        policy = None
-        for r in reversed(results):
-            if r.deciding is not None:
-                deciding = r.deciding
-                break
+        deciding, policy = _accepting_rule(results)
     nats = tuple(r.nat for r in results if r.nat is not None)
     uncertain = tuple(u for r in results for u in r.uncertain)
     return Walk(
@@ -1079,6 +1079,25 @@ def walk(
         policy=policy,
         notes=tuple(n for n in notes if n),
     )
+
+
+def _accepting_rule(results: list[HookResult]) -> tuple[RuleRef | None, str | None]:
+    """The rule that let an accepted packet through: the last filter-type chain decided by a
+    rule (a NAT rule only when no filter rule spoke), else the last policy that applied."""
+    fallback: RuleRef | None = None
+    for r in reversed(results):
+        for v in reversed(r.chains):
+            if v.rule is None:
+                continue
+            if v.type != "nat":
+                return v.rule, None
+            fallback = fallback or v.rule
+    if fallback is not None:
+        return fallback, None
+    for r in reversed(results):
+        if r.policy:
+            return None, r.policy
+    return None, None
 
 
 def _plan(kind: str) -> list[str]:

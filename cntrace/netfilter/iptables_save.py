@@ -270,9 +270,10 @@ class _Parser:
                 policy=str(policy).lower() if hook else None,
                 counters=counters if isinstance(counters, tuple) else None,
             )
-        self.out.tables.append(
-            Table(backend=self.out.backend, family=self.out.family, name=table, chains=chains)
-        )
+        new = Table(backend=self.out.backend, family=self.out.family, name=table, chains=chains)
+        # Like iptables-restore, a later block for the same table replaces the earlier one.
+        self.out.tables = [t for t in self.out.tables if t.name != table]
+        self.out.tables.append(new)
         self.table = None
 
     # ------------------------------------------------------------------ rules

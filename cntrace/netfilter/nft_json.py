@@ -903,6 +903,8 @@ def expr_text(expr: Any) -> str:
             return f"numgen {v.get('mode')} mod {v.get('mod')}{off}"
         if k in ("jhash", "symhash"):
             return f"{k} ..."
+    if isinstance(expr, dict):
+        return json.dumps(expr, sort_keys=True)
     return value_text(expr)
 
 
@@ -934,6 +936,8 @@ def value_text(value: Any, mark: bool = False) -> str:
         if k in _VERDICT_KEYS:
             return _verdict_text(k, v)
         return expr_text(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
     return str(value)
 
 
