@@ -1,0 +1,97 @@
+"""`cntrace tui`: the incident console (discovery, path, drops on one screen)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Any
+
+from cntrace.commands._source import add_snapshot_arg
+from cntrace.errors import BadInput, EnvironmentProblem, Exit, NeedsPrivilege
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "tui",
+        help="the incident console: containers, topology, path and drops on one screen",
+        description="Keyboard-first console over discovery, the path predictor and live "
+        "tracing; `?` lists every key. With --snapshot it runs post-mortem on a saved snapshot "
+        "(or a bug report) with live features disabled. Leaves nothing attached on exit.",
+    )
+    add_snapshot_arg(p)
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="re-read discovery this often, besides when containers start or stop "
+        "(0: only then; default 30)",
+    )
+    p.add_argument(
+        "--export-dir",
+        default=".",
+        metavar="DIR",
+        help="where `e` writes bug reports (default: the current directory)",
+    )
+    p.add_argument(
+        "--theme",
+        choices=("dark", "light"),
+        default=os.environ.get("CNTRACE_THEME", "dark"),
+        help="colour theme (T toggles it; NO_COLOR turns colour off)",
+    )
+    live = p.add_argument_group("live tracing")
+    live.add_argument("--backend", choices=("auto", "ebpf", "capture"), default="auto")
+    live.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long a live trace waits for the probe and its reply (default 1s)",
+    )
+    p.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.refresh < 0:
+        raise BadInput("--refresh must be 0 or more seconds")
+    if args.timeout <= 0:
+        raise BadInput("--timeout must be positive")
+    if not os.path.isdir(args.export_dir):
+        raise BadInput(f"--export-dir {args.export_dir}: no such directory")
+    from cntrace.tui.app import build_app
+    from cntrace.tui.source import LiveSource, RecordedSource, SnapshotSource
+    from cntrace.tui.tracer import EngineTracer
+
+    source: SnapshotSource
+    tracer: EngineTracer | None = None
+    if args.snapshot:
+        source = RecordedSource.load(args.snapshot)
+    else:
+        if os.geteuid() != 0:
+            raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN")
+        source = LiveSource()
+        tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
+    app = build_app(
+        source,
+        tracer,
+        refresh_s=args.refresh,
+        export_dir=args.export_dir,
+        ready_file=args.ready_file,
+        handle_signals=True,
+        theme=args.theme,
+    )
+    try:
+        code = app.run()
+    finally:
+        # Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash), detach.
+        if tracer is not None:
+            tracer.close()
+        source.close()
+    if app.last_report:
+        with contextlib.suppress(OSError):
+            sys.stdout.write(f"bug report: {app.last_report}\n")
+    return int(code or Exit.OK)

@@ -1,0 +1,78 @@
+"""The drops panel: what is being watched (or why not), then the stream of kernel drops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static
+
+from cntrace.tui.widgets.drops_table import DropsTable
+
+
+class DropsPanel(Vertical):
+    """Space pauses the display, `a` switches between container drops and every drop."""
+
+    BINDINGS = [
+        Binding(
+            "space",
+            "toggle_pause",
+            "Pause",
+            tooltip="pause/resume the list (drops are still counted)",
+        ),
+        Binding(
+            "a", "toggle_all", "All/containers", tooltip="every drop, or only drops of containers"
+        ),
+        Binding("c", "clear", "Clear", tooltip="clear the list"),
+    ]
+
+    DEFAULT_CSS = """
+    DropsPanel {
+        height: 1fr;
+    }
+    DropsPanel #drops-status {
+        height: 1;
+        color: $text-muted;
+    }
+    """
+
+    class Settings(Message):
+        def __init__(self, paused: bool, everything: bool) -> None:
+            super().__init__()
+            self.paused = paused
+            self.everything = everything
+
+    def __init__(self) -> None:
+        super().__init__(id="drops-panel")
+        self.paused = False
+        self.everything = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="drops-status")
+        yield DropsTable()
+
+    @property
+    def table(self) -> DropsTable:
+        return self.query_one(DropsTable)
+
+    def set_status(self, text: Text | str) -> None:
+        self.query_one("#drops-status", Static).update(text)
+
+    def add_drops(self, rows: Sequence[tuple[str | Text, ...]]) -> None:
+        if not self.paused:
+            self.table.add_drops(rows)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.post_message(self.Settings(self.paused, self.everything))
+
+    def action_toggle_all(self) -> None:
+        self.everything = not self.everything
+        self.post_message(self.Settings(self.paused, self.everything))
+
+    def action_clear(self) -> None:
+        self.table.clear_drops()

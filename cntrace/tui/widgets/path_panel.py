@@ -1,0 +1,123 @@
+"""The path panel: source (the selected container), a destination box, hops, verdict."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from cntrace.model import Path
+from cntrace.tui.views import path_header
+from cntrace.tui.widgets.hop_detail import HopDetail
+from cntrace.tui.widgets.hop_timeline import HopTimeline
+from cntrace.tui.widgets.verdict_view import VerdictView
+
+
+class PathPanel(Vertical):
+    """Enter in the destination box asks for a path; the app answers with show_* calls."""
+
+    DEFAULT_CSS = """
+    PathPanel {
+        height: 1fr;
+    }
+    PathPanel #path-query {
+        height: 1;
+    }
+    PathPanel #path-source {
+        width: auto;
+        max-width: 40%;
+        padding: 0 1 0 0;
+    }
+    PathPanel #path-to {
+        width: 3;
+    }
+    PathPanel #destination {
+        height: 1;
+        border: none;
+        padding: 0 1;
+        width: 1fr;
+    }
+    PathPanel #destination:focus {
+        background: $boost;
+    }
+    PathPanel #path-status {
+        height: 1;
+        color: $text-muted;
+    }
+    """
+
+    class Requested(Message):
+        """Predict (and trace, when live) from the source to ``text``."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    _path: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="path-query"):
+            yield Static(Text("from: (select a container)", "dim"), id="path-source")
+            yield Static(Text("to:", "dim"), id="path-to")
+            yield Input(
+                placeholder="web:80, 10.0.0.5:443, host:8080, name udp ...", id="destination"
+            )
+        yield Static("", id="path-status")
+        yield HopTimeline()
+        yield HopDetail(id="hop-detail")
+        yield VerdictView()
+
+    @property
+    def timeline(self) -> HopTimeline:
+        return self.query_one(HopTimeline)
+
+    @property
+    def verdict(self) -> VerdictView:
+        return self.query_one(VerdictView)
+
+    @property
+    def destination(self) -> Input:
+        return self.query_one("#destination", Input)
+
+    def set_source(self, name: str | None) -> None:
+        label = Text("from: ", "dim")
+        if name is None:
+            label.append("(select a container)", "dim")
+        else:
+            label.append(name, "bold")
+        self.query_one("#path-source", Static).update(label)
+
+    def set_status(self, text: Text | str) -> None:
+        self.query_one("#path-status", Static).update(text)
+
+    def focus_destination(self) -> None:
+        self.destination.focus()
+
+    def show_path(self, path: Path, status: Text | str | None = None) -> None:
+        self._path = path
+        self.timeline.show(path)
+        self.query_one(HopDetail).show(path, self.timeline.hop_index)
+        self.verdict.show(path)
+        head = path_header(path)
+        if status:
+            head.append("  ")
+            head.append(status if isinstance(status, Text) else Text(status, "dim"))
+        self.set_status(head)
+
+    def show_error(self, text: str) -> None:
+        self._path = None
+        self.timeline.show(None)
+        self.query_one(HopDetail).show(None, None)
+        self.verdict.message(text, error=True)
+        self.set_status("")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table is self.timeline:
+            self.query_one(HopDetail).show(self._path, self.timeline.hop_index)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "destination":
+            event.stop()
+            self.post_message(self.Requested(event.value))
