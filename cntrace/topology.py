@@ -16,6 +16,7 @@ from cntrace.errors import BadInput
 from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, RuleRef, Snapshot
 
 VETH_LIKE = ("veth", "netkit")
+PLAIN = ("netns", "pid")  # "runtimes" that only name a namespace, not a container engine
 LOWER_LIKE = ("macvlan", "macvtap", "vlan", "ipvlan")
 
 
@@ -265,8 +266,8 @@ class Topology:
         return [lk for n in names if (lk := self.link_named(ns.inode, n)) is not None]
 
     def hosts(self) -> list[Netns]:
-        """Namespaces that play "host": the root, and any holding a bridge or a container's
-        veth peer (Docker in its own namespace, a lab's bridge namespace)."""
+        """Namespaces that play "host": the root, any holding a bridge, and any a runtime's
+        container is plugged into (Docker in its own namespace, a lab's bridge namespace)."""
         wanted: set[int] = set()
         root = self.snapshot.root
         if root is not None:
@@ -275,17 +276,21 @@ class Topology:
             if self.bridges(ns):
                 wanted.add(ns.inode)
         for c in self.snapshot.containers:
+            if c.runtime in PLAIN:
+                continue
             if c.host_netns is not None and c.host_netns != c.netns:
                 wanted.add(c.host_netns)
         return [ns for ns in self.snapshot.netns if ns.inode in wanted]
 
     def unowned(self) -> list[Netns]:
-        """Namespaces no container claims and that are not a host."""
+        """Namespaces no container runtime owns and that are not a host (plain `ip netns`
+        namespaces, a process's private namespace)."""
         hosts = {ns.inode for ns in self.hosts()}
         return [
             ns
             for ns in self.snapshot.netns
-            if ns.inode not in hosts and not self._containers_by_netns.get(ns.inode)
+            if ns.inode not in hosts
+            and not any(c.runtime not in PLAIN for c in self._containers_by_netns.get(ns.inode, ()))
         ]
 
 

@@ -163,11 +163,19 @@ def _ping(sock: str) -> bool:
             return False
 
 
+_DOCKERD: subprocess.Popen[bytes] | None = None  # the dockerd this process started, to reap it
+
+
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def start_docker(timeout: float = 60.0) -> DockerEngine:
+def start_docker(timeout: float = 120.0) -> DockerEngine:
     """Start dockerd in the engine namespace unless it already answers; register this session."""
     if shutil.which("dockerd") is None:
         raise EngineUnavailable("dockerd is not installed")
@@ -180,7 +188,8 @@ def start_docker(timeout: float = 60.0) -> DockerEngine:
         else:
             Path(EXEC_ROOT).mkdir(parents=True, exist_ok=True)
             log = LOG.open("ab")
-            subprocess.Popen(
+            global _DOCKERD
+            _DOCKERD = subprocess.Popen(
                 [
                     "nsenter",
                     f"--net={ENGINE_NSPATH}",
@@ -222,15 +231,35 @@ def ensure_image(engine: DockerEngine) -> None:
         engine.docker("import", "-c", 'CMD ["/bin/sh"]', tar_file.name, IMAGE, timeout=300)
 
 
+def _live_users() -> list[Path]:
+    return [p for p in USERS.glob("*") if p.name.isdigit() and _alive(int(p.name))]
+
+
 def release_docker(engine: DockerEngine) -> None:
-    """Unregister; stop the engine if a test session started it and no live session uses it."""
+    """Unregister; stop the engine if a test session started it and no live session uses it,
+    then remove the namespaces if nothing else needs them."""
     with _locked():
         with contextlib.suppress(FileNotFoundError):
             (USERS / str(os.getpid())).unlink()
-        live = [p for p in USERS.glob("*") if p.name.isdigit() and _alive(int(p.name))]
-        if live or not STARTED_BY_TESTS.exists():
+        if _live_users() or not STARTED_BY_TESTS.exists():
             return
         stop_docker()
+        _remove_namespaces()
+
+
+def release_netns() -> None:
+    """Remove the engine and upstream namespaces when no engine runs and no session uses them
+    (a session that only used Podman ends here)."""
+    with _locked():
+        if _live_users() or _ping(SOCKET):
+            return
+        _remove_namespaces()
+
+
+def _remove_namespaces() -> None:
+    for ns in (UPSTREAM_NETNS, ENGINE_NETNS):
+        if Path(f"/run/netns/{ns}").exists():
+            _run("ip", "netns", "del", ns, check=False)
 
 
 def stop_docker(timeout: float = 30.0) -> None:
@@ -246,6 +275,8 @@ def stop_docker(timeout: float = 30.0) -> None:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
+    if _DOCKERD is not None and _DOCKERD.pid == pid:
+        _DOCKERD.wait(timeout=10)  # no zombie left behind
     STARTED_BY_TESTS.unlink(missing_ok=True)
 
 
@@ -323,6 +354,8 @@ class Podman:
     def cleanup(self) -> None:
         for name in list(self.created):
             self.rm(name)
+        if not self.podman("ps", "-q", check=False):
+            release_netns()
 
 
 def start_podman() -> Podman:

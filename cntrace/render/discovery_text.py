@@ -109,7 +109,9 @@ def _host_side(node: Tree, iface: Doc) -> None:
 
 def print_show(doc: Doc) -> None:
     c = doc["container"]
-    ident = c["id"][:12] if not c["id"].startswith(("netns:", "pid:")) else ""
+    cid = c["id"]
+    hexid = len(cid) == 64 and all(ch in "0123456789abcdef" for ch in cid)
+    ident = cid[:12] if hexid else ("" if cid.startswith(("netns:", "pid:")) else cid)
     head = f"[bold]{escape(c['name'])}[/] ({c['runtime']}{' ' + ident if ident else ''})"
     state = c["state"] if c["state"] == "running" else f"[red]{c['state']}[/]"
     tree = Tree(f"{head} {state}" + (f", pid {c['pid']}" if c["pid"] else ""))
