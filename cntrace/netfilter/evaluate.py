@@ -115,6 +115,7 @@ class ChainVisit:
     verdict: str | None  # accept | drop | reject | queue; None when skipped
     rule: RuleRef | None = None  # the rule whose verdict ended the chain; None: policy
     skipped: str | None = None
+    matched: tuple[RuleRef, ...] = ()  # rules of this chain (and chains it jumped to) that matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -893,8 +894,9 @@ def _run_hook(st: _State, hook: str) -> HookResult:
         if skip:
             visits.append(_visit(chain, None, None, skip))
             continue
+        first = len(h.matched)
         v, rule = h.run_chain(chain)
-        visits.append(_visit(chain, v, rule.ref() if rule else None, None))
+        visits.append(_visit(chain, v, rule.ref() if rule else None, None, h.matched[first:]))
         if rule is not None:
             last_rule = rule
             if ctype != "nat":
@@ -937,7 +939,11 @@ def _run_hook(st: _State, hook: str) -> HookResult:
 
 
 def _visit(
-    chain: Chain, verdict: str | None, rule: RuleRef | None, skipped: str | None
+    chain: Chain,
+    verdict: str | None,
+    rule: RuleRef | None,
+    skipped: str | None,
+    matched: list[RuleRef] | None = None,
 ) -> ChainVisit:
     return ChainVisit(
         backend=chain.backend,
@@ -949,6 +955,7 @@ def _visit(
         verdict=verdict,
         rule=rule,
         skipped=skipped,
+        matched=tuple(matched or ()),
     )
 
 
@@ -968,8 +975,15 @@ def evaluate_hook(
     physdev_out: str | None = None,
     ctmark: int = 0,
     conntrack: Conntrack | None = None,
+    original: Packet | None = None,
 ) -> HookResult:
-    """Run one hook for one packet (a fresh connection state: nothing NATed yet)."""
+    """Run one hook for one packet.
+
+    Without ``original`` the connection is fresh (nothing NATed yet). Callers that run the hooks
+    of one namespace one by one pass the packet as it was at the first hook: NAT already done
+    on the way then shows in conntrack matches (``--ctstate DNAT``, ``ct status dnat``), and a
+    hook whose NAT binding is already set up skips its nat chains.
+    """
     st = _State(
         nf,
         packet,
@@ -982,7 +996,17 @@ def evaluate_hook(
     )
     st.iif, st.oif = iif, oif
     if hook not in ("prerouting", "output"):
-        st.ct_attached = True  # conntrack ran at an earlier hook
+        st.ct_attached = nf.conntrack_enabled(packet.family)  # ran at an earlier hook
+    if original is not None and conntrack is None:
+        st.original = original
+        if (original.dst, original.dport) != (packet.dst, packet.dport):
+            st.dnat = True
+            st.nat_done.add("dst")
+        if (original.src, original.sport) != (packet.src, packet.sport):
+            st.snat = True
+            st.nat_done.add("src")
+        if hook in ("postrouting", "input", "forward") and st.ctstate in ("new", "related"):
+            st.nat_done.add("dst")  # the destination binding was made at prerouting/output
     return _run_hook(st, hook)
 
 

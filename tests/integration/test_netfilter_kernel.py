@@ -497,3 +497,33 @@ def test_generated_cases_cover_the_vocabulary() -> None:
                    "redirect to", "meta mark set", "fib daddr", "ct status dnat", " . udp dport",
                    "notrack", "policy drop"):  # fmt: skip
         assert needle in nft, needle
+
+
+def test_cli_walk_on_a_live_namespace(nflab: Lab) -> None:
+    """`cntrace rules --netns R --packet ...` reads the live rules and routes and predicts what the
+    kernel then does with the same datagram."""
+    import json
+    import subprocess
+    import sys
+
+    nflab.load(iptables_nft=DOCKER_SAVE)
+    spec = f"udp {CLI}:41999 -> {RTR_UP}:5003 in nfup0"
+    res = subprocess.run(
+        [sys.executable, "-m", "cntrace", "rules", "--netns", nflab.ns("rtr"), "--packet", spec,
+         "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    w = json.loads(res.stdout)["walk"]
+    assert w["oif"] == BRIDGE  # found from the namespace's routes after DNAT
+    got = nflab.send(FLOWS[0], 41999, 5003, b"cli-walk")
+    assert [(g.ns, g.dst, g.dport) for g in got] == [
+        ("srv2", w["packet_after"]["dst"], w["packet_after"]["dport"])
+    ]
+    listing = subprocess.run(
+        [sys.executable, "-m", "cntrace", "rules", "--netns", nflab.ns("rtr"), "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    doc = json.loads(listing.stdout)
+    dnat = [r for r in doc["hooks"]["prerouting"]["rules"] if "--dport 5003" in r["text"]]
+    assert dnat and dnat[0]["packets"] >= 1  # the counter shows the datagram just sent
