@@ -120,14 +120,20 @@ static __always_inline int cnt_is_icmp_error(u8 proto, u8 type)
     return 0;
 }
 
-/* Parse the network and transport headers; 0 when the packet is IP. */
-static __always_inline int cnt_parse(int from_skb, void *ctx, u64 base, struct cnt_hdr *h)
+/* Parse the network and transport headers; 0 when the packet is IP. ``protos`` (CNT_PROTO_*)
+ * names the protocols worth a closer look: for the others -1 comes back before the transport
+ * header is read (ICMP is always read: its errors may quote any probe). */
+static __always_inline int cnt_parse(int from_skb, void *ctx, u64 base, struct cnt_hdr *h,
+                                     u32 protos)
 {
     u8 b[16];
     int l4 = cnt_parse_ip(from_skb, ctx, base, 0, &h->flow, &h->ip_id, &h->l3len);
     if (l4 < 0)
         return -1;
     u8 proto = h->flow.proto;
+    if ((proto == P_TCP && !(protos & CNT_PROTO_TCP)) ||
+        (proto == P_UDP && !(protos & CNT_PROTO_UDP)))
+        return -1;
     if (proto != P_TCP && proto != P_UDP && proto != P_ICMP && proto != P_ICMPV6)
         return 0;
     if (cnt_load(from_skb, ctx, base, l4, b, 16) < 0)
@@ -308,7 +314,7 @@ static __always_inline int cnt_tc(struct __sk_buff *skb, u32 kind)
         return TC_ACT_UNSPEC;
 
     struct cnt_hdr h = {};
-    if (cnt_parse(1, skb, 0, &h) < 0)
+    if (cnt_parse(1, skb, 0, &h, cfg->protos) < 0)
         return TC_ACT_UNSPEC;
     u32 nonce = 0;
     u8 is_reply = 0;
@@ -396,7 +402,7 @@ int cntrace_kfree(void *ctx)
     struct cnt_hdr h = {};
     int parsed = -1;
     if (head && nh != 0xffff)
-        parsed = cnt_parse(0, ctx, head + nh, &h);
+        parsed = cnt_parse(0, ctx, head + nh, &h, all ? 0xff : cfg->protos);
 
     u32 nonce = 0;
     u8 is_reply = 0;

@@ -21,6 +21,11 @@
 #define CNT_MATCH_FLOW 4   /* a reply on the probe's flow, by addresses and ports */
 #define CNT_MATCH_ANY 5    /* drops mode: every drop */
 
+/* cnt_config.protos */
+#define CNT_PROTO_TCP 1
+#define CNT_PROTO_UDP 2
+#define CNT_PROTO_ICMP 4
+
 /* cnt_config.flags */
 #define CNT_CFG_MARKER_DROPS 1 /* report drops of marked packets */
 #define CNT_CFG_ALL_DROPS 2    /* report every drop (cntrace drops), filtered by netns */
@@ -29,7 +34,7 @@ struct cnt_config {
     __u32 flags;
     __u32 netns;     /* CNT_CFG_ALL_DROPS: only drops in this namespace (0: all) */
     __u32 n_markers; /* markers armed; 0 lets the tc programs return at once */
-    __u32 pad;
+    __u32 protos;    /* CNT_PROTO_* of the armed probes: other traffic is skipped early */
 };
 
 struct cnt_marker {

@@ -281,6 +281,8 @@ def _main(argv: list[str]) -> int:
                     "sport": result.probe.sport,
                     "marker": result.marker,
                     "outcome": result.outcome()[0],
+                    "timings": result.timings,
+                    "backend": result.backend,
                     "sightings": [
                         [s.target.ifname, s.direction, s.packet.sport, s.packet.dport]
                         for s in result.sightings

@@ -269,6 +269,27 @@ def prog_info(fd: int) -> ProgInfo:
     return ProgInfo(id_, type_, name)
 
 
+BPF_ENABLE_STATS = 32
+
+
+def enable_run_time_stats() -> int:
+    """Make the kernel account every BPF program's run time while the returned fd is open
+    (for benchmarks; it costs every program on the host a little, and ends with the fd)."""
+    attr = _attr()
+    struct.pack_into("<I", attr, 0, 0)  # BPF_STATS_RUN_TIME
+    return _bpf(BPF_ENABLE_STATS, attr, "enable run-time stats")
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(total run time in ns, run count) of a program, counted while stats are enabled."""
+    info = ctypes.create_string_buffer(232)
+    attr = _attr()
+    struct.pack_into("<IIQ", attr, 0, fd, len(info), _addr(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "program info")
+    run_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+    return int(run_ns), int(run_cnt)
+
+
 def loaded_programs() -> Iterator[ProgInfo]:
     """Every BPF program loaded in the kernel (what `bpftool prog` lists)."""
     start = 0

@@ -9,8 +9,8 @@ passed to the eBPF C as constants.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 
@@ -27,19 +27,29 @@ class BtfError(Exception):
     """BTF is missing, malformed, or lacks a struct member the probes need."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Type:
-    kind: int
-    name: str
-    size_or_type: int
-    kind_flag: bool
-    members: tuple[tuple[str, int, int], ...]  # (name, type id, bit offset) for struct/union
+# Bytes after the 12-byte type header: (fixed, per vlen item), by kind.
+_EXTRA = {
+    1: (4, 0),  # INT
+    3: (12, 0),  # ARRAY
+    4: (0, 12),  # STRUCT
+    5: (0, 12),  # UNION
+    6: (0, 8),  # ENUM
+    13: (0, 8),  # FUNC_PROTO
+    14: (4, 0),  # VAR
+    15: (0, 12),  # DATASEC
+    17: (4, 0),  # DECL_TAG
+    19: (0, 12),  # ENUM64
+}
+_HDR = struct.Struct("<III")
 
 
 class Btf:
-    """A parsed BTF blob: enough to resolve ``struct.member.member`` to a byte offset."""
+    """A BTF blob, indexed in one pass; members are decoded only for the structs asked about.
 
-    def __init__(self, data: bytes) -> None:
+    vmlinux BTF holds ~130,000 types: decoding them all in Python costs a second, so the pass
+    only records where each type starts and which of the wanted struct names it carries."""
+
+    def __init__(self, data: bytes, wanted: Iterable[str] = ()) -> None:
         if len(data) < 24:
             raise BtfError("BTF blob too short")
         magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
@@ -47,15 +57,16 @@ class Btf:
             raise BtfError("not a little-endian BTF blob")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
         self._strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
-        self._types: list[_Type | None] = [None]  # type id 0 is void
-        self._by_name: dict[tuple[int, str], int] = {}
-        self._parse(data[hdr_len + type_off : hdr_len + type_off + type_len])
+        self._blob = data[hdr_len + type_off : hdr_len + type_off + type_len]
+        self._pos = array("I", [0])  # type id -> offset in the blob (id 0 is void)
+        self._by_name: dict[str, int] = {}
+        self._index(set(wanted))
 
     @classmethod
-    def from_file(cls, path: str = VMLINUX) -> Btf:
+    def from_file(cls, path: str = VMLINUX, wanted: Iterable[str] = ()) -> Btf:
         try:
             with open(path, "rb") as fh:
-                return cls(fh.read())
+                return cls(fh.read(), wanted)
         except OSError as exc:
             raise BtfError(f"cannot read {path}: {exc.strerror}") from exc
 
@@ -63,54 +74,63 @@ class Btf:
         end = self._strings.find(b"\0", off)
         return self._strings[off:end].decode()
 
-    def _parse(self, blob: bytes) -> None:
-        pos, n = 0, len(blob)
-        unpack = struct.unpack_from
+    def _name_offsets(self, names: set[str]) -> dict[int, str]:
+        """Where each wanted name starts in the string section (it may occur more than once)."""
+        out: dict[int, str] = {}
+        for name in names:
+            needle = b"\0" + name.encode() + b"\0"
+            at = self._strings.find(needle)
+            while at >= 0:
+                out[at + 1] = name
+                at = self._strings.find(needle, at + 1)
+        return out
+
+    def _index(self, wanted: set[str]) -> None:
+        blob, n = self._blob, len(self._blob)
+        unpack, extra, pos_append = _HDR.unpack_from, _EXTRA, self._pos.append
+        name_at = self._name_offsets(wanted) if wanted else None
+        pos = 0
         while pos < n:
-            name_off, info, size_or_type = unpack("<III", blob, pos)
-            pos += 12
+            pos_append(pos)
+            name_off, info, _size = unpack(blob, pos)
             kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            kflag = bool(info >> 31)
-            members: tuple[tuple[str, int, int], ...] = ()
-            if kind in (_KIND_STRUCT, _KIND_UNION):
-                ms = []
-                for i in range(vlen):
-                    m_name, m_type, m_off = unpack("<III", blob, pos + 12 * i)
-                    bit = m_off & 0xFFFFFF if kflag else m_off
-                    if kflag and m_off >> 24:
-                        bit |= _BITFIELD  # a bitfield: never a byte offset to read at
-                    ms.append((self._str(m_name) if m_name else "", m_type, bit))
-                members = tuple(ms)
-                pos += 12 * vlen
-            elif kind in (_KIND_INT, _KIND_VAR, _KIND_DECL_TAG):
-                pos += 4
-            elif kind == _KIND_ARRAY:
-                pos += 12
-            elif kind == _KIND_ENUM or kind in (_KIND_FUNC_PROTO,):
-                pos += 8 * vlen
-            elif kind in (_KIND_DATASEC, _KIND_ENUM64):
-                pos += 12 * vlen
-            name = self._str(name_off) if name_off and kind in (_KIND_STRUCT, _KIND_UNION) else ""
-            self._types.append(_Type(kind, name, size_or_type, kflag, members))
-            if name:
-                self._by_name.setdefault((kind, name), len(self._types) - 1)
+            fixed, per = extra.get(kind, (0, 0))
+            if kind in (_KIND_STRUCT, _KIND_UNION) and name_off:
+                if name_at is None:
+                    self._by_name.setdefault(self._str(name_off), len(self._pos) - 1)
+                elif name_off in name_at:
+                    self._by_name.setdefault(name_at[name_off], len(self._pos) - 1)
+            pos += 12 + fixed + per * (info & 0xFFFF)
+
+    def _type(self, type_id: int) -> tuple[int, int, int, int]:
+        """(kind, vlen, kind_flag, size_or_type) of a type."""
+        _name, info, size_or_type = _HDR.unpack_from(self._blob, self._pos[type_id])
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, size_or_type
 
     def _resolve(self, type_id: int) -> int:
         """Strip typedefs and qualifiers."""
-        t = self._types[type_id]
-        while t is not None and t.kind in _QUALIFIERS:
-            type_id = t.size_or_type
-            t = self._types[type_id]
+        while type_id:
+            kind, _v, _k, target = self._type(type_id)
+            if kind not in _QUALIFIERS:
+                break
+            type_id = target
         return type_id
 
     def _find_member(self, type_id: int, name: str) -> tuple[int, int] | None:
         """(member type id, bit offset) of ``name``, looking inside anonymous members too."""
-        t = self._types[self._resolve(type_id)]
-        if t is None or t.kind not in (_KIND_STRUCT, _KIND_UNION):
+        type_id = self._resolve(type_id)
+        if not type_id:
             return None
-        for m_name, m_type, bit in t.members:
-            if m_name == name:
+        kind, vlen, kflag, _size = self._type(type_id)
+        if kind not in (_KIND_STRUCT, _KIND_UNION):
+            return None
+        base = self._pos[type_id] + 12
+        for i in range(vlen):
+            m_name, m_type, m_off = _HDR.unpack_from(self._blob, base + 12 * i)
+            bit = m_off & 0xFFFFFF if kflag else m_off
+            if kflag and m_off >> 24:
+                bit |= _BITFIELD  # a bitfield: never a byte offset to read at
+            if m_name and self._str(m_name) == name:
                 return m_type, bit
             if not m_name:
                 inner = self._find_member(m_type, name)
@@ -120,7 +140,7 @@ class Btf:
 
     def offset(self, struct_name: str, path: str) -> int:
         """Byte offset of ``path`` (``a.b.c``) inside ``struct struct_name``."""
-        type_id = self._by_name.get((_KIND_STRUCT, struct_name))
+        type_id = self._by_name.get(struct_name)
         if type_id is None:
             raise BtfError(f"struct {struct_name} not in BTF")
         total = 0
@@ -154,5 +174,6 @@ def kernel_offsets(
     path: str = VMLINUX, needed: Iterable[tuple[str, str, str]] = NEEDED
 ) -> dict[str, int]:
     """The offsets in NEEDED, from the running kernel."""
-    btf = Btf.from_file(path)
+    needed = tuple(needed)
+    btf = Btf.from_file(path, {st for _c, st, _m in needed})
     return {const: btf.offset(st, member) for const, st, member in needed}

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from cntrace.trace import bpfsys
 from cntrace.trace.btf import BtfError, kernel_offsets
-from cntrace.trace.events_c import CntConfig, CntFlow, CntMarker
+from cntrace.trace.events_c import (
+    CNT_PROTO_ICMP,
+    CNT_PROTO_TCP,
+    CNT_PROTO_UDP,
+    CntConfig,
+    CntFlow,
+    CntMarker,
+)
 from cntrace.trace.tracefs import TracefsError, TracepointFormat, read_format
 
 SOURCE = "cntrace.bpf.c"
@@ -295,7 +302,10 @@ class LoadedProbes:
     # ------------------------------------------------------------------ configuration
 
     def _write_config(self) -> None:
-        cfg = CntConfig(self._cfg_flags, self._cfg_netns, len(self._markers), 0)
+        protos = 0
+        for proto in self._markers.values():
+            protos |= _PROTO_BITS.get(proto, 0)
+        cfg = CntConfig(self._cfg_flags, self._cfg_netns, len(self._markers), protos)
         bpfsys.map_update(self.map_fds["cnt_config"], struct.pack("<I", 0), bytes(cfg))
 
     def configure(self, flags: int, netns: int = 0) -> None:
@@ -366,3 +376,4 @@ class LoadedProbes:
 
 
 _FLOW_SIZE = len(bytes(CntFlow()))
+_PROTO_BITS = {6: CNT_PROTO_TCP, 17: CNT_PROTO_UDP, 1: CNT_PROTO_ICMP, 58: CNT_PROTO_ICMP}

@@ -21,6 +21,10 @@ CNT_MATCH_QUOTE = 3
 CNT_MATCH_FLOW = 4
 CNT_MATCH_ANY = 5
 
+CNT_PROTO_TCP = 1
+CNT_PROTO_UDP = 2
+CNT_PROTO_ICMP = 4
+
 CNT_CFG_MARKER_DROPS = 1
 CNT_CFG_ALL_DROPS = 2
 
@@ -36,7 +40,7 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 
 
 class CntConfig(ctypes.Structure):
-    _fields_ = [("flags", u32), ("netns", u32), ("n_markers", u32), ("pad", u32)]
+    _fields_ = [("flags", u32), ("netns", u32), ("n_markers", u32), ("protos", u32)]
 
 
 class CntMarker(ctypes.Structure):

@@ -31,7 +31,7 @@ from cntrace.sources import nsenter
 from cntrace.trace import capture as capture_mod
 from cntrace.trace import cleanup as cleanup_mod
 from cntrace.trace import inject, nftrace
-from cntrace.trace.bpfsys import BpfError
+from cntrace.trace.bpfsys import BpfError, prog_run_stats
 from cntrace.trace.ebpf import (
     PRINT_ENV,
     Build,
@@ -603,6 +603,14 @@ class TraceEngine:
             tcp_flags=tcp_flag_text(ev.tcp_flags) if ev.proto == 6 else None,
             frame_hex=bytes(ev.data[: ev.caplen]).hex(),
         )
+
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """(run time ns, run count) per loaded program; zeros unless the kernel is accounting
+        (bpfsys.enable_run_time_stats), which benchmarks turn on."""
+        loaded = self._module.loaded
+        if loaded is None:
+            return {}
+        return {name: prog_run_stats(fd) for name, fd in loaded.prog_fds.items()}
 
     def close(self) -> None:
         """Detach everything this engine attached; idempotent."""
