@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -464,6 +465,49 @@ def _all_pids_in(inodes: set[int], procs: ProcTable) -> list[int]:
 # --------------------------------------------------------------------------- the reader
 
 
+class _Asking(threading.Thread):
+    """The runtime sources, asked on their own thread."""
+
+    def __init__(self, sources: list[RuntimeSource]) -> None:
+        super().__init__(name="cntrace-runtimes", daemon=True)
+        self.sources = sources
+        self.found: list[Container] = []
+        self.claimed: set[int] = set()
+        self.warnings: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.found, self.claimed = _collect(self.sources, self.warnings)
+        except BaseException as exc:  # handed to the reading thread, raised there
+            self.error = exc
+
+    def result(self, warnings: list[str]) -> tuple[list[Container], set[int]]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        warnings.extend(self.warnings)
+        return self.found, self.claimed
+
+
+def _read_links(
+    spaces: list[_Space], *, full: bool, sockets: bool, rulesets: bool, loopback: bool = True
+) -> None:
+    """Open the namespaces' sockets and read their links and addresses."""
+    _open_many(spaces, full=full, sockets=sockets, rulesets=rulesets)
+    live = [sp for sp in spaces if sp.conn is not None]
+    conns = [sp.conn for sp in live if sp.conn is not None]
+    for sp, res in zip(live, nl.dump_many(conns, "links"), strict=True):
+        if isinstance(res, OSError):
+            sp.error = f"links: {res}"
+        else:
+            sp.raw_links = nl.parse_links(res, conf=False, loopback=loopback)
+            sp.dumps["links"] = res
+    for sp, res in zip(live, nl.dump_many(conns, "addresses"), strict=True):
+        if not isinstance(res, OSError):
+            sp.addresses = nl.parse_addresses(res, loopback=loopback)
+
+
 def _check_privilege() -> None:
     if os.geteuid() != 0:
         raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN and CAP_NET_ADMIN")
@@ -483,7 +527,8 @@ def read_snapshot(
     ``only``: container refs (name, id prefix, pid:N, netns:NAME); every namespace is still
     listed with its links and addresses, but routes, rules, neighbours, FDB, sockets, sysctls and
     rulesets are read only for those containers' namespaces, their host sides and the root.
-    ``detail=False`` reads links and addresses alone (what ``cntrace ls`` shows). ``pids`` adds
+    ``detail=False`` reads links and addresses alone, without loopback (what ``cntrace ls``
+    shows). ``pids`` adds
     ``pid:N`` containers. ``sources`` replaces the runtime sources (tests).
     """
     _check_privilege()
@@ -496,24 +541,24 @@ def read_snapshot(
     spaces, root = find_namespaces(procs)
     warnings: list[str] = []
     runtime_sources = list(sources) if sources is not None else default_sources(procs, extra_pids)
-    found, claimed = _collect(runtime_sources, warnings)
-    containers = _dedupe([_place(c, spaces, procs) for c in found], claimed)
+    # Runtimes are asked on a second thread while this one reads the kernel: their sockets,
+    # stats and subprocesses wait in the kernel at the same time as the netlink dumps do.
+    asking = _Asking(runtime_sources)
+    asking.start()
 
     full_all = detail and refs is None
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
     try:
-        _open_many(ordered, full=full_all, sockets=sockets, rulesets=rulesets)
+        # `ls` (detail=False) never shows loopback: it is not even decoded then.
+        _read_links(ordered, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
+        found, claimed = asking.result(warnings)
+        known = set(spaces)
+        containers = _dedupe([_place(c, spaces, procs) for c in found], claimed)
+        late = [sp for inode, sp in spaces.items() if inode not in known]
+        if late:  # a namespace only a runtime knew (not mounted, no process seen by the scan)
+            _read_links(late, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
+            ordered = sorted(spaces.values(), key=lambda s: s.inode)
         live = [sp for sp in ordered if sp.conn is not None]
-        conns = [sp.conn for sp in live if sp.conn is not None]
-        for sp, res in zip(live, nl.dump_many(conns, "links"), strict=True):
-            if isinstance(res, OSError):
-                sp.error = f"links: {res}"
-            else:
-                sp.raw_links = nl.parse_links(res, conf=False)
-                sp.dumps["links"] = res
-        for sp, res in zip(live, nl.dump_many(conns, "addresses"), strict=True):
-            if not isinstance(res, OSError):
-                sp.addresses = nl.parse_addresses(res)
         peers = _resolve_peers(live)
 
         selected: set[int] = set()
@@ -532,7 +577,8 @@ def read_snapshot(
         if sockets and refs:
             _own_sockets(chosen, procs)
     finally:
-        for sp in ordered:
+        asking.join()
+        for sp in spaces.values():
             if sp.conn is not None:
                 sp.conn.close()
 

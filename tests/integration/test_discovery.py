@@ -322,7 +322,9 @@ def test_cli_show_and_topo_json_validate(world: World) -> None:
             assert [v["name"] for v in rows[NS1]["host_veths"]] == ["dcv1"]
 
 
-def test_namespace_vanishing_mid_discovery_is_reported_not_fatal() -> None:
+def test_namespace_vanishing_mid_discovery_is_reported_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A namespace seen by the /proc scan that is gone before it can be entered."""
     require_root()
     proc = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
@@ -335,21 +337,17 @@ def test_namespace_vanishing_mid_discovery_is_reported_not_fatal() -> None:
             inode = int(target[5:-1]) if target != own else None
             time.sleep(0.02)
         assert inode is not None
+        scan = live.find_namespaces
 
-        class Killer:
-            """Runs between the namespace scan and the netlink reads."""
+        def scan_then_kill(*args: object) -> object:
+            """The scan sees the namespace; its only process dies right after."""
+            found = scan(*args)  # type: ignore[arg-type]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return found
 
-            name = "netns"
-
-            def available(self) -> tuple[bool, str]:
-                return True, ""
-
-            def containers(self) -> list[Container]:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return []
-
-        snap = live.read_snapshot(sources=[Killer()])
+        monkeypatch.setattr(live, "find_namespaces", scan_then_kill)
+        snap = live.read_snapshot(sources=[NetnsSource()])
     finally:
         if proc.poll() is None:
             proc.kill()
