@@ -392,3 +392,74 @@ def test_netlink_errors_are_per_namespace() -> None:
     assert not isinstance(results[0], OSError)
     assert isinstance(results[1], OSError)
     assert not isinstance(results[2], OSError)
+
+
+def test_lab_published_port_rules_are_attributed(lab: Lab) -> None:
+    st = lab.state
+    published = [c for c in st.containers if c.published]
+    assert published, "the lab publishes a port"
+    c = published[0]
+    res = lab.run("show", "--json", f"{st.name}.{c.name}")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    validate(doc)
+    nf = doc["container"]["netfilter"]
+    assert nf["status"] == "ok", nf["reason"]
+    port = c.published[0]
+    assert any(
+        f"--dport {port.host_port}" in r["text"]
+        and f"--to-destination {c.ip}:{port.container_port}" in r["text"]
+        for r in nf["dnat"]
+    ), nf["dnat"]
+    assert any("MASQUERADE" in r["text"] for r in nf["egress"])
+
+
+def test_snapshot_save_then_replay(world: World, tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "host.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "cntrace", "snapshot", "--save", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "saved" in res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "cntrace", "show", "--json", NS1, "--snapshot", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    validate(doc)
+    (iface,) = [i for i in doc["container"]["interfaces"] if i["name"] == "eth0"]
+    assert iface["host_side"]["peer"]["name"] == "dcv1"
+    assert iface["host_side"]["bridge"]["name"] == "dcbr0"
+
+
+def test_unprivileged_run_names_the_capability() -> None:
+    require_root()
+    res = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "cntrace",
+            "ls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 3, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CAP_SYS_ADMIN" in lines[0]
