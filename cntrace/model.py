@@ -131,6 +131,17 @@ class PolicyRule:
     invert: bool = False
 
 
+# The rules every namespace starts with. A Netns whose ``rules`` is empty has exactly these
+# (discovery leaves them out: they say nothing and are a tenth of a large snapshot's objects).
+DEFAULT_POLICY_RULES = (
+    PolicyRule(family=4, priority=0, table=255),
+    PolicyRule(family=4, priority=32766, table=254),
+    PolicyRule(family=4, priority=32767, table=253),
+    PolicyRule(family=6, priority=0, table=255),
+    PolicyRule(family=6, priority=32766, table=254),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Neighbor:
     """A neighbour (ARP/NDP) entry."""
@@ -230,7 +241,7 @@ class Netns:
     is_root: bool = False  # the namespace of PID 1
     links: tuple[Link, ...] = ()
     routes: tuple[Route, ...] = ()
-    rules: tuple[PolicyRule, ...] = ()
+    rules: tuple[PolicyRule, ...] = ()  # empty: DEFAULT_POLICY_RULES
     neighbors: tuple[Neighbor, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
     sockets: tuple[Socket, ...] = ()

@@ -298,7 +298,10 @@ class Topology:
 
 
 def _describe(c: Container) -> str:
-    return f"{c.name} ({c.runtime} {c.id[:12]})" if not c.id.startswith(c.runtime) else c.name
+    if c.id.startswith(c.runtime):
+        return c.name
+    short = c.id[:12] if all(ch in "0123456789abcdef" for ch in c.id) else c.id
+    return f"{c.name} ({c.runtime} {short})"
 
 
 def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:

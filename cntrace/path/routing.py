@@ -11,20 +11,12 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cntrace.model import Netns, PolicyRule, Route
+from cntrace.model import DEFAULT_POLICY_RULES, Netns, PolicyRule, Route
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 TABLE_NAMES = {255: "local", 254: "main", 253: "default"}
-
-DEFAULT_RULES = (
-    PolicyRule(family=4, priority=0, table=255),
-    PolicyRule(family=4, priority=32766, table=254),
-    PolicyRule(family=4, priority=32767, table=253),
-    PolicyRule(family=6, priority=0, table=255),
-    PolicyRule(family=6, priority=32766, table=254),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +112,8 @@ def lookup(
     family = d.version
     s = addr(src) if src else None
     rules = sorted(
-        (r for r in (ns.rules or DEFAULT_RULES) if r.family == family), key=lambda r: r.priority
+        (r for r in (ns.rules or DEFAULT_POLICY_RULES) if r.family == family),
+        key=lambda r: r.priority,
     )
     has_local_table = any(r.table == 255 for r in ns.routes)
     for rule in rules:

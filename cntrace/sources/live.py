@@ -23,10 +23,12 @@ from dataclasses import dataclass, field, replace
 from cntrace import __version__
 from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import (
+    DEFAULT_POLICY_RULES,
     Address,
     Container,
     Link,
     Netns,
+    PolicyRule,
     Resolver,
     Ruleset,
     Snapshot,
@@ -711,7 +713,7 @@ def _netns(sp: _Space, root: int | None, peers: dict[tuple[int, int], int]) -> N
         is_root=sp.inode == root,
         links=_links(sp, peers),
         routes=tuple(nl.parse_routes(dumps["routes"], names)) if "routes" in dumps else (),
-        rules=tuple(nl.parse_rules(dumps["rules"])) if "rules" in dumps else (),
+        rules=_unless_default(tuple(nl.parse_rules(dumps["rules"]))) if "rules" in dumps else (),
         neighbors=(
             tuple(nl.parse_neighbors(dumps["neighbors"], names)) if "neighbors" in dumps else ()
         ),
@@ -775,3 +777,18 @@ def read_netns(path: str) -> Netns:
             sp.addresses = nl.parse_addresses(nl.dump(sp.conn, "addresses"))
             _detail([sp], sockets=True, rulesets=True, warnings=[])
     return _netns(sp, None, {})
+
+
+def _unless_default(rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:
+    """No rules when they are exactly the kernel's defaults: a Snapshot's empty ``rules`` means
+    those (model.DEFAULT_POLICY_RULES). Five rules per namespace, a thousand namespaces:
+    a tenth of a large snapshot's objects, all saying nothing."""
+    defaults = {(r.family, r.priority, r.table) for r in DEFAULT_POLICY_RULES}
+    if len(rules) == len(defaults) and all(
+        (r.family, r.priority, r.table) in defaults
+        and r.action == "lookup"
+        and not (r.src or r.dst or r.iif or r.oif or r.fwmark is not None or r.invert)
+        for r in rules
+    ):
+        return ()
+    return rules
