@@ -5,11 +5,10 @@
  *   cntrace_kfree                  tracepoint skb:kfree_skb: report the probe's drop (or every
  *                                  drop, for `cntrace drops`) with the kernel's reason.
  *
- * The loader prepends #defines taken from the running kernel, never from headers:
- *   OFF_*            struct member offsets from BTF (sk_buff, net_device, net)
- *   TP_OFF_*         field offsets of the kfree_skb tracepoint record, from its format file
- *   TP_HAS_REASON    whether that record has a reason field
- *   RINGBUF_PAGES    ring buffer size
+ * Kernel layouts are never taken from headers (the installed ones may describe another
+ * kernel): struct member offsets (from BTF) and the kfree_skb record layout (from tracefs) are
+ * read from the cnt_offsets map, which the loader fills for the running kernel. The bytecode
+ * is therefore the same on every kernel, and ships prebuilt (probes/cntrace.bpf.json).
  * The tc programs never change a packet and always return TC_ACT_UNSPEC (go on with the next
  * filter), so they can sit beside filters owned by other software.
  */
@@ -28,7 +27,10 @@
 #define TCPF_RST 0x04
 #define TCPF_ACK 0x10
 
+#define RINGBUF_PAGES 256 /* 1 MiB with 4 KiB pages: ~4,000 events of backlog */
+
 BPF_ARRAY(cnt_config, struct cnt_config, 1);
+BPF_ARRAY(cnt_offsets, struct cnt_offsets, 1);
 BPF_HASH(cnt_markers, u32, struct cnt_marker, 64);
 BPF_TABLE("lru_hash", struct cnt_flow, struct cnt_flow_val, cnt_flows, 4096);
 BPF_ARRAY(cnt_stats, u64, 4); /* 0: events lost (ring buffer full), 1: events sent */
@@ -293,16 +295,16 @@ static __always_inline void cnt_fill(struct cnt_event *e, struct cnt_hdr *h)
 }
 
 /* The namespace inode of a net_device (0 when the device is unknown). */
-static __always_inline u32 cnt_dev_netns(u64 dev)
+static __always_inline u32 cnt_dev_netns(struct cnt_offsets *o, u64 dev)
 {
     u64 net = 0;
     u32 inum = 0;
     if (!dev)
         return 0;
-    bpf_probe_read_kernel(&net, sizeof(net), (void *)(dev + OFF_DEV_ND_NET));
+    bpf_probe_read_kernel(&net, sizeof(net), (void *)(dev + o->dev_nd_net));
     if (!net)
         return 0;
-    bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + OFF_NET_INUM));
+    bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(net + o->net_inum));
     return inum;
 }
 
@@ -324,6 +326,9 @@ static __always_inline int cnt_tc(struct __sk_buff *skb, u32 kind)
     if (!is_reply)
         cnt_learn(&h, nonce);
 
+    struct cnt_offsets *o = cnt_offsets.lookup(&zero);
+    if (!o)
+        return TC_ACT_UNSPEC;
     struct cnt_event *e = cnt_events.ringbuf_reserve(sizeof(struct cnt_event));
     if (!e) {
         cnt_count(0);
@@ -333,17 +338,17 @@ static __always_inline int cnt_tc(struct __sk_buff *skb, u32 kind)
     u64 addr = 0, dev = 0, head = 0, data = 0;
     u16 nh = 0;
     bpf_probe_read_kernel(&addr, sizeof(addr), &skb);
-    bpf_probe_read_kernel(&dev, sizeof(dev), (void *)(addr + OFF_SKB_DEV));
-    bpf_probe_read_kernel(&head, sizeof(head), (void *)(addr + OFF_SKB_HEAD));
-    bpf_probe_read_kernel(&data, sizeof(data), (void *)(addr + OFF_SKB_DATA));
-    bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(addr + OFF_SKB_NETWORK_HEADER));
+    bpf_probe_read_kernel(&dev, sizeof(dev), (void *)(addr + o->skb_dev));
+    bpf_probe_read_kernel(&head, sizeof(head), (void *)(addr + o->skb_head));
+    bpf_probe_read_kernel(&data, sizeof(data), (void *)(addr + o->skb_data));
+    bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(addr + o->skb_network_header));
 
     e->t_ns = bpf_ktime_get_ns();
     e->skb = addr;
     e->location = 0;
     e->kind = kind;
     e->ifindex = skb->ifindex;
-    e->netns = cnt_dev_netns(dev);
+    e->netns = cnt_dev_netns(o, dev);
     e->mark = skb->mark;
     e->reason = 0;
     e->nonce = nonce;
@@ -380,25 +385,27 @@ int cntrace_kfree(void *ctx)
     struct cnt_config *cfg = cnt_config.lookup(&zero);
     if (!cfg || !(cfg->flags & (CNT_CFG_MARKER_DROPS | CNT_CFG_ALL_DROPS)))
         return 0;
+    struct cnt_offsets *o = cnt_offsets.lookup(&zero);
+    if (!o)
+        return 0;
 
     u64 skb = 0, location = 0, dev = 0, head = 0;
     u32 reason = 0;
     u16 nh = 0;
-    bpf_probe_read_kernel(&skb, sizeof(skb), ctx + TP_OFF_SKBADDR);
-    bpf_probe_read_kernel(&location, sizeof(location), ctx + TP_OFF_LOCATION);
-#if TP_HAS_REASON
-    bpf_probe_read_kernel(&reason, sizeof(reason), ctx + TP_OFF_REASON);
-#endif
+    bpf_probe_read_kernel(&skb, sizeof(skb), ctx + o->tp_skbaddr);
+    bpf_probe_read_kernel(&location, sizeof(location), ctx + o->tp_location);
+    if (o->tp_reason)
+        bpf_probe_read_kernel(&reason, sizeof(reason), ctx + o->tp_reason);
     if (!skb)
         return 0;
-    bpf_probe_read_kernel(&dev, sizeof(dev), (void *)(skb + OFF_SKB_DEV));
-    u32 netns = cnt_dev_netns(dev);
+    bpf_probe_read_kernel(&dev, sizeof(dev), (void *)(skb + o->skb_dev));
+    u32 netns = cnt_dev_netns(o, dev);
     int all = cfg->flags & CNT_CFG_ALL_DROPS;
     if (all && cfg->netns && cfg->netns != netns)
         all = 0;
 
-    bpf_probe_read_kernel(&head, sizeof(head), (void *)(skb + OFF_SKB_HEAD));
-    bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + OFF_SKB_NETWORK_HEADER));
+    bpf_probe_read_kernel(&head, sizeof(head), (void *)(skb + o->skb_head));
+    bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + o->skb_network_header));
     struct cnt_hdr h = {};
     int parsed = -1;
     if (head && nh != 0xffff)
@@ -420,10 +427,10 @@ int cntrace_kfree(void *ctx)
         return 0;
     }
     u32 len = 0, mark = 0, ifindex = 0;
-    bpf_probe_read_kernel(&len, sizeof(len), (void *)(skb + OFF_SKB_LEN));
-    bpf_probe_read_kernel(&mark, sizeof(mark), (void *)(skb + OFF_SKB_MARK));
+    bpf_probe_read_kernel(&len, sizeof(len), (void *)(skb + o->skb_len));
+    bpf_probe_read_kernel(&mark, sizeof(mark), (void *)(skb + o->skb_mark));
     if (dev)
-        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), (void *)(dev + OFF_DEV_IFINDEX));
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), (void *)(dev + o->dev_ifindex));
     e->t_ns = bpf_ktime_get_ns();
     e->skb = skb;
     e->location = location;

@@ -37,6 +37,24 @@ struct cnt_config {
     __u32 protos;    /* CNT_PROTO_* of the armed probes: other traffic is skipped early */
 };
 
+/* Where to read what, on the running kernel: struct member offsets from BTF and the kfree_skb
+ * record layout from tracefs. Filled by the loader; the bytecode itself holds no kernel
+ * layout, so one build serves every kernel. */
+struct cnt_offsets {
+    __u32 skb_head;
+    __u32 skb_data;
+    __u32 skb_dev;
+    __u32 skb_len;
+    __u32 skb_mark;
+    __u32 skb_network_header;
+    __u32 dev_ifindex;
+    __u32 dev_nd_net;
+    __u32 net_inum;
+    __u32 tp_skbaddr;
+    __u32 tp_location;
+    __u32 tp_reason; /* 0: the record has no reason (kernels before 5.17) */
+};
+
 struct cnt_marker {
     __u32 nonce;
     __u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP or IPPROTO_ICMPV6 */

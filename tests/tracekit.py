@@ -24,6 +24,12 @@ from cntrace.sources import nsenter
 from cntrace.trace.events import TraceTarget
 
 CLI_IP, RTR_IN, RTR_OUT, SRV_IP = "10.77.1.2", "10.77.1.1", "203.0.113.1", "203.0.113.2"
+CLI_IP6, RTR_IN6, RTR_OUT6, SRV_IP6 = (
+    "2001:db8:1::2",
+    "2001:db8:1::1",
+    "2001:db8:2::1",
+    "2001:db8:2::2",
+)
 
 
 def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -129,8 +135,22 @@ def topology(tag: str | None = None) -> Iterator[Topo]:
         sh("ip", "addr", "add", f"{RTR_OUT}/24", "dev", "trr1", ns=r_)
         sh("ip", "addr", "add", f"{SRV_IP}/24", "dev", "trs0", ns=s)
         for ns_, dev in ((c, "trc0"), (r_, "trr0"), (r_, "trr1"), (s, "trs0")):
+            # no duplicate address detection: a tentative link-local address would hold back
+            # neighbour discovery (and the first IPv6 probe) for a second
+            sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0", ns=ns_)
             sh("ip", "link", "set", dev, "up", ns=ns_)
         sh("ip", "route", "add", "default", "via", RTR_IN, ns=c)
+        # IPv6, routed without NAT (nodad: usable at once)
+        for ns_, dev, addr in (
+            (c, "trc0", CLI_IP6),
+            (r_, "trr0", RTR_IN6),
+            (r_, "trr1", RTR_OUT6),
+            (s, "trs0", SRV_IP6),
+        ):
+            sh("ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad", ns=ns_)
+        sh("ip", "-6", "route", "add", "default", "via", RTR_IN6, ns=c)
+        sh("ip", "-6", "route", "add", "default", "via", RTR_OUT6, ns=s)
+        sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=r_)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=r_)
         sh(
             "iptables-nft",
@@ -170,6 +190,10 @@ def topology(tag: str | None = None) -> Iterator[Topo]:
         listener.bind((SRV_IP, 80))
         listener.listen(64)
         topo.socks.append(listener)
+        listener6 = nsenter.socket_in(topo.path("srv"), socket.AF_INET6, socket.SOCK_STREAM)
+        listener6.bind((SRV_IP6, 80))
+        listener6.listen(64)
+        topo.socks.append(listener6)
         _udp_echo(topo, 53)
         yield topo
     finally:

@@ -155,18 +155,17 @@ class Btf:
         return total // 8
 
 
-# The members the probes read: (constant name, struct, member path).
+# The members the probes read: (field of struct cnt_offsets, struct, member path).
 NEEDED: tuple[tuple[str, str, str], ...] = (
-    ("OFF_SKB_HEAD", "sk_buff", "head"),
-    ("OFF_SKB_DATA", "sk_buff", "data"),
-    ("OFF_SKB_DEV", "sk_buff", "dev"),
-    ("OFF_SKB_LEN", "sk_buff", "len"),
-    ("OFF_SKB_MARK", "sk_buff", "mark"),
-    ("OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
-    ("OFF_SKB_MAC_HEADER", "sk_buff", "mac_header"),
-    ("OFF_DEV_IFINDEX", "net_device", "ifindex"),
-    ("OFF_DEV_ND_NET", "net_device", "nd_net.net"),
-    ("OFF_NET_INUM", "net", "ns.inum"),
+    ("skb_head", "sk_buff", "head"),
+    ("skb_data", "sk_buff", "data"),
+    ("skb_dev", "sk_buff", "dev"),
+    ("skb_len", "sk_buff", "len"),
+    ("skb_mark", "sk_buff", "mark"),
+    ("skb_network_header", "sk_buff", "network_header"),
+    ("dev_ifindex", "net_device", "ifindex"),
+    ("dev_nd_net", "net_device", "nd_net.net"),
+    ("net_inum", "net", "ns.inum"),
 )
 
 

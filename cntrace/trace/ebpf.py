@@ -1,9 +1,14 @@
 """Build and load cntrace's eBPF probes (probes/cntrace.bpf.c) for the running kernel.
 
-The C is specialised with facts read from this kernel (struct offsets from BTF, the kfree_skb
-record layout from tracefs), compiled once by bcc into bytecode, and the bytecode is cached on
-disk under a key made of the final C text, so the next run skips clang entirely (the compile is
-most of a cold trace's time). Loading is done with plain bpf(2) calls (cntrace/trace/bpfsys.py).
+The bytecode holds no kernel layout: struct offsets (from BTF) and the kfree_skb record layout
+(from tracefs) are written into the cnt_offsets map when the probes are loaded. So one build
+serves every kernel, and it ships prebuilt in probes/cntrace.bpf.json: a trace needs neither
+clang, bcc nor kernel headers, and starts in milliseconds. When the C differs from the prebuilt
+file (a developer changed it), bcc compiles it once and the result is cached under
+/var/cache/cntrace. ``python -m cntrace.trace.ebpf`` rebuilds the prebuilt file.
+
+Loading is done with plain bpf(2) calls (cntrace/trace/bpfsys.py): the map fds bcc compiled
+against are replaced by the new maps' fds in the bytecode.
 
 ``CNTRACE_PRINT_BPF=1`` (or the hidden ``--print-bpf`` flag of the commands) prints the final C
 and exits, like bcc tools' ``--ebpf``.
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cntrace.trace import bpfsys
-from cntrace.trace.btf import BtfError, kernel_offsets
+from cntrace.trace.btf import NEEDED, BtfError, kernel_offsets
 from cntrace.trace.events_c import (
     CNT_PROTO_ICMP,
     CNT_PROTO_TCP,
@@ -35,6 +40,7 @@ from cntrace.trace.events_c import (
     CntConfig,
     CntFlow,
     CntMarker,
+    CntOffsets,
 )
 from cntrace.trace.tracefs import TracefsError, TracepointFormat, read_format
 
@@ -45,9 +51,9 @@ PROGRAMS: dict[str, int] = {
     "cntrace_tc_eg": bpfsys.PROG_SCHED_CLS,
     "cntrace_kfree": bpfsys.PROG_TRACEPOINT,
 }
-MAPS = ("cnt_config", "cnt_markers", "cnt_flows", "cnt_stats", "cnt_events")
-RINGBUF_PAGES = 256  # 1 MiB with 4 KiB pages: ~4,000 events of backlog
-CACHE_FORMAT = 1
+MAPS = ("cnt_config", "cnt_offsets", "cnt_markers", "cnt_flows", "cnt_stats", "cnt_events")
+PREBUILT = "cntrace.bpf.json"
+CACHE_FORMAT = 2
 PRINT_ENV = "CNTRACE_PRINT_BPF"
 
 
@@ -57,7 +63,10 @@ class ProbeBuildError(Exception):
 
 @functools.cache
 def probes_dir() -> Path:
-    """probes/ in a checkout, or cntrace/_probes in an installed wheel."""
+    """$CNTRACE_PROBES_DIR, probes/ in a checkout, or cntrace/_probes in an installed wheel."""
+    env = os.environ.get("CNTRACE_PROBES_DIR")
+    if env:
+        return Path(env)
     here = Path(__file__).resolve().parent.parent
     for candidate in (here.parent / "probes", here / "_probes"):
         if (candidate / SOURCE).is_file():
@@ -89,17 +98,18 @@ class KernelFacts:
     offsets: dict[str, int]
     kfree: TracepointFormat
 
-    def defines(self) -> dict[str, int]:
-        d = dict(self.offsets)
+    def layout(self) -> CntOffsets:
+        """The value of the cnt_offsets map for this kernel."""
         fields = self.kfree.fields
-        for const, name in (("TP_OFF_SKBADDR", "skbaddr"), ("TP_OFF_LOCATION", "location")):
+        for name in ("skbaddr", "location"):
             if name not in fields:
                 raise ProbeBuildError(f"skb:kfree_skb has no {name} field on this kernel")
-            d[const] = fields[name][0]
-        d["TP_HAS_REASON"] = int("reason" in fields)
-        d["TP_OFF_REASON"] = fields["reason"][0] if "reason" in fields else 0
-        d["RINGBUF_PAGES"] = RINGBUF_PAGES
-        return d
+        return CntOffsets(
+            **self.offsets,
+            tp_skbaddr=fields["skbaddr"][0],
+            tp_location=fields["location"][0],
+            tp_reason=fields["reason"][0] if "reason" in fields else 0,
+        )
 
     @property
     def reasons(self) -> dict[int, str]:
@@ -113,7 +123,7 @@ def _cached_offsets() -> dict[str, int]:
     path = cache_dir() / f"btf-{key}.json"
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
-        if isinstance(data, dict):
+        if isinstance(data, dict) and set(data) == {n for n, _s, _m in NEEDED}:
             return {str(k): int(v) for k, v in data.items()}
     offsets = kernel_offsets()
     _write_atomic(path, json.dumps(offsets))
@@ -138,16 +148,21 @@ def _sources() -> tuple[str, str]:
     return (base / HEADER).read_text(), (base / SOURCE).read_text()
 
 
-def render_source(facts: KernelFacts) -> str:
-    """The final C: constants for this kernel, then the shared header, then the programs."""
+def render_source() -> str:
+    """The final C: the programs with the shared header inlined (no kernel-specific text)."""
     header, source = _sources()
-    body = source.replace(f'#include "{HEADER}"', header)
-    consts = "".join(f"#define {k} {v}\n" for k, v in sorted(facts.defines().items()))
-    return f"/* generated by cntrace for {_kernel_id()} */\n{consts}\n{body}"
+    return source.replace(f'#include "{HEADER}"', header)
 
 
 def print_source_and_exit(facts: KernelFacts | None = None) -> None:
-    sys.stdout.write(render_source(facts or kernel_facts()))
+    """Print the C, and the layout the loader would write into cnt_offsets here."""
+    text = render_source()
+    if facts is not None:
+        lay = facts.layout()
+        names = [f[0] for f in CntOffsets._fields_]
+        values = ", ".join(f"{n} {getattr(lay, n)}" for n in names)
+        text = f"/* cnt_offsets on {_kernel_id()}: {values} */\n{text}"
+    sys.stdout.write(text)
     raise SystemExit(0)
 
 
@@ -224,22 +239,18 @@ def _compile(source: str, key: str) -> Build:
     return Build(key, programs, maps, compile_s=time.monotonic() - t0)
 
 
-def build(facts: KernelFacts, use_cache: bool = True) -> Build:
-    """The probes' bytecode for this kernel: from the cache, else compiled (and cached)."""
-    source = render_source(facts)
-    key = hashlib.sha256(f"{CACHE_FORMAT}\n{_kernel_id()}\n{source}".encode()).hexdigest()
-    path = cache_dir() / f"probes-{key[:24]}.json"
-    if use_cache:
-        cached = _load_cached(path, key)
-        if cached is not None:
-            return cached
-    result = _compile(source, key)
-    data = {
-        "key": key,
-        "kernel": _kernel_id(),
+def source_key(source: str | None = None) -> str:
+    """What a build is valid for: the C text and the cache format (not the kernel)."""
+    text = render_source() if source is None else source
+    return hashlib.sha256(f"{CACHE_FORMAT}\n{text}".encode()).hexdigest()
+
+
+def _build_doc(b: Build) -> dict[str, object]:
+    return {
+        "key": b.key,
         "programs": {
             n: {"type": t, "insns": base64.b64encode(i).decode()}
-            for n, (t, i) in result.programs.items()
+            for n, (t, i) in b.programs.items()
         },
         "maps": {
             n: {
@@ -253,11 +264,48 @@ def build(facts: KernelFacts, use_cache: bool = True) -> Build:
                 },
                 "fd": fd,
             }
-            for n, (s, fd) in result.maps.items()
+            for n, (s, fd) in b.maps.items()
         },
     }
-    _write_atomic(path, json.dumps(data))
+
+
+def _candidates(key: str) -> list[Path]:
+    return [probes_dir() / PREBUILT, cache_dir() / f"probes-{key[:24]}.json"]
+
+
+def is_cached(facts: KernelFacts | None = None) -> bool:
+    """Whether bytecode for exactly this source is at hand (prebuilt or cached)."""
+    key = source_key()
+    return any(_load_cached(p, key) is not None for p in _candidates(key))
+
+
+def build(facts: KernelFacts | None = None, use_cache: bool = True) -> Build:
+    """The probes' bytecode: prebuilt or cached for this exact source, else compiled (and
+    cached)."""
+    source = render_source()
+    key = source_key(source)
+    if use_cache:
+        for path in _candidates(key):
+            cached = _load_cached(path, key)
+            if cached is not None:
+                return cached
+    result = _compile(source, key)
+    _write_atomic(cache_dir() / f"probes-{key[:24]}.json", json.dumps(_build_doc(result)))
     return result
+
+
+def write_prebuilt() -> Path:
+    """Compile with bcc and write probes/cntrace.bpf.json (commit it with the C)."""
+    source = render_source()
+    result = _compile(source, source_key(source))
+    path = probes_dir() / PREBUILT
+    doc = _build_doc(result)
+    doc["_provenance"] = (
+        "bytecode of probes/cntrace.bpf.c compiled by bcc; regenerate with "
+        "`python -m cntrace.trace.ebpf` after changing the C"
+    )
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------- loaded probes
@@ -278,7 +326,7 @@ class LoadedProbes:
     _cfg_netns: int = 0
 
     @classmethod
-    def load(cls, b: Build) -> LoadedProbes:
+    def load(cls, b: Build, facts: KernelFacts) -> LoadedProbes:
         t0 = time.monotonic()
         map_fds: dict[str, int] = {}
         prog_fds: dict[str, int] = {}
@@ -287,6 +335,8 @@ class LoadedProbes:
             for name, (spec, old_fd) in b.maps.items():
                 map_fds[name] = bpfsys.map_create(spec)
                 remap[old_fd] = map_fds[name]
+            layout = bytes(facts.layout())
+            bpfsys.map_update(map_fds["cnt_offsets"], struct.pack("<I", 0), layout)
             for name, (ptype, insns) in b.programs.items():
                 prog_fds[name] = bpfsys.prog_load(ptype, bpfsys.relocate(insns, remap), name)
             ring_spec = b.maps["cnt_events"][0]
@@ -377,3 +427,7 @@ class LoadedProbes:
 
 _FLOW_SIZE = len(bytes(CntFlow()))
 _PROTO_BITS = {6: CNT_PROTO_TCP, 17: CNT_PROTO_UDP, 1: CNT_PROTO_ICMP, 58: CNT_PROTO_ICMP}
+
+
+if __name__ == "__main__":
+    sys.stdout.write(f"wrote {write_prebuilt()}\n")

@@ -43,6 +43,23 @@ class CntConfig(ctypes.Structure):
     _fields_ = [("flags", u32), ("netns", u32), ("n_markers", u32), ("protos", u32)]
 
 
+class CntOffsets(ctypes.Structure):
+    _fields_ = [
+        ("skb_head", u32),
+        ("skb_data", u32),
+        ("skb_dev", u32),
+        ("skb_len", u32),
+        ("skb_mark", u32),
+        ("skb_network_header", u32),
+        ("dev_ifindex", u32),
+        ("dev_nd_net", u32),
+        ("net_inum", u32),
+        ("tp_skbaddr", u32),
+        ("tp_location", u32),
+        ("tp_reason", u32),
+    ]
+
+
 class CntMarker(ctypes.Structure):
     _fields_ = [("nonce", u32), ("proto", u8), ("pad", u8 * 3)]
 
@@ -98,6 +115,7 @@ class CntEvent(ctypes.Structure):
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "cnt_config": CntConfig,
+    "cnt_offsets": CntOffsets,
     "cnt_marker": CntMarker,
     "cnt_flow": CntFlow,
     "cnt_flow_val": CntFlowVal,

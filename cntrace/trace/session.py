@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import importlib.util
 import os
+import platform
 import select
 import socket
 import time
@@ -39,6 +42,7 @@ from cntrace.trace.ebpf import (
     LoadedProbes,
     ProbeBuildError,
     build,
+    is_cached,
     kernel_facts,
     print_source_and_exit,
 )
@@ -109,12 +113,21 @@ class ProbeModule:
             return str(exc)
         if notice:
             self.notices.append(notice)
+        why = _bpf_usable()
+        if why:
+            return why
         try:
             self.facts = kernel_facts()
         except ProbeBuildError as exc:
             return str(exc)
         if os.environ.get(PRINT_ENV):
             print_source_and_exit(self.facts)
+        if not is_cached(self.facts):
+            if not _bcc_installed():
+                return "bcc (python3-bpfcc) is not installed and no compiled probes are cached"
+            headers = f"/lib/modules/{platform.release()}/build"
+            if not os.path.exists(headers):
+                return f"kernel headers are missing ({headers}): bcc cannot compile the probes"
         return None
 
     def ensure(self) -> LoadedProbes:
@@ -126,18 +139,46 @@ class ProbeModule:
             raise ProbeBuildError(why)
         self.build = build(self.facts)
         try:
-            self.loaded = LoadedProbes.load(self.build)
+            self.loaded = LoadedProbes.load(self.build, self.facts)
         except ProbeBuildError:
             if not self.build.from_cache:
                 raise
-            self.build = build(self.facts, use_cache=False)  # a stale cache entry: rebuild
-            self.loaded = LoadedProbes.load(self.build)
+            self.build = build(self.facts, use_cache=False)  # a bad cache entry: rebuild
+            self.loaded = LoadedProbes.load(self.build, self.facts)
         return self.loaded
 
     def close(self) -> None:
         if self.loaded is not None:
             self.loaded.close()
             self.loaded = None
+
+
+def _bcc_installed() -> bool:
+    """Without importing it (0.4 s): only a cache miss needs bcc."""
+    try:
+        return importlib.util.find_spec("bcc") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _bpf_usable() -> str | None:
+    """Whether this process may create BPF maps, and the ring buffers the probes report through
+    (probed with the kernel, not assumed from the version)."""
+    from cntrace.trace import bpfsys  # noqa: PLC0415
+
+    for spec, what in (
+        (bpfsys.MapSpec("cnt_probe", bpfsys.MAP_ARRAY, 4, 4, 1), "BPF maps"),
+        (bpfsys.MapSpec("cnt_probe_rb", bpfsys.MAP_RINGBUF, 0, 0, 4096), "BPF ring buffers"),
+    ):
+        try:
+            os.close(bpfsys.map_create(spec))
+        except bpfsys.BpfError as exc:
+            if exc.errno == errno.EPERM:
+                return f"no privilege for {what} (CAP_BPF; unprivileged BPF is off)"
+            if what == "BPF ring buffers":
+                return f"the kernel has no {what} (Linux 5.8+): {exc.strerror}"
+            return f"cannot create {what}: {exc.strerror}"
+    return None
 
 
 # --------------------------------------------------------------------------- collectors

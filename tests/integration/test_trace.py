@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,11 @@ import pytest
 from conftest import require_root
 from tracekit import (
     CLI_IP,
+    CLI_IP6,
     RTR_IN,
     RTR_OUT,
     SRV_IP,
+    SRV_IP6,
     Topo,
     cntrace_objects,
     filter_prog_ids,
@@ -178,6 +181,19 @@ def test_udp_closed_port_icmp_error_quotes_the_probe(topo: Topo, backend: str) -
     (err,) = seen(r, "trc0", "ingress", reply=True)
     assert err.proto == "icmp" and err.icmp_type == 3 and err.src == SRV_IP
     assert [s.match for s in r.sightings if s.is_reply] == ["icmp-quote"] * 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ipv6_tcp_and_icmp(topo: Topo, backend: str) -> None:
+    r = trace(topo, Packet("tcp", "", SRV_IP6, None, 80, family=6), backend)
+    assert r.outcome()[0] == "delivered", r.outcome()
+    (p,) = seen(r, "trs0", "ingress")
+    assert (p.family, p.src, p.dst, p.dport) == (6, CLI_IP6, SRV_IP6, 80)
+    assert len(r.sightings) == 8
+    e = trace(topo, Packet("icmp", "", SRV_IP6, family=6), backend)
+    assert e.outcome()[0] == "delivered"
+    (rep,) = seen(e, "trc0", "ingress", reply=True)
+    assert rep.icmp_type == 129 and rep.src == SRV_IP6
 
 
 # --------------------------------------------------------------------------- a netfilter drop
@@ -464,8 +480,62 @@ def test_print_bpf_prints_the_final_c(topo: Topo) -> None:
         check=False,
     )
     assert res.returncode == 0, res.stderr
-    assert "#define OFF_SKB_HEAD" in res.stdout and "int cntrace_kfree(void *ctx)" in res.stdout
+    assert res.stdout.startswith("/* cnt_offsets on ") and "skb_head " in res.stdout
+    assert "int cntrace_kfree(void *ctx)" in res.stdout
     assert "struct cnt_event {" in res.stdout  # the shared header is inlined
+
+
+FALLBACK = r"""
+import json, sys
+sys.modules["bcc"] = None  # as if python3-bpfcc were not installed
+from cntrace.errors import EnvironmentProblem
+from cntrace.model import Packet
+from cntrace.trace.events import TracePlan
+from cntrace.trace.session import run_trace, targets_in
+doc = json.loads(sys.argv[1])
+targets = tuple(t for p, i in doc["targets"] for t in targets_in(p, (i,)))
+plan = TracePlan(doc["source"], Packet("tcp", "", doc["dst"], None, doc["port"]), targets,
+                 backend=sys.argv[2])
+notices = []
+try:
+    r = run_trace(plan, notice=notices.append)
+except EnvironmentProblem as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"backend": r.backend, "notices": notices, "outcome": r.outcome()[0]}))
+"""
+
+
+@pytest.mark.parametrize("wanted", ["auto", "ebpf"])
+def test_without_bcc_or_cache_capture_takes_over(topo: Topo, tmp_path: Path, wanted: str) -> None:
+    """Changed C (neither the prebuilt bytecode nor a cache entry fits it) and no bcc."""
+    probes = tmp_path / "probes"
+    shutil.copytree(REPO / "probes", probes)
+    src = probes / "cntrace.bpf.c"
+    src.write_text(src.read_text() + "\n/* changed */\n")
+    doc = plan_doc(topo, RTR_IN, 8080)
+    env = dict(
+        os.environ,
+        CNTRACE_CACHE_DIR=str(tmp_path / "empty-cache"),
+        CNTRACE_PROBES_DIR=str(probes),
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", FALLBACK, doc, wanted],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.splitlines()[-1])
+    if wanted == "auto":
+        assert out["backend"] == "capture" and out["outcome"] == "delivered"
+        (notice,) = out["notices"]
+        assert notice.startswith("eBPF unavailable (bcc") and "using AF_PACKET capture" in notice
+    else:
+        assert out["error"].startswith("eBPF back end cannot run: bcc")
+    assert not cntrace_objects(topo)
 
 
 def test_source_namespace_must_exist(topo: Topo) -> None:

@@ -26,12 +26,16 @@ def test_kfree_skb_format_of_6_18() -> None:
     assert reasons[2] == "NOT_SPECIFIED" and len(reasons) > 100
 
 
+def _offsets() -> dict[str, int]:
+    return {name: 100 + i for i, (name, _s, _m) in enumerate(NEEDED)}
+
+
 def test_kfree_skb_format_before_drop_reasons() -> None:
     f = parse_format("skb", "kfree_skb", (FIX / "kfree_skb-5.10.format").read_text())
     assert "reason" not in f.fields and f.symbols == {}
-    facts = ebpf.KernelFacts({}, f)
-    d = facts.defines()
-    assert d["TP_HAS_REASON"] == 0 and d["TP_OFF_SKBADDR"] == 8 and d["TP_OFF_LOCATION"] == 16
+    facts = ebpf.KernelFacts(_offsets(), f)
+    lay = facts.layout()
+    assert (lay.tp_skbaddr, lay.tp_location, lay.tp_reason) == (8, 16, 0)
     assert facts.reasons == {}
 
 
@@ -40,13 +44,22 @@ def test_format_without_id_is_refused() -> None:
         parse_format("skb", "kfree_skb", "name: kfree_skb\nformat:\n")
 
 
-def test_rendered_source_carries_this_kernels_constants() -> None:
+def test_the_layout_goes_to_the_map_not_into_the_c() -> None:
     f = parse_format("skb", "kfree_skb", (FIX / "kfree_skb-6.18.format").read_text())
-    offsets = {c: 100 + i for i, (c, _s, _m) in enumerate(NEEDED)}
-    src = ebpf.render_source(ebpf.KernelFacts(offsets, f))
-    assert "#define TP_OFF_REASON 36" in src and "#define TP_HAS_REASON 1" in src
-    assert "#define OFF_SKB_HEAD 100" in src
-    assert '#include "cntrace_event.h"' not in src and "struct cnt_event {" in src
+    lay = ebpf.KernelFacts(_offsets(), f).layout()
+    assert (lay.skb_head, lay.tp_reason) == (100, 36)
+    src = ebpf.render_source()
+    assert '#include "cntrace_event.h"' not in src and "struct cnt_offsets {" in src
+    assert "cnt_offsets.lookup" in src
+
+
+def test_prebuilt_bytecode_is_built_from_this_source() -> None:
+    """probes/cntrace.bpf.json must be regenerated when the C changes, or every machine
+    without bcc loses the eBPF back end: `python -m cntrace.trace.ebpf`."""
+    key = ebpf.source_key()
+    built = ebpf._load_cached(ebpf.probes_dir() / ebpf.PREBUILT, key)
+    assert built is not None, "stale probes/cntrace.bpf.json: run python -m cntrace.trace.ebpf"
+    assert set(built.programs) == set(ebpf.PROGRAMS) and set(built.maps) == set(ebpf.MAPS)
 
 
 # --------------------------------------------------------------------------- BTF
