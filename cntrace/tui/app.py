@@ -79,6 +79,8 @@ class CntraceApp(App[int]):
         ready_file: str | None = None,
         handle_signals: bool = False,
         theme: str = "dark",
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.source = source
@@ -88,6 +90,8 @@ class CntraceApp(App[int]):
         self.export_dir = export_dir
         self.ready_file = ready_file
         self.handle_signals = handle_signals
+        self.clock = clock  # wall time of the drop stream's start (tests pin it)
+        self.timer = timer  # how long a live trace took (tests pin it)
         self._theme_name = LIGHT if theme == "light" else DARK
         self.snapshot: Snapshot | None = None
         self.detailed = False
@@ -99,6 +103,8 @@ class CntraceApp(App[int]):
         self.path_snapshot: Snapshot | None = None
         self.last_report: str | None = None
         self._pending_path: str | None = None
+        self.path_requests = 0
+        self.path_answers = 0
         self._discovering = False
         self._again = False
         self._topology_dirty = True
@@ -232,7 +238,7 @@ class CntraceApp(App[int]):
             self.source.watch(snap)
         if detailed and self._pending_path is not None:
             text, self._pending_path = self._pending_path, None
-            self.request_path(text)
+            self.request_path(text, again=True)
         if self.ready_file and not self._ready_written:
             self._ready_written = True
             self.call_after_refresh(self._write_ready)
@@ -308,8 +314,7 @@ class CntraceApp(App[int]):
         self.source_key = key
         self._sync_source_label()
         if go:
-            self.main.tabs.active = "path"
-            self.main.path_panel.focus_destination()
+            self.main.open_path()
 
     def _sync_source_label(self) -> None:
         c = None
@@ -349,35 +354,60 @@ class CntraceApp(App[int]):
 
     # ------------------------------------------------------------------ path
 
-    def request_path(self, text: str) -> None:
+    def request_path(self, text: str, *, again: bool = False) -> None:
+        """Predict (then trace) from the selected container to ``text`` in a worker.
+
+        ``path_requests``/``path_answers`` count questions and finished answers (an error is an
+        answer, waiting for discovery is not), so scripts and tests know when the panel is final.
+        """
+        if not again:
+            self.path_requests += 1
+        launched = False
+        try:
+            launched = self._request_path(text)
+        finally:
+            if not launched and self._pending_path is None:
+                self.path_answers += 1
+
+    def _request_path(self, text: str) -> bool:
         panel = self.main.path_panel
         snap = self.snapshot
         if snap is None:
             self._pending_path = text
             panel.set_status(Text("waiting for discovery…", "italic"))
-            return
+            return False
         c = container_by_id(snap, self.source_key) if self.source_key else None
         if c is None:
             panel.show_error("select a source container first (1: containers, then a row)")
-            return
+            return False
         try:
             query = parse_destination(path_ref(snap, c), text)
         except CntraceError as exc:
             panel.show_error(str(exc))
-            return
+            return False
         if not self.detailed:
             self._pending_path = text
             panel.set_status(Text("waiting for full discovery (routes, rules)…", "italic"))
-            return
+            return False
         panel.set_status(Text(f"predicting {query.source} -> {query.destination}…", "italic"))
         self.run_worker(
-            lambda: self._path_worker(query, snap),
+            lambda: self._path_thread(query, snap),
             thread=True,
             group="path",
             name="path",
             exclusive=True,
             exit_on_error=False,
         )
+        return True
+
+    def _path_thread(self, query: PathQuery, snap: Snapshot) -> None:
+        try:
+            self._path_worker(query, snap)
+        finally:
+            self._post(self._path_answered)
+
+    def _path_answered(self) -> None:
+        self.path_answers += 1
 
     def _path_worker(self, query: PathQuery, snap: Snapshot) -> None:
         from cntrace.path import predict
@@ -398,7 +428,7 @@ class CntraceApp(App[int]):
             return
         if not live_ok or self.tracer is None:
             return
-        t0 = time.monotonic()
+        t0 = self.timer()
 
         worker = get_current_worker()
 
@@ -421,7 +451,7 @@ class CntraceApp(App[int]):
             return
         if _cancelled():
             return
-        took = (time.monotonic() - t0) * 1000
+        took = (self.timer() - t0) * 1000
         self._post(self._show_path, traced, query, snap, Text(f"live trace {took:.0f} ms", "dim"))
 
     def _can_trace(self) -> tuple[bool, str]:
@@ -576,7 +606,7 @@ class CntraceApp(App[int]):
 
     def _drops_worker(self) -> None:
         assert self.tracer is not None
-        start = time.time()
+        start = self.clock()
         try:
             for batch in self.tracer.drop_batches(self._stop):
                 if self._stop.is_set():
@@ -652,5 +682,6 @@ def build_app(
     **options: Any,
 ) -> CntraceApp:
     """The console on ``source``; ``tracer`` None (or a post-mortem source) disables live
-    features. Options: refresh_s, poll_s, export_dir, ready_file, handle_signals, theme."""
+    features. Options: refresh_s, poll_s, export_dir, ready_file, handle_signals, theme, clock,
+    timer."""
     return CntraceApp(source, tracer, **options)

@@ -443,7 +443,7 @@ def details(snapshot: Snapshot, ref: NodeRef) -> RenderableType:
 def hop_columns(path: Path) -> tuple[str, ...]:
     """The LIVE column only when there is something live to show (80 columns are precious)."""
     if path.mode == "live":
-        return ("#", "WHERE", "IFACE", "STEP", "LIVE", "PACKET")
+        return ("#", "WHERE", "IFACE", "LIVE", "STEP", "PACKET")
     return ("#", "WHERE", "IFACE", "STEP", "PACKET")
 
 
@@ -498,10 +498,10 @@ def hop_rows(path: Path) -> list[tuple[str, tuple[str | Text, ...]]]:
             idx = Text(f"✗{mark}", "bold red reverse")
         elif not h.ok:
             idx = Text(f"!{mark}", "bold red")
-        cells: tuple[str | Text, ...] = (idx, h.netns_label, h.interface or "", step)
+        cells: tuple[str | Text, ...] = (idx, h.netns_label, h.interface or "")
         if live:
             cells += (live_cell(h, path.mode),)
-        rows.append((f"hop-{h.index}", (*cells, packet_text(h.packet, prev))))
+        rows.append((f"hop-{h.index}", (*cells, step, packet_text(h.packet, prev))))
         prev = h.packet
     return rows
 
@@ -518,16 +518,10 @@ def hop_detail(path: Path, index: int) -> Text:
             t.append(f"{h.netns_label} {h.interface or ''} ", "bold")
             t.append(f"{h.kind}: ", "cyan")
             t.append(h.summary, "" if h.ok else "bold red")
-            t.append("  ")
+            t.append("\n")
             t.append_text(packet_text(h.packet, prev))
-            if h.rule is not None:
-                t.append(f"\nrule {h.rule.table}/{h.rule.chain} #{h.rule.position}: ", "dim")
-                t.append(h.rule.text, "dim")
-                t.append("  (enter: rules view)", "dim")
-            for e in h.evidence:
-                t.append(f"\n{e}", "dim")
             if path.mode == "live" and h.observed is not None:
-                t.append("\nlive: ", "bold")
+                t.append("  live: ", "bold")
                 t.append_text(live_cell(h, path.mode))
                 if h.observed_packet is not None and h.observed_packet != h.packet:
                     t.append(f" as {h.observed_packet}", "bold magenta")
@@ -535,6 +529,13 @@ def hop_detail(path: Path, index: int) -> Text:
                     t.append(f" dropped: {h.reason}", "bold red")
                     if h.location:
                         t.append(f" in {h.location}", "bold red")
+            if h.rule is not None:
+                t.append(f"\nrule {h.rule.table}/{h.rule.chain} #{h.rule.position}: ", "dim")
+                t.append(h.rule.text, "dim")
+                t.append("  (enter: rules view)", "dim")
+            for e in h.evidence:
+                if h.rule is None or e.strip() != h.rule.text.strip():
+                    t.append(f"\n{e}", "dim")
             return t
         prev = h.packet
     return Text("")

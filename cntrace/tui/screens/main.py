@@ -52,6 +52,12 @@ class MainScreen(Screen[None]):
             show=False,
             tooltip="drops tab: kernel drops attributed to containers (live only)",
         ),
+        Binding(
+            "p",
+            "path",
+            "Path",
+            tooltip="path from the selected container: type the destination",
+        ),
         Binding("slash", "filter", "Filter", tooltip="filter containers as you type"),
         Binding(
             "r",
@@ -72,8 +78,12 @@ class MainScreen(Screen[None]):
     ]
 
     DEFAULT_CSS = """
+    MainScreen #tabs, MainScreen #tabs > ContentSwitcher {
+        height: 1fr;
+    }
     MainScreen TabPane {
         padding: 0;
+        height: 1fr;
     }
     MainScreen #topology-split {
         height: 1fr;
@@ -138,6 +148,19 @@ class MainScreen(Screen[None]):
     def action_tab(self, name: str) -> None:
         self.tabs.active = name
 
+    _want_destination = False
+
+    def action_path(self) -> None:
+        self.open_path()
+
+    def open_path(self) -> None:
+        """Show the path tab with the cursor in the destination box."""
+        if self.tabs.active == "path":
+            self.path_panel.focus_destination()
+        else:
+            self._want_destination = True
+            self.tabs.active = "path"
+
     def action_filter(self) -> None:
         self.tabs.active = "containers"
         self.filter_box.open()
@@ -173,11 +196,13 @@ class MainScreen(Screen[None]):
         elif name == "topology":
             self.topo_tree.focus()
         elif name == "path":
-            panel = self.path_panel
-            if panel.timeline.row_count:
-                panel.timeline.focus()
+            # Only `p` (or enter on a container) lands in the destination box: after `3` the
+            # number keys must keep switching tabs.
+            if self._want_destination:
+                self._want_destination = False
+                self.path_panel.focus_destination()
             else:
-                panel.focus_destination()
+                self.path_panel.timeline.focus()
         elif name == "drops":
             self.drops.table.focus()
 

@@ -22,7 +22,6 @@ class ContainersTable(DataTable[object]):
             show=False,
             tooltip="path from this container: type the destination next",
         ),
-        Binding("p", "choose", "Path", tooltip="same as enter"),
     ]
 
     DEFAULT_CSS = """

@@ -24,6 +24,10 @@ class FilterInput(Input):
     FilterInput.open {
         display: block;
     }
+    FilterInput:focus {
+        border: none;
+        background: $boost;
+    }
     """
 
     class Done(Message):

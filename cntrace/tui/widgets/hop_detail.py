@@ -21,7 +21,6 @@ class HopDetail(Static):
     """
 
     def show(self, path: Path | None, index: int | None) -> None:
-        if path is None or index is None:
-            self.update("")
-        else:
-            self.update(hop_detail(path, index))
+        text = hop_detail(path, index) if path is not None and index is not None else None
+        self.display = bool(text)
+        self.update(text or "")

@@ -34,6 +34,8 @@ class VerdictView(VerticalScroll):
 
     def show(self, path: Path) -> None:
         self._body.update(Group(*verdict_lines(path)))
+        self.refresh(layout=True)  # an auto-height container must be measured again
 
     def message(self, text: str, *, error: bool = False) -> None:
         self._body.update(Text(text, "bold red" if error else "dim"))
+        self.refresh(layout=True)

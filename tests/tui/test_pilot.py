@@ -1,0 +1,443 @@
+"""The console driven by keys (textual pilot), built from recorded lab snapshots via the factory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path as FsPath
+
+import pytest
+from tuikit import (
+    LAB,
+    LiveRecordedSource,
+    ScriptedTracer,
+    lab_snapshot,
+    path_to,
+    settle,
+    to_container_node,
+    type_text,
+    wait_for,
+)
+
+from cntrace.model import REPORT_SCHEMA
+from cntrace.render.path import to_document
+from cntrace.tui.app import CntraceApp, build_app
+from cntrace.tui.screens.help import HelpScreen, help_sections, key_label
+from cntrace.tui.screens.rules import RulesScreen
+from cntrace.tui.widgets.rules_table import RulesTable
+
+MakeApp = Callable[..., CntraceApp]
+SIZE = (80, 24)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+async def test_containers_table_lists_the_lab(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        names = [r.name for r in app.main.table.shown]
+        assert names == ["api", "client", "db", "upstream", "web"]
+        web = next(r for r in app.main.table.shown if r.name == "web")
+        assert web.ports == "0.0.0.0:8080->80/tcp"
+        assert web.bridge == "lab0"
+        assert web.host_veth.startswith("veth-web@")
+        assert app.main.table.row_count == 5
+
+
+async def test_filter_narrows_incrementally_and_escape_clears(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        assert app.focused is app.main.filter_box
+        await pilot.press("l", "a", "b", "1")
+        await pilot.pause()
+        assert [r.name for r in app.main.table.shown] == ["api", "db"]
+        await pilot.press("backspace", "0")
+        await pilot.pause()
+        assert [r.name for r in app.main.table.shown] == ["client", "web"]
+        assert "matching 'lab0'" in _plain(app.main.status)
+        await pilot.press("enter")  # keep the filter, back to the table
+        assert app.focused is app.main.table
+        assert app.main.table.row_count == 2
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        assert app.filter_text == ""
+        assert app.main.table.row_count == 5
+
+
+async def test_filter_matches_every_word_anywhere(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await type_text(pilot, "8080 lab")
+        await pilot.pause()
+        assert [r.name for r in app.main.table.shown] == ["web"]
+        await type_text(pilot, " nosuch")
+        await pilot.pause()
+        assert app.main.table.row_count == 0
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def test_number_keys_switch_tabs_and_q_quits(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key, tab in (("2", "topology"), ("3", "path"), ("4", "drops"), ("1", "containers")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.main.tabs.active == tab
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_ctrl_c_quits_too(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_help_lists_every_key(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        body = app.screen.query_one("#help-body")
+        text = _plain(body)
+        for _section, bindings in help_sections():
+            for b in bindings:
+                assert b.tooltip, f"binding {b.key} has no help text"
+                assert b.tooltip in text, b.tooltip
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+def test_docs_list_every_key() -> None:
+    """docs/tui.md names every key the help screen lists."""
+    doc = (LAB.parents[2] / "docs" / "tui.md").read_text()
+    for _section, bindings in help_sections():
+        for b in bindings:
+            for key in key_label(b.key).split(", "):
+                assert f"`{key}`" in doc, f"docs/tui.md does not mention `{key}`"
+
+
+async def test_theme_toggle(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.theme == "textual-dark"
+        await pilot.press("T")
+        assert app.theme == "textual-light"
+
+
+# --------------------------------------------------------------------------- topology
+
+
+async def test_topology_details_follow_the_cursor(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        tree = app.main.topo_tree
+        assert tree.cursor_node is not None and tree.cursor_node.data is not None
+        assert tree.cursor_node.data.kind == "host"
+        assert "Routes (main table)" in _plain(app.main.details)
+        await to_container_node(pilot, "web")
+        await pilot.pause()
+        text = _plain(app.main.details)
+        for needle in (
+            "Interfaces",
+            "10.210.0.2/16",
+            "Listening sockets",
+            "tcp 0.0.0.0:80",
+            "Sysctls (container)",
+            "net.ipv4.ip_forward = 0",
+            "Rules touching it",
+            "--dport 8080 -j DNAT --to-destination 10.210.0.2:80",
+        ):
+            assert needle in text, needle
+        # r on the topology tab: rules touching the container, marked
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, RulesScreen)
+        table = app.screen.query_one(RulesTable)
+        marked = [table.rules[k] for k in table.rules if _row_of(table, k) in table.marked_rows]
+        assert any("DNAT --to-destination 10.210.0.2:80" in r.text for r in marked)
+
+
+# --------------------------------------------------------------------------- path
+
+
+async def test_path_run_shows_drop_finding_and_rule(make_app: MakeApp) -> None:
+    app = make_app("forward-drop")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "203.0.113.10:80")
+        assert app.path is not None
+        assert app.path.verdict.status == "dropped"
+        assert [f.code for f in app.path.findings] == ["forward-drop"]
+        verdict = _plain(app.main.path_panel.verdict)
+        assert "DROPPED at hop 6" in verdict
+        assert "forward-drop" in verdict
+        assert "fix: remove or narrow the rule" in verdict
+        timeline = app.main.path_panel.timeline
+        assert timeline.hop_index == 6, "the cursor sits on the deciding hop"
+        assert "live off" in _plain(app.main.status)
+        assert "post-mortem" in _plain(app.main.path_panel.query_one("#path-status"))
+        # r opens the deciding rule, marked
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, RulesScreen)
+        table = app.screen.query_one(RulesTable)
+        assert len(table.marked_rows) == 1
+        rule = table.rules[_key_at(table, table.cursor_row)]
+        assert (rule.table, rule.chain, rule.position) == ("filter", "DOCKER-USER", 1)
+        assert "-A DOCKER-USER -d 203.0.113.0/24 -j DROP" in _plain(
+            app.screen.query_one("#rule-detail")
+        )
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RulesScreen)
+        # enter on a hop with a rule opens that rule too
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, RulesScreen)
+
+
+async def test_bad_destination_is_one_line_not_a_crash(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "nosuchthing:80")
+        assert app.path is None
+        text = _plain(app.main.path_panel.verdict)
+        assert text.strip() and "\n" not in text.strip()
+        await pilot.press("escape")
+        app.main.path_panel.destination.value = ""
+        app.main.path_panel.focus_destination()
+        await type_text(pilot, "web:80 sctp")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "DEST [tcp|udp|icmp]" in _plain(app.main.path_panel.verdict)
+
+
+async def test_udp_and_refused_paths(make_app: MakeApp) -> None:
+    app = make_app("no-listener")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "web:80")
+        assert app.path is not None and app.path.verdict.status == "refused"
+        assert [f.code for f in app.path.findings] == ["no-listener"]
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "web:9000 udp")
+        assert app.path is not None and app.path.verdict.status == "delivered"
+        assert app.path.destination.protocol == "udp"
+
+
+async def test_live_path_fills_in_observations(make_app: MakeApp) -> None:
+    tracer = ScriptedTracer()
+    app = make_app("forward-drop", live=True, tracer=tracer)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "203.0.113.10:80")
+        assert tracer.traces == 1
+        assert tracer.prepared, "opening the path tab warms the probes up"
+        assert app.path is not None and app.path.mode == "live"
+        timeline = app.main.path_panel.timeline
+        assert "LIVE" in [str(c.label) for c in timeline.columns.values()]
+        assert "live trace" in _plain(app.main.path_panel.query_one("#path-status"))
+        detail = _plain(app.main.path_panel.query_one("#hop-detail"))
+        assert "live: ✓" in detail and "dropped: NETFILTER_DROP" in detail
+
+
+async def test_path_waits_for_full_discovery(make_app: MakeApp) -> None:
+    """A path asked while only the cheap first read is in is run once details arrive."""
+    app = make_app("healthy", live=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.detailed = False
+        await path_to(pilot, "client", "web:80")
+        assert app.path is None
+        assert "waiting for full discovery" in _plain(app.main.path_panel.query_one("#path-status"))
+        app.rediscover("test")
+        await wait_for(pilot, lambda: app.path is not None)
+        assert app.path is not None and app.path.verdict.status == "delivered"
+        assert app.path_answers == app.path_requests == 1
+
+
+# --------------------------------------------------------------------------- export
+
+
+async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: FsPath) -> None:
+    app = make_app("forward-drop")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.last_report is None, "nothing to export before a path"
+        await path_to(pilot, "client", "203.0.113.10:80")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.last_report is not None)
+        assert app.last_report is not None
+        assert app.last_report in _plain(app.main.path_panel.query_one("#path-status"))
+        shown = app.path
+    report = FsPath(app.last_report)
+    assert report.parent == tmp_path
+    assert report.name.startswith("cntrace-report-client-to-203.0.113.10_80-")
+    doc = json.loads(report.read_text())
+    assert doc["schema"] == REPORT_SCHEMA
+    assert shown is not None and doc["path"] == to_document(shown)
+    assert doc["snapshot"]["schema"] == "cntrace.snapshot/v1"
+    # The embedded snapshot replays with the CLI, to the same path.
+    argv = doc["replay"]["argv"]
+    assert argv[:4] == ["cntrace", "path", "--snapshot", str(report)]
+    res = subprocess.run(
+        [sys.executable, "-m", "cntrace", *argv[1:], "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 1, res.stderr  # the path fails: exit 1
+    assert json.loads(res.stdout) == doc["path"]
+
+
+async def test_export_of_a_live_path_keeps_it(make_app: MakeApp) -> None:
+    app = make_app("healthy", live=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "web:80")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.last_report is not None)
+    assert app.last_report is not None
+    doc = json.loads(FsPath(app.last_report).read_text())
+    assert doc["path"]["mode"] == "live"
+    assert doc["origin"].startswith("live host")
+
+
+# --------------------------------------------------------------------------- post-mortem and live
+
+
+async def test_post_mortem_says_live_features_are_off(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        status = _plain(app.main.status)
+        assert "post-mortem" in status and "live off" in status
+        await pilot.press("4")
+        await pilot.pause()
+        assert "live drops are disabled" in _plain(app.main.drops.query_one("#drops-status"))
+        await pilot.press("R")
+        await pilot.pause()
+        assert app.source.live is False
+
+
+async def test_drops_are_attributed_to_containers(make_app: MakeApp) -> None:
+    app = make_app("healthy", live=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        table = app.main.drops.table
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if table.row_count:
+                break
+        assert table.row_count == 2, "the drop in an unknown namespace is hidden"
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert rows[0][1:5] == ["web", "web eth0", "NO_SOCKET", "tcp_v4_rcv"]
+        assert rows[1][1] == "web" and rows[1][2].endswith("veth-web")
+        status = _plain(app.main.drops.query_one("#drops-status"))
+        assert "2 shown, 3 seen, 0 lost" in status
+        await pilot.press("a")
+        assert "all drops" in _plain(app.main.drops.query_one("#drops-status"))
+
+
+async def test_refreshes_when_containers_change(make_app: MakeApp) -> None:
+    healthy = lab_snapshot("healthy")
+    fewer = healthy.__class__(
+        netns=healthy.netns,
+        containers=tuple(c for c in healthy.containers if c.name != "db"),
+        taken_at=healthy.taken_at,
+        hostname=healthy.hostname,
+    )
+    source = LiveRecordedSource(healthy, fewer)
+    app = build_app(source, ScriptedTracer(), poll_s=0.05, refresh_s=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.main.table.row_count == 5
+        assert source.watched, "the change detector is aimed at the snapshot's hosts"
+        source.change.set()
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if app.main.table.row_count == 4:
+                break
+        assert [r.name for r in app.main.table.shown] == ["api", "client", "upstream", "web"]
+
+
+async def test_quit_stops_the_drop_stream(make_app: MakeApp) -> None:
+    tracer = ScriptedTracer()
+    app = make_app("healthy", live=True, tracer=tracer)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await pilot.pause(0.1)
+        drops = [w for w in app.workers if w.group == "drops"]
+        assert drops and not drops[0].is_finished
+        await pilot.press("q")
+    assert app._stop.is_set()
+
+
+def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = build_app(LiveRecordedSource(lab_snapshot("healthy")), None)
+    assert app.no_color
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _plain(widget: object) -> str:
+    """The text a widget shows (its Static bodies included)."""
+    from rich.console import Console
+    from textual.widget import Widget
+
+    assert isinstance(widget, Widget)
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    parts = []
+    for w in [widget, *widget.query("*")]:
+        content = getattr(w, "content", None) or getattr(w, "renderable", None)
+        if content is None:
+            continue
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        try:
+            console.print(content)
+        except Exception:
+            parts.append(str(content))
+    parts.append(console.export_text())
+    return "\n".join(parts)
+
+
+def _key_at(table: RulesTable, row: int) -> str:
+    return str(table.coordinate_to_cell_key((row, 0)).row_key.value)
+
+
+def _row_of(table: RulesTable, key: str) -> int:
+    return table.get_row_index(key)
