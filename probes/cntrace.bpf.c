@@ -33,6 +33,9 @@ BPF_ARRAY(cnt_config, struct cnt_config, 1);
 BPF_ARRAY(cnt_offsets, struct cnt_offsets, 1);
 BPF_HASH(cnt_markers, u32, struct cnt_marker, 64);
 BPF_TABLE("lru_hash", struct cnt_flow, struct cnt_flow_val, cnt_flows, 4096);
+/* port -> cnt_config.gen when a reply may be addressed to that port: a cheap array look-up
+ * spares every other UDP packet the hash look-up in cnt_flows */
+BPF_ARRAY(cnt_ports, u32, 65536);
 BPF_ARRAY(cnt_stats, u64, 4); /* 0: events lost (ring buffer full), 1: events sent */
 BPF_RINGBUF_OUTPUT(cnt_events, RINGBUF_PAGES);
 
@@ -200,8 +203,15 @@ static __always_inline void cnt_reverse(const struct cnt_flow *f, struct cnt_flo
     r->family = f->family;
 }
 
+static __always_inline int cnt_port_wanted(u16 port, u32 gen)
+{
+    u32 key = port;
+    u32 *g = cnt_ports.lookup(&key);
+    return g && *g == gen;
+}
+
 /* Does this packet belong to an armed probe? Returns the CNT_MATCH_* and sets nonce/is_reply. */
-static __always_inline int cnt_match(struct cnt_hdr *h, u32 *nonce, u8 *is_reply)
+static __always_inline int cnt_match(struct cnt_hdr *h, u32 gen, u32 *nonce, u8 *is_reply)
 {
     u8 proto = h->flow.proto;
     if (proto == P_TCP) {
@@ -249,7 +259,7 @@ static __always_inline int cnt_match(struct cnt_hdr *h, u32 *nonce, u8 *is_reply
                     (proto == P_ICMPV6 && h->icmp_type == 129) || (v && v->kind == 2);
         return CNT_MATCH_MARKER;
     }
-    if (proto == P_UDP) {
+    if (proto == P_UDP && cnt_port_wanted(h->flow.dport, gen)) {
         struct cnt_flow_val *v = cnt_flows.lookup(&h->flow);
         if (v && v->kind == 2) {
             *nonce = v->nonce;
@@ -261,7 +271,7 @@ static __always_inline int cnt_match(struct cnt_hdr *h, u32 *nonce, u8 *is_reply
 }
 
 /* Remember the probe's flow as seen here, and the reply flow it calls for. */
-static __always_inline void cnt_learn(struct cnt_hdr *h, u32 nonce)
+static __always_inline void cnt_learn(struct cnt_hdr *h, u32 nonce, u32 gen)
 {
     struct cnt_flow_val fwd = {.nonce = nonce, .kind = 1};
     struct cnt_flow_val rev = {.nonce = nonce, .kind = 2};
@@ -269,6 +279,8 @@ static __always_inline void cnt_learn(struct cnt_hdr *h, u32 nonce)
     cnt_reverse(&h->flow, &r);
     cnt_flows.update(&h->flow, &fwd);
     cnt_flows.update(&r, &rev);
+    u32 port = h->flow.sport; /* a reply comes back to the source port as seen here */
+    cnt_ports.update(&port, &gen);
 }
 
 static __always_inline void cnt_count(int idx)
@@ -320,11 +332,11 @@ static __always_inline int cnt_tc(struct __sk_buff *skb, u32 kind)
         return TC_ACT_UNSPEC;
     u32 nonce = 0;
     u8 is_reply = 0;
-    int how = cnt_match(&h, &nonce, &is_reply);
+    int how = cnt_match(&h, cfg->gen, &nonce, &is_reply);
     if (!how)
         return TC_ACT_UNSPEC;
     if (!is_reply)
-        cnt_learn(&h, nonce);
+        cnt_learn(&h, nonce, cfg->gen);
 
     struct cnt_offsets *o = cnt_offsets.lookup(&zero);
     if (!o)
@@ -415,7 +427,7 @@ int cntrace_kfree(void *ctx)
     u8 is_reply = 0;
     int how = 0;
     if (parsed == 0 && (cfg->flags & CNT_CFG_MARKER_DROPS) && cfg->n_markers)
-        how = cnt_match(&h, &nonce, &is_reply);
+        how = cnt_match(&h, cfg->gen, &nonce, &is_reply);
     if (!how && all)
         how = CNT_MATCH_ANY;
     if (!how)

@@ -35,6 +35,8 @@ struct cnt_config {
     __u32 netns;     /* CNT_CFG_ALL_DROPS: only drops in this namespace (0: all) */
     __u32 n_markers; /* markers armed; 0 lets the tc programs return at once */
     __u32 protos;    /* CNT_PROTO_* of the armed probes: other traffic is skipped early */
+    __u32 gen;       /* changes with every arming: cnt_ports entries of other values are stale */
+    __u32 pad;
 };
 
 /* Where to read what, on the running kernel: struct member offsets from BTF and the kfree_skb

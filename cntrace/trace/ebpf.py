@@ -51,7 +51,15 @@ PROGRAMS: dict[str, int] = {
     "cntrace_tc_eg": bpfsys.PROG_SCHED_CLS,
     "cntrace_kfree": bpfsys.PROG_TRACEPOINT,
 }
-MAPS = ("cnt_config", "cnt_offsets", "cnt_markers", "cnt_flows", "cnt_stats", "cnt_events")
+MAPS = (
+    "cnt_config",
+    "cnt_offsets",
+    "cnt_markers",
+    "cnt_flows",
+    "cnt_ports",
+    "cnt_stats",
+    "cnt_events",
+)
 PREBUILT = "cntrace.bpf.json"
 CACHE_FORMAT = 2
 PRINT_ENV = "CNTRACE_PRINT_BPF"
@@ -324,6 +332,7 @@ class LoadedProbes:
     _markers: dict[int, int] = field(default_factory=dict)  # nonce -> proto
     _cfg_flags: int = 0
     _cfg_netns: int = 0
+    _gen: int = 0
 
     @classmethod
     def load(cls, b: Build, facts: KernelFacts) -> LoadedProbes:
@@ -355,7 +364,7 @@ class LoadedProbes:
         protos = 0
         for proto in self._markers.values():
             protos |= _PROTO_BITS.get(proto, 0)
-        cfg = CntConfig(self._cfg_flags, self._cfg_netns, len(self._markers), protos)
+        cfg = CntConfig(self._cfg_flags, self._cfg_netns, len(self._markers), protos, self._gen)
         bpfsys.map_update(self.map_fds["cnt_config"], struct.pack("<I", 0), bytes(cfg))
 
     def configure(self, flags: int, netns: int = 0) -> None:
@@ -367,6 +376,7 @@ class LoadedProbes:
         marker = CntMarker(nonce, proto)
         bpfsys.map_update(self.map_fds["cnt_markers"], struct.pack("<I", nonce), bytes(marker))
         self._markers[nonce] = proto
+        self._gen = self._gen % 0xFFFFFFFF + 1  # earlier cnt_ports entries no longer count
         self._write_config()
 
     def disarm(self, nonce: int) -> None:

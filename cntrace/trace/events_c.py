@@ -40,7 +40,14 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 
 
 class CntConfig(ctypes.Structure):
-    _fields_ = [("flags", u32), ("netns", u32), ("n_markers", u32), ("protos", u32)]
+    _fields_ = [
+        ("flags", u32),
+        ("netns", u32),
+        ("n_markers", u32),
+        ("protos", u32),
+        ("gen", u32),
+        ("pad", u32),
+    ]
 
 
 class CntOffsets(ctypes.Structure):

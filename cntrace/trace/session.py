@@ -632,7 +632,7 @@ class TraceEngine:
         target = _find_target(ev, by_key, by_ifindex)
         pkt = _event_packet(ev) if ev.family else None
         return Drop(
-            reason=reasons.get(ev.reason, str(ev.reason) if ev.reason else "NOT_SPECIFIED"),
+            reason=_reason_name(reasons, ev.reason),
             location=hex(ev.location) if ev.location else None,
             t_ns=ev.t_ns - t0_ns,
             ifindex=ev.ifindex or None,
@@ -674,6 +674,13 @@ def write_ready_file(path: str) -> None:
 
 
 # --------------------------------------------------------------------------- event conversion
+
+
+def _reason_name(reasons: dict[int, str], code: int) -> str:
+    """The kernel's name for a drop reason; kernels before 5.17 give none."""
+    if not reasons:
+        return "unknown"
+    return reasons.get(code, str(code))
 
 
 def _addr(raw: ctypes.Array[ctypes.c_uint8], family: int) -> str:
@@ -814,7 +821,7 @@ class DropWatch:
             for rec in self._loaded.ring.records():
                 ev = CntEvent.from_buffer_copy(rec[:_EVENT_SIZE].ljust(_EVENT_SIZE, b"\0"))
                 yield Drop(
-                    reason=reasons.get(ev.reason, str(ev.reason)),
+                    reason=_reason_name(reasons, ev.reason),
                     location=self._kallsyms.resolve(ev.location),
                     t_ns=ev.t_ns - self._t0,
                     ifindex=ev.ifindex or None,
