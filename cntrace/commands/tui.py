@@ -75,9 +75,16 @@ def run(args: argparse.Namespace) -> int:
         tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
+    def detach() -> None:
+        """Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash)."""
+        if tracer is not None:
+            tracer.close()
+        source.close()
+
     app = build_app(
         source,
         tracer,
+        on_hangup=detach,
         refresh_s=args.refresh,
         export_dir=args.export_dir,
         ready_file=args.ready_file,
@@ -87,10 +94,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         code = app.run()
     finally:
-        # Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash), detach.
-        if tracer is not None:
-            tracer.close()
-        source.close()
+        detach()
     if app.last_report:
         with contextlib.suppress(OSError):
             sys.stdout.write(f"bug report: {app.last_report}\n")

@@ -81,6 +81,7 @@ class CntraceApp(App[int]):
         theme: str = "dark",
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        on_hangup: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -92,6 +93,7 @@ class CntraceApp(App[int]):
         self.handle_signals = handle_signals
         self.clock = clock  # wall time of the drop stream's start (tests pin it)
         self.timer = timer  # how long a live trace took (tests pin it)
+        self.on_hangup = on_hangup  # detach everything when the terminal is gone
         self._theme_name = LIGHT if theme == "light" else DARK
         self.snapshot: Snapshot | None = None
         self.detailed = False
@@ -157,8 +159,19 @@ class CntraceApp(App[int]):
                 self.set_interval(self.refresh_s, self._interval_refresh, name="refresh")
 
     def _on_signal(self, sig: int) -> None:
-        """SIGHUP (terminal closed), SIGTERM, SIGINT: leave like `q`, so cleanup runs."""
+        """SIGTERM, SIGINT: leave like `q`, so the caller's cleanup runs.
+
+        SIGHUP means the terminal is gone: textual's orderly shutdown would try to restore a
+        terminal that no longer exists (and can block doing so), so detach everything now and
+        leave at once.
+        """
         self._stop.set()
+        if sig == signal.SIGHUP:
+            try:
+                if self.on_hangup is not None:
+                    self.on_hangup()
+            finally:
+                os._exit(128 + sig)
         self.exit(128 + sig)
 
     def on_unmount(self) -> None:
@@ -628,7 +641,7 @@ class CntraceApp(App[int]):
             attributor = self._attributor = DropAttributor(snap)
         rows: list[tuple[str | Text, ...]] = []
         for d in batch.drops:
-            who = attributor.attribute(d.netns, d.ifindex)
+            who = attributor.attribute(d.netns, d.ifindex, d.packet)
             if who.container is None and not self._drops_everything:
                 continue
             wall = start + d.t_ns / 1e9
@@ -683,5 +696,5 @@ def build_app(
 ) -> CntraceApp:
     """The console on ``source``; ``tracer`` None (or a post-mortem source) disables live
     features. Options: refresh_s, poll_s, export_dir, ready_file, handle_signals, theme, clock,
-    timer."""
+    timer, on_hangup."""
     return CntraceApp(source, tracer, **options)

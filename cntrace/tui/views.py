@@ -617,13 +617,20 @@ class DropAttribution:
 
 
 class DropAttributor:
-    """Names the container behind a (namespace, ifindex) pair, built once per snapshot."""
+    """Names the container behind a drop, built once per snapshot.
+
+    In order: the namespace is the container's; the device is its host veth; the packet's source
+    or destination is its address, as seen from that host namespace (a routed packet dropped in
+    FORWARD sits on the bridge, not on the veth). Addresses are keyed by host namespace because
+    separate hosts (two labs, Docker in a namespace) reuse the same subnets.
+    """
 
     def __init__(self, snapshot: Snapshot) -> None:
         topo = Topology(snapshot)
         self._topo = topo
         self._by_ns: dict[int, str] = {}
         self._by_port: dict[tuple[int, int], str] = {}
+        self._by_ip: dict[tuple[int, str], str] = {}
         for c in snapshot.containers:
             if c.netns is None or c.network_mode == "host" or c.netns == c.host_netns:
                 continue
@@ -632,8 +639,13 @@ class DropAttributor:
                 if att.peer is not None:
                     key = (att.peer.netns.inode, att.peer.link.ifindex)
                     self._by_port.setdefault(key, c.name)
+                    for a in att.interface.link.addresses:
+                        if a.scope == "global":
+                            self._by_ip.setdefault((att.peer.netns.inode, a.address), c.name)
 
-    def attribute(self, netns: int | None, ifindex: int | None) -> DropAttribution:
+    def attribute(
+        self, netns: int | None, ifindex: int | None, packet: Packet | None = None
+    ) -> DropAttribution:
         label = self._topo.label(netns) if netns is not None else "?"
         ifname = None
         if netns is not None and ifindex is not None:
@@ -645,6 +657,8 @@ class DropAttributor:
             who = self._by_ns.get(netns)
             if who is None and ifindex is not None:
                 who = self._by_port.get((netns, ifindex))
+            if who is None and packet is not None:
+                who = self._by_ip.get((netns, packet.src)) or self._by_ip.get((netns, packet.dst))
         return DropAttribution(who, where)
 
 
