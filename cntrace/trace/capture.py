@@ -191,7 +191,11 @@ class CaptureTracer:
 
     def start(self, targets: tuple[TraceTarget, ...], nonce: int, reply_port: int | None) -> None:
         code = marker_filter(nonce, reply_port)
+        seen: set[tuple[int, int]] = set()
         for target in targets:
+            if (target.netns_inode, target.ifindex) in seen:
+                continue  # one socket per interface, or every packet would be seen twice
+            seen.add((target.netns_inode, target.ifindex))
             try:
                 sock = nsenter.socket_in(
                     target.netns_path, socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK

@@ -777,9 +777,17 @@ def targets_in(
         link = names.get(name)
         if link is None:
             raise BadInput(f"no interface {name} in {netns_path}")
-        prefix = label or os.path.basename(netns_path)
+        prefix = label or _netns_label(path)
         found.append(TraceTarget(path, inode, link.name, link.ifindex, f"{prefix} {link.name}"))
     return tuple(found)
+
+
+def _netns_label(path: str) -> str:
+    """`web` for /run/netns/web, `pid:42` for /proc/42/ns/net."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 4 and parts[0] == "proc" and parts[2:] == ["ns", "net"]:
+        return f"pid:{parts[1]}"
+    return os.path.basename(path)
 
 
 # --------------------------------------------------------------------------- drops mode
