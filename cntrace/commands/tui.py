@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
+
     def detach() -> None:
         """Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash)."""
         if tracer is not None:
