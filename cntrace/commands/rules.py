@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         facts = netfilter.facts_for(ns)
         route = _netns_route(ns)
     nf = netfilter.load(ruleset)
+    if args.ruleset_file:
+        nf.check()  # a hand-made file: report its first bad line before anything else
     warnings = list(ruleset.errors) if ns is None else []
     if not facts.known:
         warnings.append(

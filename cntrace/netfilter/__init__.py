@@ -31,7 +31,7 @@ from cntrace.netfilter.evaluate import (
 )
 from cntrace.netfilter.model import NamedSet, Netfilter, Table
 from cntrace.netfilter.query import hooks_reaching, rules_by_hook, rules_touching
-from cntrace.netfilter.values import RulesetError
+from cntrace.netfilter.values import RulesetError, no_gc
 
 __all__ = [
     "ChainVisit",
@@ -69,6 +69,11 @@ def load(ruleset: Ruleset) -> Netfilter:
 
 @lru_cache(maxsize=256)
 def _load(ruleset: Ruleset) -> Netfilter:
+    with no_gc():
+        return _parse_all(ruleset)
+
+
+def _parse_all(ruleset: Ruleset) -> Netfilter:
     tables: list[Table] = []
     warnings: list[str] = [f"while reading the ruleset: {e}" for e in ruleset.errors]
     skip: set[tuple[str, str]] = set()

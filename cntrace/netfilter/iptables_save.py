@@ -99,40 +99,43 @@ def detect_backend(text: str) -> str | None:
     return None
 
 
+_TOKEN = re.compile(r'(?:[^\s"\\]+|"(?:[^"\\]|\\.)*"|\\.)+')
+_UNQUOTE = re.compile(r'\\(.)|"')
+
+
 def tokenize(line: str, lineno: int, source: str = "") -> list[str]:
     """Split like iptables-restore does: whitespace, double quotes, backslash escapes."""
-    if '"' not in line and "\\" not in line and "'" not in line:
+    if '"' not in line and "\\" not in line:
         return line.split()
-    tokens: list[str] = []
-    cur: list[str] = []
-    in_quote = False
-    have = False
-    i = 0
-    n = len(line)
-    while i < n:
-        ch = line[i]
-        if ch == "\\" and i + 1 < n:
-            cur.append(line[i + 1])
-            have = True
-            i += 2
-            continue
-        if ch == '"':
-            in_quote = not in_quote
-            have = True
-        elif ch.isspace() and not in_quote:
-            if have:
-                tokens.append("".join(cur))
-                cur = []
-                have = False
-        else:
-            cur.append(ch)
-            have = True
-        i += 1
-    if in_quote:
+    if "\\" not in line:
+        # The common case (a quoted --comment): split on the quotes, words outside them.
+        parts = line.split('"')
+        if len(parts) % 2 == 0:
+            raise RulesetError("unterminated quote", lineno, source=source)
+        out: list[str] = []
+        glue = False  # the next piece continues the previous token (no space between)
+        for k, part in enumerate(parts):
+            if k % 2:  # quoted: one piece, spaces included
+                if glue and out:
+                    out[-1] += part
+                else:
+                    out.append(part)
+                glue = True
+                continue
+            if not part:
+                continue
+            words = part.split()
+            if glue and out and not part[0].isspace() and words:
+                out[-1] += words.pop(0)
+            out.extend(words)
+            glue = not part[-1].isspace()
+        return out
+    raw = _TOKEN.findall(line)
+    if "".join("".join(raw).split()) != "".join(line.split()):
         raise RulesetError("unterminated quote", lineno, source=source)
-    if have:
-        tokens.append("".join(cur))
-    return tokens
+    return [
+        _UNQUOTE.sub(lambda m: m.group(1) or "", t) if ('"' in t or "\\" in t) else t for t in raw
+    ]
 
 
 def parse(
@@ -173,8 +176,10 @@ class _Parser:
         self.table_line = 0
         self.chains: dict[str, dict[str, object]] = {}
         self.rules: dict[str, list[Rule]] = {}
+        self.names: set[str] = set()
         self.order: list[str] = []
         self.cache: dict[tuple[str, ...], Step] = {}
+        self.targets: dict[tuple[str, ...], list[Step]] = {}
 
     def err(self, message: str, lineno: int) -> RulesetError:
         return RulesetError(message, lineno, source=self.source)
@@ -203,6 +208,7 @@ class _Parser:
                 self.table_line = lineno
                 self.chains = {}
                 self.rules = {}
+                self.names = set()
                 self.order = []
                 continue
             if self.table is None:
@@ -240,6 +246,7 @@ class _Parser:
             raise self.err(f"chain {name} declared twice", lineno)
         self.chains[name] = {"policy": policy, "counters": counters}
         self.rules[name] = []
+        self.names.add(name)
         self.order.append(name)
 
     def commit(self) -> None:
@@ -279,44 +286,62 @@ class _Parser:
     # ------------------------------------------------------------------ rules
 
     def rule_line(self, line: str, lineno: int) -> None:
-        tokens = tokenize(line, lineno, self.source)
+        """Record a rule cheaply (chain, counters, text); its matches compile on first use."""
         counters = None
-        if tokens[0].startswith("["):
-            m = _COUNTERS.match(tokens[0])
+        body = line
+        if line[0] == "[":
+            close = line.find("]")
+            m = _COUNTERS.match(line[: close + 1]) if close > 0 else None
             if not m:
-                raise self.err(f"bad counters {tokens[0]!r}", lineno)
+                raise self.err(f"bad counters {line.split(maxsplit=1)[0]!r}", lineno)
             counters = (int(m.group(1)), int(m.group(2)))
-            tokens = tokens[1:]
-        if len(tokens) < 2 or tokens[0] not in ("-A", "--append"):
+            body = line[close + 1 :].lstrip()
+        parts = body.split(None, 2)
+        if len(parts) < 2 or parts[0] not in ("-A", "--append"):
             raise self.err("expected -A CHAIN", lineno)
-        chain = tokens[1]
-        if chain not in self.rules:
+        chain = parts[1]
+        rules = self.rules.get(chain)
+        if rules is None:
             raise self.err(f"rule for undeclared chain {chain!r}", lineno)
-        # iptables-save -c of old versions put counters as "-c pkts bytes" inside the rule.
-        if "-c" in tokens[2:]:
+        if " -c " in body:  # old iptables-save -c put "-c pkts bytes" inside the rule
+            tokens = tokenize(body, lineno, self.source)
             i = tokens.index("-c", 2)
-            counters = (int(tokens[i + 1]), int(tokens[i + 2]))
-            tokens = tokens[:i] + tokens[i + 3 :]
-        steps, comment = self.rule_steps(tokens, 2, lineno)
-        text = _rule_text(line, counters is not None)
-        rules = self.rules[chain]
+            try:
+                counters = (int(tokens[i + 1]), int(tokens[i + 2]))
+            except (IndexError, ValueError):
+                raise self.err("bad -c counters", lineno) from None
         rules.append(
             Rule(
-                backend=self.out.backend,
-                family=self.out.family,
-                table=self.table or "",
-                chain=chain,
-                position=len(rules) + 1,
-                text=text,
-                steps=steps,
-                counters=counters,
-                comment=comment,
-                line=lineno,
+                self.out.backend,
+                self.out.family,
+                self.table or "",
+                chain,
+                len(rules) + 1,
+                None,
+                counters,
+                lineno,
+                [(body, self.names), self.compile, None, body, None, None],
             )
         )
 
+    def compile(self, rule: Rule) -> tuple[tuple[Step, ...], str | None]:
+        """A rule's steps from its text (called once, on first use)."""
+        body, names = rule._lazy[0]
+        lineno = rule.line or 0
+        tokens = tokenize(body, lineno, self.source)
+        if "-c" in tokens[2:]:
+            i = tokens.index("-c", 2)
+            tokens = tokens[:i] + tokens[i + 3 :]
+        try:
+            steps, comment = self.rule_steps(tokens, 2, lineno, names)
+        except RulesetError:
+            raise
+        except (ValueError, IndexError, KeyError, OverflowError) as exc:
+            raise self.err(str(exc) or type(exc).__name__, lineno) from None
+        return steps, comment
+
     def rule_steps(
-        self, tokens: list[str], start: int, lineno: int
+        self, tokens: list[str], start: int, lineno: int, names: set[str]
     ) -> tuple[tuple[Step, ...], str | None]:
         steps: list[Step] = []
         comment: str | None = None
@@ -341,7 +366,8 @@ class _Parser:
             if tok in ("-j", "--jump", "-g", "--goto"):
                 name = self.arg(tokens, i, lineno)
                 # iptables-save prints the target last: every remaining token is its option.
-                target.extend(self.target(name, tokens[i + 2 :], tok in ("-g", "--goto"), lineno))
+                goto = tok in ("-g", "--goto")
+                target.extend(self.target(name, tokens[i + 2 :], goto, lineno, names))
                 i = n
                 continue
             if tok.startswith("--") and module is not None:
@@ -353,10 +379,18 @@ class _Parser:
                         j += 1
                 args = tokens[i + 1 : j]
                 mproto = proto if proto is not None else _MODULE_PROTO.get(module)
-                step = self.module_option(module, tok, args, neg, mproto, lineno)
+                if tok == "--comment":
+                    comment = args[0] if args else ""
+                    i = j
+                    continue
+                key = (module, tok, neg, mproto, *args)
+                step = self.cache.get(key)  # type: ignore[arg-type]
+                if step is None:
+                    step = self.module_option(module, tok, args, neg, mproto, lineno)
+                    if step is not None:
+                        self.cache[key] = step  # type: ignore[index]
                 if isinstance(step, Effect) and step.kind == "comment":
                     comment = step.detail
-                    steps.append(step)
                 elif isinstance(step, Effect) and step.kind == "addrtype-limit":
                     _limit_addrtype(steps, step.detail)
                 elif step is not None:
@@ -374,26 +408,35 @@ class _Parser:
                 i += 2
             elif tok in ("-p", "--protocol"):
                 value = self.arg(tokens, i, lineno).lower()
+                cached = self.cache.get(("-p", value, "!" if neg else ""))
+                if cached is not None:
+                    steps.append(cached)
+                    proto = PROTO_NUMBERS.get(value) if not neg else None
+                    if proto is None and value.isdigit() and not neg:
+                        proto = int(value)
+                    proto = proto or None
+                    i += 2
+                    continue
                 num = PROTO_NUMBERS.get(value)
                 if num is None:
                     if not value.isdigit():
                         raise self.err(f"unknown protocol {value!r}", lineno)
                     num = int(value)
                 if num != 0 or neg:
-                    steps.append(
-                        Match(
-                            (Field("l4proto"),),
-                            "!=" if neg else "==",
-                            ((Atom(num),),),
-                            text=f"{'! ' if neg else ''}-p {value}",
-                        )
+                    m = Match(
+                        (Field("l4proto"),),
+                        "!=" if neg else "==",
+                        ((Atom(num),),),
+                        text=f"{'! ' if neg else ''}-p {value}",
                     )
-                proto = num if not neg else None
+                    self.cache[("-p", value, "!" if neg else "")] = m
+                    steps.append(m)
+                proto = (num or None) if not neg else None
                 i += 2
             elif tok in ("-i", "--in-interface", "-o", "--out-interface"):
                 value = self.arg(tokens, i, lineno)
-                key = "iifname" if tok in ("-i", "--in-interface") else "oifname"
-                steps.append(_iface_match(key, value, neg, f"{'! ' if neg else ''}{tok} {value}"))
+                ikey = "iifname" if tok in ("-i", "--in-interface") else "oifname"
+                steps.append(_iface_match(ikey, value, neg, f"{'! ' if neg else ''}{tok} {value}"))
                 i += 2
             elif tok in ("-f", "--fragment"):
                 steps.append(
@@ -460,15 +503,23 @@ class _Parser:
 
     # ------------------------------------------------------------------ targets
 
-    def target(self, name: str, args: list[str], goto: bool, lineno: int) -> list[Step]:
+    def target(
+        self, name: str, args: list[str], goto: bool, lineno: int, names: set[str]
+    ) -> list[Step]:
+        key = ("-j", name, str(goto), str(name in names), *args)
+        hit = self.targets.get(key)
+        if hit is not None:
+            return hit
         opts = _options(args)
         try:
-            return self._target(name, args, opts, goto)
+            steps = self._target(name, args, opts, goto, names)
+            self.targets[key] = steps
+            return steps
         except (ValueError, IndexError, KeyError) as exc:
             raise self.err(f"-j {name}: {exc}", lineno) from None
 
     def _target(
-        self, name: str, args: list[str], opts: dict[str, list[str]], goto: bool
+        self, name: str, args: list[str], opts: dict[str, list[str]], goto: bool, names: set[str]
     ) -> list[Step]:
         if goto:
             return [Verdict("goto", name)]
@@ -501,7 +552,7 @@ class _Parser:
             return [Effect("ct", f"-j CT {' '.join(args)}".strip())]
         if name in NON_TERMINAL:
             return [Effect(name.lower(), f"-j {name} {' '.join(args)}".strip())]
-        if name in self.rules:
+        if name in names:
             return [Verdict("jump", name)]
         if name.isupper() and args:
             return [Unsupported(f"-j {name} {' '.join(args)}", f"target {name} is not modelled")]
@@ -526,12 +577,6 @@ class _Parser:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _rule_text(line: str, has_counters: bool) -> str:
-    if has_counters and line.startswith("["):
-        return line.split("]", 1)[1].strip()
-    return line
 
 
 _MODULE_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "dccp": 33}

@@ -112,7 +112,7 @@ def parse(
     skip_set = set(skip)
     out = ParsedNft()
     try:
-        _Builder(out, skip_set).build(items)
+        _Builder(out, skip_set, text, source).build(items)
     except _Bad as exc:
         index = exc.index
         line = _line_of_item(text, index) if index is not None else 1
@@ -176,14 +176,20 @@ def _line_of_item(text: str | bytes, index: int) -> int:
 
 
 class _Builder:
-    def __init__(self, out: ParsedNft, skip: set[tuple[str, str]]) -> None:
+    def __init__(
+        self, out: ParsedNft, skip: set[tuple[str, str]], text: str | bytes = "", source: str = ""
+    ) -> None:
         self.out = out
         self.skip = skip
+        self.text = text
+        self.source = source
+        self.index = 0
         self.tables: dict[tuple[str, str], dict[str, Any]] = {}
         self.order: list[tuple[str, str]] = []
 
     def build(self, items: list[Any]) -> None:
         for index, item in enumerate(items):
+            self.index = index
             try:
                 self.item(item)
             except _Bad as exc:
@@ -209,16 +215,15 @@ class _Builder:
             for name, c in t["chains"].items():
                 rules = tuple(
                     Rule(
-                        backend="nftables",
-                        family=key[0],
-                        table=key[1],
-                        chain=name,
-                        position=pos,
-                        text=r["text"],
-                        steps=r["steps"],
-                        handle=r["handle"],
-                        counters=r["counters"],
-                        comment=r["comment"],
+                        "nftables",
+                        key[0],
+                        key[1],
+                        name,
+                        pos,
+                        r[1],
+                        r[2],
+                        None,
+                        [r[0], self.compile, None, None, r[3], _render],
                     )
                     for pos, r in enumerate(t["rules"].get(name, []), 1)
                 )
@@ -325,43 +330,56 @@ class _Builder:
         t["rules"].setdefault(name, [])
 
     def rule(self, body: dict[str, Any]) -> None:
+        """Record a rule cheaply; its statements are lowered (and its text rendered) on use."""
         family = body.get("family")
-        t = self.table(family, body.get("table"))
+        try:
+            t = self.tables[(family, body.get("table"))]  # type: ignore[index]
+        except (KeyError, TypeError):
+            t = self.table(family, body.get("table"))
         chain = body.get("chain")
-        if not isinstance(chain, str):
-            raise _Bad("rule without a chain")
-        if chain not in t["chains"]:
+        rules = t["rules"].get(chain) if isinstance(chain, str) else None
+        if rules is None:
             raise _Bad(f"rule for unknown chain {chain!r}")
         exprs = body.get("expr")
-        if not isinstance(exprs, list):
+        if type(exprs) is not list:
             raise _Bad(f"rule in {chain}: expr must be a list")
-        steps: list[Step] = []
-        texts: list[str] = []
         counters = None
         for e in exprs:
-            if not isinstance(e, dict) or len(e) != 1:
+            if type(e) is not dict or len(e) != 1:
                 raise _Bad(f"rule in {chain}: each statement must be an object with one key")
-            ((k, v),) = e.items()
-            if k == "xt":
+            c = e.get("counter")
+            if c is not None:
+                if counters is None and type(c) is dict:
+                    p, b = c.get("packets", 0), c.get("bytes", 0)
+                    if type(p) is not int or type(b) is not int:
+                        raise _Bad(f"rule in {chain}: counter values must be numbers")
+                    counters = (p, b)
+            elif "xt" in e:
                 t["xt"] = True
-            if k == "counter" and isinstance(v, dict) and counters is None:
-                counters = (int(v.get("packets", 0)), int(v.get("bytes", 0)))
-            step = lower_statement(k, v, str(family))
-            steps.append(step)
-            texts.append(stmt_text(k, v))
-        comment = body.get("comment") if isinstance(body.get("comment"), str) else None
-        text = " ".join(x for x in texts if x)
-        if comment:
-            text += f' comment "{comment}"'
-        t["rules"][chain].append(
-            {
-                "steps": tuple(steps),
-                "text": text,
-                "handle": _opt_int(body.get("handle")),
-                "counters": counters,
-                "comment": comment,
-            }
-        )
+        comment = body.get("comment")
+        if type(comment) is not str:
+            comment = None
+        handle = body.get("handle")
+        if type(handle) is not int:
+            handle = None
+        rules.append(((exprs, self.index, family, comment), handle, counters, comment))
+
+    def compile(self, rule: Rule) -> tuple[tuple[Step, ...], str | None]:
+        """Lower a rule's statements (once, on first use)."""
+        exprs, index, family, comment = rule._lazy[0]
+        try:
+            steps = tuple(lower_statement(k, v, family) for e in exprs for k, v in e.items())
+        except _Bad as exc:
+            raise RulesetError(
+                f"nftables[{index}]: {exc}", _line_of_item(self.text, index), source=self.source
+            ) from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+            raise RulesetError(
+                f"nftables[{index}]: {type(exc).__name__}: {exc}",
+                _line_of_item(self.text, index),
+                source=self.source,
+            ) from None
+        return steps, comment
 
     def named_set(self, kind: str, body: dict[str, Any]) -> None:
         t = self.table(body.get("family"), body.get("table"))
@@ -394,6 +412,19 @@ class _Builder:
             flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
             handle=_opt_int(body.get("handle")),
         )
+
+
+def _render(rule: Rule) -> str:
+    """A rule's text in ``nft list`` syntax (rendered only when someone reads it)."""
+    exprs, _, _, comment = rule._lazy[0]
+    try:
+        texts = [stmt_text(k, v) for e in exprs for k, v in e.items()]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError):
+        texts = [json.dumps(exprs)]
+    text = " ".join(x for x in texts if x)
+    if comment:
+        text += f' comment "{comment}"'
+    return text
 
 
 def _opt_int(v: Any) -> int | None:
@@ -454,11 +485,27 @@ _TYPE_KIND = {
 # --------------------------------------------------------------------------- expressions
 
 
+_FIELD_CACHE: dict[tuple[str, ...], Field] = {}
+
+
 def _field(expr: Any, family: str = "") -> Field:
     """A left-hand expression as a Field (raises _Bad for shapes nft never prints)."""
     if not isinstance(expr, dict) or len(expr) != 1:
         raise _Bad(f"bad expression {expr!r}")
     ((k, v),) = expr.items()
+    if k in ("payload", "meta", "ct") and isinstance(v, dict):
+        vals = tuple(v.values())
+        if all(isinstance(x, str) for x in vals):
+            key = (k, *v.keys(), *vals)
+            hit = _FIELD_CACHE.get(key)
+            if hit is None:
+                hit = _field_uncached(k, v, family)
+                _FIELD_CACHE[key] = hit
+            return hit
+    return _field_uncached(k, v, family)
+
+
+def _field_uncached(k: str, v: Any, family: str) -> Field:
     if k == "payload":
         if not isinstance(v, dict):
             raise _Bad("bad payload expression")
@@ -702,19 +749,45 @@ def _values(
     return (_element(right, kinds),), None
 
 
+_MATCH_CACHE: dict[tuple[object, ...], Match] = {}
+
+
 def _match(body: Any, family: str) -> Match:
     if not isinstance(body, dict):
         raise _Bad("match must be an object")
     op = body.get("op", "==")
     left = body.get("left")
     right = body.get("right")
+    # Fast path: a plain field against one scalar, the bulk of every large ruleset.
+    if (
+        op in ("==", "!=")
+        and isinstance(right, (str, int))
+        and not isinstance(right, bool)
+        and isinstance(left, dict)
+        and len(left) == 1
+    ):
+        ((lk, lv),) = left.items()
+        if lk in ("payload", "meta") and isinstance(lv, dict):
+            key = (op, lk, *lv.values(), right)
+            hit = _MATCH_CACHE.get(key)
+            if hit is not None:
+                return hit
+            f = _field(left, family)
+            if not f.key.startswith(("unsupported:", "numgen.")) and not (
+                isinstance(right, str) and right.startswith("@")
+            ):
+                m = Match((f,), op, ((_atom(right, _kind_of(f)),),))
+                if len(_MATCH_CACHE) < 65536:
+                    _MATCH_CACHE[key] = m
+                return m
     fields = _fields(left, family)
-    text = f"{expr_text(left)} {'' if op in ('==', 'in') else op + ' '}{value_text(right)}"
+    text = ""  # rendered only where a message needs it (the rule's text is rendered lazily)
     bad = [f.key.split(":", 1)[1] for f in fields if f.key.startswith("unsupported:")]
     if bad:
+        text = stmt_text("match", body)
         return Match(fields, text=text, unsupported=f"{', '.join(bad)} is not modelled")
     if any(f.key.startswith("numgen.") for f in fields) and len(fields) > 1:
-        return Match(fields, text=text, unsupported="numgen in a concatenation")
+        return Match(fields, text=stmt_text("match", body), unsupported="numgen in a concatenation")
     values, set_name = _values(right, fields)
     flag_field = len(fields) == 1 and fields[0].key in ("ctstate", "ctstatus")
     if op == "in" and flag_field:
@@ -815,9 +888,10 @@ def lower_statement(k: str, v: Any, family: str) -> Step:
         if not isinstance(v, dict):
             raise _Bad("vmap must be an object")
         fields = _fields(v.get("key"), family)
-        text = f"{expr_text(v.get('key'))} vmap {value_text(v.get('data'))}"
+        text = ""
         bad = [f.key.split(":", 1)[1] for f in fields if f.key.startswith("unsupported:")]
         if bad:
+            text = stmt_text("vmap", v)
             return VerdictMap(fields, text=text, unsupported=f"{', '.join(bad)} is not modelled")
         data = v.get("data")
         if isinstance(data, str) and data.startswith("@"):

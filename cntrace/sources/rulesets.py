@@ -51,8 +51,8 @@ class _Libnftables:
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         self.lib = lib
 
-    def list_ruleset(self) -> str:
-        """``nft -j list ruleset`` for the namespace of the calling thread."""
+    def run(self, *commands: str) -> list[str]:
+        """JSON output of each nft command, run in the namespace of the calling thread."""
         lib = self.lib
         ctx = lib.nft_ctx_new(0)
         if not ctx:
@@ -61,12 +61,15 @@ class _Libnftables:
             lib.nft_ctx_output_set_flags(ctx, _NFT_CTX_OUTPUT_JSON)
             lib.nft_ctx_buffer_output(ctx)
             lib.nft_ctx_buffer_error(ctx)
-            rc = lib.nft_run_cmd_from_buffer(ctx, b"list ruleset")
-            if rc != 0:
-                err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
-                raise OSError(err.strip().splitlines()[-1] if err.strip() else "nft failed")
-            out = lib.nft_ctx_get_output_buffer(ctx) or b""
-            return out.decode("utf-8", "replace")
+            out: list[str] = []
+            for cmd in commands:
+                rc = lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
+                if rc != 0:
+                    err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
+                    raise OSError(err.strip().splitlines()[-1] if err.strip() else "nft failed")
+                text = lib.nft_ctx_get_output_buffer(ctx) or b""
+                out.append(text.decode("utf-8", "replace"))
+            return out
         finally:
             lib.nft_ctx_free(ctx)
 
@@ -130,41 +133,52 @@ def _nft_tables(text: str) -> set[tuple[str, str]]:
     return out
 
 
+def _managed(tables: set[tuple[str, str]], family: str) -> bool:
+    return any(f == family and n in _IPTABLES_TABLES for f, n in tables)
+
+
 def read_ruleset(netns_path: str) -> Ruleset:
-    """Every back end's rules in the namespace at ``netns_path`` (a name or a path)."""
+    """Every back end's rules in the namespace at ``netns_path`` (a name or a path).
+
+    nft's JSON holds the native tables in full; of the tables iptables-nft wrote (and
+    iptables-nft-save printed) it keeps only the chains, whose handles tell the evaluator when
+    they were registered: their rules are read from iptables-save, the view users know, and
+    parsing them twice would double the cost on a 10,000-rule node.
+    """
     path = nsenter.netns_path(netns_path)
     found: dict[str, str | None] = {}
     errors: list[str] = []
     lib = _libnftables()
 
-    def inside() -> tuple[str, str, str | None, str | None, bool]:
+    def probe() -> tuple[str, str, str | None, str | None, bool]:
         legacy4 = _read_proc("ip_tables_names")
         legacy6 = _read_proc("ip6_tables_names")
-        nft_text = None
-        nft_err = None
+        tables_json = err = None
         if lib is not None:
             try:
-                nft_text = lib.list_ruleset()
+                (tables_json,) = lib.run("list tables")
             except OSError as exc:
-                nft_err = f"libnftables: {exc}"
+                err = f"libnftables: {exc}"
         has_ipset = os.path.exists("/proc/thread-self/net/ip_set") or os.path.isdir(
             "/sys/module/ip_set"
         )
-        return legacy4, legacy6, nft_text, nft_err, has_ipset
+        return legacy4, legacy6, tables_json, err, has_ipset
 
     try:
-        legacy4, legacy6, nft_text, nft_err, has_ipset = nsenter.run_in(path, inside)
+        legacy4, legacy6, tables_json, nft_err, has_ipset = nsenter.run_in(path, probe)
     except OSError as exc:
         return Ruleset(errors=(f"cannot enter {netns_path}: {exc}",))
     if nft_err:
         errors.append(nft_err)
-    if lib is None or nft_err:
-        nft_text, err = _run(["nft", "-j", "list", "ruleset"], path)
+    use_lib = lib is not None and not nft_err
+    if use_lib:
+        tables = _nft_tables(tables_json or "")
+    else:
+        full, err = _run(["nft", "-j", "list", "ruleset"], path)
         if err:
             errors.append(err)
-    tables = _nft_tables(nft_text) if nft_text else set()
-    if tables:
-        found["nft_json"] = nft_text
+        tables = _nft_tables(full) if full else set()
+    printed: set[tuple[str, str]] = set()
     for key, argv, present in (
         ("iptables_legacy", ["iptables-legacy-save", "-c"], bool(legacy4.strip())),
         ("ip6tables_legacy", ["ip6tables-legacy-save", "-c"], bool(legacy6.strip())),
@@ -178,6 +192,19 @@ def read_ruleset(netns_path: str) -> Ruleset:
             errors.append(err)
         elif text and any(ln.startswith("*") for ln in text.splitlines()):
             found[key] = text
+            if key.endswith("_nft"):
+                fam = "ip6" if key.startswith("ip6") else "ip"
+                printed |= {(fam, ln[1:].strip()) for ln in text.splitlines() if ln[:1] == "*"}
+    if tables:
+        if use_lib and lib is not None:
+            try:
+                found["nft_json"] = nsenter.run_in(
+                    path, _nft_view, lib, tables_json or "", tables, printed
+                )
+            except OSError as exc:
+                errors.append(f"libnftables: {exc}")
+        else:
+            found["nft_json"] = full
     if has_ipset and shutil.which("ipset"):
         text, err = _run(["ipset", "save"], path)
         if err:
@@ -187,5 +214,40 @@ def read_ruleset(netns_path: str) -> Ruleset:
     return Ruleset(**found, errors=tuple(errors))
 
 
-def _managed(tables: set[tuple[str, str]], family: str) -> bool:
-    return any(f == family and n in _IPTABLES_TABLES for f, n in tables)
+def _nft_view(
+    lib: _Libnftables, tables_json: str, tables: set[tuple[str, str]], skip: set[tuple[str, str]]
+) -> str:
+    """One `nft -j` document: every native table in full, iptables-nft's tables as chains only."""
+    if not skip:
+        (text,) = lib.run("list ruleset")
+        return text
+    native = sorted(tables - skip)
+    outputs = lib.run("list chains", *(f"list table {f} {n}" for f, n in native))
+    items: list[object] = []
+    seen_tables: set[tuple[str, str]] = set()
+    table_items = {}
+    for item in json.loads(tables_json).get("nftables", []):
+        t = item.get("table") if isinstance(item, dict) else None
+        if isinstance(t, dict):
+            table_items[(str(t.get("family")), str(t.get("name")))] = item
+    for i, text in enumerate(outputs):
+        doc = json.loads(text) if text.strip() else {"nftables": []}
+        for item in doc.get("nftables", []):
+            if not isinstance(item, dict):
+                continue
+            if "metainfo" in item:
+                if not items:
+                    items.append(item)
+                continue
+            body = next(iter(item.values()))
+            key = (str(body.get("family")), str(body.get("table", body.get("name"))))
+            if i == 0:  # `list chains`: keep the chains of the skipped tables (and their tables)
+                if key not in skip or "chain" not in item:
+                    continue
+                if key not in seen_tables:
+                    items.append(
+                        table_items.get(key, {"table": {"family": key[0], "name": key[1]}})
+                    )
+                    seen_tables.add(key)
+            items.append(item)
+    return json.dumps({"nftables": items})

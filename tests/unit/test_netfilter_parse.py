@@ -136,6 +136,20 @@ def test_match_lowering(rule: str, expect: tuple[str, str, object, bool]) -> Non
         assert m.values[0][0].lo == lo and m.values[0][0].wildcard == wildcard
 
 
+def test_rules_compile_lazily_and_check_compiles_all() -> None:
+    save = (
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A INPUT -s 10.0.0.999 -j DROP\nCOMMIT\n"
+    )
+    parsed = iptables_save.parse(save)  # structure only: no error yet
+    nf = netfilter.Netfilter(tables=tuple(parsed.tables))
+    first, second = nf.tables[0].chains["INPUT"].rules
+    assert first.steps and first.text == "-A INPUT -j ACCEPT"
+    with pytest.raises(netfilter.RulesetError) as err:
+        nf.check()
+    assert err.value.line == 4
+    assert second.text == "-A INPUT -s 10.0.0.999 -j DROP"  # the text is known without compiling
+
+
 def test_unknown_module_is_kept_as_unsupported() -> None:
     rule = "-A INPUT -m hashlimit --hashlimit-upto 5/sec -j DROP"
     save = f"*filter\n:INPUT ACCEPT [0:0]\n{rule}\nCOMMIT\n"
@@ -162,7 +176,8 @@ def test_unknown_module_is_kept_as_unsupported() -> None:
 )
 def test_malformed_iptables_save_names_the_line(bad: str, line: int) -> None:
     with pytest.raises(netfilter.RulesetError) as err:
-        iptables_save.parse(bad, source="iptables_nft")
+        parsed = iptables_save.parse(bad, source="iptables_nft")
+        netfilter.Netfilter(tables=tuple(parsed.tables)).check()  # rules compile on first use
     assert err.value.line == line
     assert f"line {line}" in str(err.value) and "iptables_nft" in str(err.value)
 

@@ -51,15 +51,17 @@ FACTS = NetnsFacts(frozenset({"10.0.0.1"}), {"eth0": ("10.0.0.1",)}, {"eth0": ("
 
 
 def _check_save(text: str) -> None:
+    """Parse, compile every rule, and walk packets: only RulesetError (with a line) may come out."""
     try:
         parsed = iptables_save.parse(text, source="t")
+        nf = netfilter.Netfilter(tables=tuple(parsed.tables))
+        nf.check()
     except netfilter.RulesetError as exc:
         assert exc.line is not None
         assert 1 <= exc.line <= text.count("\n") + 1
         assert f"line {exc.line}" in str(exc)
         return
     # what parses must also evaluate without crashing
-    nf = netfilter.Netfilter(tables=tuple(parsed.tables))
     for kind in ("input", "forward", "output"):
         netfilter.walk(
             nf,
@@ -171,11 +173,12 @@ def mutated_json(draw: st.DrawFn) -> str:
 def _check_json(text: str) -> None:
     try:
         parsed = nft_json.parse(text, source="nft")
+        nf = netfilter.Netfilter(tables=tuple(parsed.tables))
+        nf.check()
     except netfilter.RulesetError as exc:
         assert exc.line is not None
         assert 1 <= exc.line <= text.count("\n") + 1
         return
-    nf = netfilter.Netfilter(tables=tuple(parsed.tables))
     for kind in ("input", "forward", "output"):
         netfilter.walk(
             nf,
@@ -211,6 +214,6 @@ def test_nft_json_arbitrary_text(text: str) -> None:
 @given(mutated_save(), mutated_json())
 def test_load_never_raises_anything_but_ruleset_error(save: str, doc: str) -> None:
     try:
-        netfilter.load(Ruleset(iptables_nft=save, nft_json=doc))
+        netfilter.load(Ruleset(iptables_nft=save, nft_json=doc)).check()
     except netfilter.RulesetError as exc:
         assert exc.line is not None
