@@ -65,7 +65,7 @@ from cntrace.trace.events_c import (
 )
 from cntrace.trace.kallsyms import Kallsyms
 from cntrace.trace.packet import PROTO_NAMES, Matcher, reverse, tcp_flag_text
-from cntrace.trace.tcattach import TcAttacher
+from cntrace.trace.tcattach import TcAttacher, signals_deferred
 from cntrace.trace.tracefs import TracefsError, ensure_mounted
 
 _EVENT_SIZE = ctypes.sizeof(CntEvent)
@@ -512,18 +512,20 @@ class TraceEngine:
                 write_ready_file(plan.ready_file)
             yield a
         finally:
-            t_detach = time.monotonic()
-            if loaded is not None:
-                with contextlib.suppress(BpfError):
-                    loaded.disarm(a.marker.nonce)
-                self.kfree.stop()
-                a.lost += loaded.counters()[0] - a.lost_base
-            if a.cap is not None:
-                a.cap.stop()
-                a.lost += a.cap.lost
-            a.tracer.stop()
-            a.lost += a.tracer.lost
-            a.timings["detach"] = time.monotonic() - t_detach
+            # held signals: a Ctrl-C now would skip the rest of the undoing; it lands after
+            with signals_deferred():
+                t_detach = time.monotonic()
+                if loaded is not None:
+                    with contextlib.suppress(BpfError):
+                        loaded.disarm(a.marker.nonce)
+                    self.kfree.stop()
+                    a.lost += loaded.counters()[0] - a.lost_base
+                if a.cap is not None:
+                    a.cap.stop()
+                    a.lost += a.cap.lost
+                a.tracer.stop()
+                a.lost += a.tracer.lost
+                a.timings["detach"] = time.monotonic() - t_detach
 
     def trace(self, plan: TracePlan) -> TraceResult:
         """Inject one probe and report what was seen of it."""
@@ -654,11 +656,12 @@ class TraceEngine:
         return {name: prog_run_stats(fd) for name, fd in loaded.prog_fds.items()}
 
     def close(self) -> None:
-        """Detach everything this engine attached; idempotent."""
-        self.tc.close()
-        self.kfree.close()
-        self._module.close()
-        self._backend = None
+        """Detach everything this engine attached; idempotent. Signals wait until it is done."""
+        with signals_deferred():
+            self.tc.close()
+            self.kfree.close()
+            self._module.close()
+            self._backend = None
 
 
 def probe_wants_no_reply(p: Packet) -> bool:

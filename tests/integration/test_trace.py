@@ -398,6 +398,26 @@ def test_signals_unwind_and_clean_up(topo: Topo, tmp_path: Path, sig: signal.Sig
     assert not (state.run_dir() / f"{proc.pid}.json").exists()
 
 
+@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2, 1.5])
+def test_ctrl_c_at_any_moment_leaves_nothing(topo: Topo, tmp_path: Path, delay: float) -> None:
+    """Interrupted while importing, attaching, adding trace tables or holding: all the same."""
+    before = host_objects(topo)
+    doc = plan_doc(topo, SRV_IP, 80, ready=str(tmp_path / "never-waited-for"))
+    proc = subprocess.Popen(
+        [sys.executable, str(TRACEKIT), "hold", doc],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out = _drain(proc, timeout=20)
+    assert proc.returncode in (130, -signal.SIGINT, 1), out
+    assert host_objects(topo) == before, out
+    assert not (state.run_dir() / f"{proc.pid}.json").exists()
+
+
 def test_the_next_run_removes_a_killed_runs_leftovers(topo: Topo, tmp_path: Path) -> None:
     proc, _ready = _hold(topo, tmp_path, "next")
     proc.send_signal(signal.SIGKILL)
