@@ -22,8 +22,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "cntrace", *args], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "cntrace", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def extra_rules(n: int) -> str:
@@ -31,8 +30,10 @@ def extra_rules(n: int) -> str:
     lines = ["*filter"]
     for i in range(n):
         a, b = divmod(i, 250)
-        lines.append(f"-A DOCKER-USER -s 198.18.{a % 256}.{b + 1}/32 -p tcp -m tcp "
-                     f"--dport {1024 + i % 60000} -j DROP")
+        lines.append(
+            f"-A DOCKER-USER -s 198.18.{a % 256}.{b + 1}/32 -p tcp -m tcp "
+            f"--dport {1024 + i % 60000} -j DROP"
+        )
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
@@ -61,8 +62,12 @@ def main() -> None:
     cli("lab", "up", "--name", LAB, "--containers", str(args.containers))
     try:
         host = f"{LAB}.host"
-        subprocess.run(["nsenter", f"--net=/run/netns/{host}", "iptables-nft-restore",
-                        "--noflush"], input=extra_rules(args.rules), text=True, check=True)
+        subprocess.run(
+            ["nsenter", f"--net=/run/netns/{host}", "iptables-nft-restore", "--noflush"],
+            input=extra_rules(args.rules),
+            text=True,
+            check=True,
+        )
         t = time.perf_counter()
         snap = live.read_snapshot()
         t_live = time.perf_counter() - t
@@ -70,13 +75,22 @@ def main() -> None:
 
         # The engineer's way, for the egress path (client -> host -> upstream).
         def by_hand() -> None:
-            for ns, dst in ((f"{LAB}.client", "203.0.113.10"), (host, "203.0.113.10"),
-                            (f"{LAB}.upstream", "192.0.2.2")):
-                for cmd in (["ip", "-n", ns, "route", "get", dst], ["ip", "-n", ns, "neigh"],
-                            ["bridge", "-n", ns, "fdb"]):
+            for ns, dst in (
+                (f"{LAB}.client", "203.0.113.10"),
+                (host, "203.0.113.10"),
+                (f"{LAB}.upstream", "192.0.2.2"),
+            ):
+                for cmd in (
+                    ["ip", "-n", ns, "route", "get", dst],
+                    ["ip", "-n", ns, "neigh"],
+                    ["bridge", "-n", ns, "fdb"],
+                ):
                     subprocess.run(cmd, capture_output=True, check=False)
-            subprocess.run(["nsenter", f"--net=/run/netns/{host}", "iptables-save", "-c"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["nsenter", f"--net=/run/netns/{host}", "iptables-save", "-c"],
+                capture_output=True,
+                check=False,
+            )
 
         t_hand, _ = timed(by_hand, 3)
     finally:
@@ -88,12 +102,14 @@ def main() -> None:
     paths = [
         (f"{LAB}.client", "203.0.113.10:80"),
         (f"{LAB}.upstream", "host:8080"),
-        (f"{LAB}.client", f"{LAB}.c0500:80"),
+        (f"{LAB}.client", f"{LAB}.c0499:80"),
         (f"{LAB}.client", f"{LAB}.api:80"),
     ]
-    print(f"host: {len(snap2.netns)} namespaces, {len(snap2.containers)} containers, "  # type: ignore[attr-defined]
-          f"{n_rules} rules in the lab host ({args.rules} added), "
-          f"snapshot {snap_file.stat().st_size / 1e6:.1f} MB")
+    print(
+        f"host: {len(snap2.netns)} namespaces, {len(snap2.containers)} containers, "  # type: ignore[attr-defined]
+        f"{n_rules} rules in the lab host ({args.rules} added), "
+        f"snapshot {snap_file.stat().st_size / 1e6:.1f} MB"
+    )
     print(f"{'what':<44}{'cntrace':>12}{'baseline':>12}{'ratio':>8}")
     print(f"{'live snapshot read (all namespaces)':<44}{t_live * 1000:>10.0f}ms")
     print(f"{'snapshot file read':<44}{t_load * 1000:>10.0f}ms")
@@ -104,15 +120,20 @@ def main() -> None:
         result = predict(fresh, src, dst)
         cold = time.perf_counter() - t
         warm, _ = timed(lambda s=src, d=dst: predict(fresh, s, d), 5)
-        label = f"predict {src.split('.')[-1]} -> {dst.split('.')[-1]} (cold/warm)"
-        print(f"{label:<44}{cold * 1000:>6.0f}/{warm * 1000:<4.0f}ms{t_hand * 1000:>9.0f}ms"
-              f"{t_hand / cold:>7.1f}x   {result.verdict.status}")
+        short = dst.removeprefix(f"{LAB}.")
+        label = f"predict {src.removeprefix(LAB + '.')} -> {short} (cold/warm)"
+        print(
+            f"{label:<44}{cold * 1000:>6.0f}/{warm * 1000:<4.0f}ms{t_hand * 1000:>9.0f}ms"
+            f"{t_hand / cold:>7.1f}x   {result.verdict.status}"
+        )
     # The user-visible number: read the file, parse the rules, predict (all cold).
     t = time.perf_counter()
     first = predict(recorded.load(str(snap_file)), *paths[0])
     total = time.perf_counter() - t
-    print(f"{'TOTAL read + predict (target <= 300 ms)':<44}{total * 1000:>10.0f}ms"
-          f"{t_hand * 1000:>10.0f}ms{t_hand / total:>7.1f}x   {first.verdict.status}")
+    print(
+        f"{'TOTAL read + predict (target <= 300 ms)':<44}{total * 1000:>10.0f}ms"
+        f"{t_hand * 1000:>10.0f}ms{t_hand / total:>7.1f}x   {first.verdict.status}"
+    )
 
 
 if __name__ == "__main__":
