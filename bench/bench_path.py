@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from cntrace.netfilter import load
+from cntrace.path import predict
+from cntrace.sources import live, recorded
+
 LAB = "cntrace-bpath"
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -52,10 +56,6 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=1000)
     ap.add_argument("--rules", type=int, default=10000)
     args = ap.parse_args()
-
-    from cntrace.netfilter import load
-    from cntrace.path import predict
-    from cntrace.sources import live, recorded
 
     OUT.mkdir(exist_ok=True)
     snap_file = OUT / f"path-{args.containers}.json"
@@ -119,7 +119,7 @@ def main() -> None:
         t = time.perf_counter()
         result = predict(fresh, src, dst)
         cold = time.perf_counter() - t
-        warm, _ = timed(lambda s=src, d=dst: predict(fresh, s, d), 5)
+        warm, _ = timed(lambda f=fresh, s=src, d=dst: predict(f, s, d), 5)
         short = dst.removeprefix(f"{LAB}.")
         label = f"predict {src.removeprefix(LAB + '.')} -> {short} (cold/warm)"
         print(
