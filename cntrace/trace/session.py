@@ -382,6 +382,7 @@ class TraceEngine:
         self.legacy = LegacyTraceCollector()
         self.capture = CaptureCollector()
         self._backend: str | None = None
+        self.compile_s = 0.0  # building/fetching and loading the probes, on first use
         self._notices: list[str] = []
         self._traces = 0
         self._kallsyms = Kallsyms()
@@ -450,8 +451,6 @@ class TraceEngine:
             self._say(n)
         self._module.notices.clear()
         return self._backend or "capture"
-
-    compile_s: float = 0.0
 
     # ------------------------------------------------------------------ one trace
 
