@@ -164,9 +164,19 @@ def _netns_route(ns: Netns) -> Any:
 
 
 def _live_netns(name: str) -> Netns:
+    from cntrace.errors import EnvironmentProblem, NeedsPrivilege
     from cntrace.sources import live, nsenter
 
-    return live.read_netns(nsenter.netns_path(name))
+    try:
+        return live.read_netns(nsenter.netns_path(name))
+    except PermissionError:
+        raise NeedsPrivilege(
+            f"reading the rules of {name}", "CAP_SYS_ADMIN and CAP_NET_ADMIN"
+        ) from None
+    except FileNotFoundError:
+        raise BadInput(f"no network namespace {name!r} (see `ip netns list`)") from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot read namespace {name}: {exc.strerror or exc}") from None
 
 
 def _snapshot_netns(args: argparse.Namespace) -> tuple[Netns | None, Container | None, str]:
@@ -211,9 +221,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.iface:
             raise BadInput("--iface describes interfaces for --ruleset-file only")
-        if args.netns and not args.ref and not args.snapshot:
-            ns = _live_netns(args.netns)
-            label = args.netns
+        if not args.ref and not args.snapshot:
+            ns = _live_netns(args.netns or "/proc/self/ns/net")
+            label = args.netns or "host"
         else:
             ns, container, label = _snapshot_netns(args)
         assert ns is not None
