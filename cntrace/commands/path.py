@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             pcap=args.pcap,
             ready_file=args.ready_file,
+            size=args.size or 0,
         )
         timings.update(live_timings)
     if args.json:

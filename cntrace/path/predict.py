@@ -1273,12 +1273,18 @@ def predict(
 
 
 def _final_destination(ep: Endpoint, w: _Walk) -> Endpoint:
-    """Where the request really went (after DNAT), kept next to what was asked."""
+    """Where the request really arrived (after DNAT; and for an address, the namespace that holds
+    it on the way the packet went), kept next to what was asked."""
     for h in w.hops:
-        if (h.kind, h.direction) == ("socket", "request") and (
-            ep.netns is None or ep.kind == "published-port"
-        ):
-            return replace(ep, netns=h.netns, netns_label=h.netns_label)
+        if (h.kind, h.direction) != ("socket", "request"):
+            continue
+        ep = replace(ep, netns=h.netns, netns_label=h.netns_label)
+        owner = w.topo.owner(h.netns)
+        if ep.kind == "ip":
+            ep = replace(
+                ep, name=owner.name if owner else None, runtime=owner.runtime if owner else None
+            )
+        return ep
     return ep
 
 

@@ -61,8 +61,9 @@ def _observed(h: Hop) -> Text:
     if h.watched is False:
         return Text("not watched", style="dim")
     if h.observed:
-        t = f"+{h.t_us / 1000:.3f}ms" if h.t_us is not None else "seen"
-        return Text(f"seen {t}", style="green")
+        if h.t_us is None:  # nothing watches this step itself: the packet was seen beyond it
+            return Text("passed", style="dim green")
+        return Text(f"seen +{h.t_us / 1000:.3f}ms", style="green")
     return Text("not seen", style="red" if not h.ok else "yellow")
 
 
@@ -115,7 +116,7 @@ def render(path: Path, console: Console) -> None:
         if live:
             row.append(_observed(h))
         table.add_row(*row)
-        prev = h.packet
+        prev = h.observed_packet or h.packet
     console.print(table)
 
     v = path.verdict

@@ -52,6 +52,7 @@ class TracePlan:
     backend: Backend = "auto"
     ready_file: str | None = None  # written once everything is armed, before injection
     settle_s: float = 0.03  # after the outcome is known, wait this long for stragglers
+    size: int = 0  # pad UDP/ICMP probes to this IP length (MTU checks); 0: as small as possible
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,8 +98,9 @@ def source_address(netns_path: str, dst: str) -> str:
         return str(s.getsockname()[0])
 
 
-def build(packet: Packet, marker: Marker) -> bytes:
-    """The probe's bytes (IP header included), built with scapy."""
+def build(packet: Packet, marker: Marker, size: int = 0) -> bytes:
+    """The probe's bytes (IP header included), built with scapy. ``size`` pads a UDP or ICMP
+    probe's payload so the IP packet has that length (to test MTUs); the marker stays first."""
     preload()
     _scapy_ready.wait()
     if _scapy_error:
@@ -122,13 +123,15 @@ def build(packet: Packet, marker: Marker) -> bytes:
             options=[("MSS", 1460)],
         )
         return bytes(l3 / l4)
+    header = (40 if packet.family == 6 else 20) + 8  # IP + UDP or ICMP header
+    payload = marker.payload + b"\0" * max(0, size - header - len(marker.payload))
     if packet.proto == "udp":
-        return bytes(l3 / UDP(sport=packet.sport, dport=packet.dport) / marker.payload)
+        return bytes(l3 / UDP(sport=packet.sport, dport=packet.dport) / payload)
     if packet.proto == "icmp":
         ident = (packet.sport or 0) & 0xFFFF
         if packet.family == 6:
-            return bytes(l3 / ICMPv6EchoRequest(id=ident, seq=1) / marker.payload)
-        return bytes(l3 / ICMP(type=8, id=ident, seq=1) / marker.payload)
+            return bytes(l3 / ICMPv6EchoRequest(id=ident, seq=1) / payload)
+        return bytes(l3 / ICMP(type=8, id=ident, seq=1) / payload)
     raise ValueError(f"cannot send a {packet.proto} probe")
 
 
@@ -158,9 +161,9 @@ def complete(netns_path: str, packet: Packet) -> Packet:
     return packet.rewritten(**changes) if changes else packet
 
 
-def send(netns_path: str, packet: Packet, marker: Marker) -> Injected:
+def send(netns_path: str, packet: Packet, marker: Marker, size: int = 0) -> Injected:
     """Send the probe from inside ``netns_path``; ``packet`` must be complete()d."""
-    raw = build(packet, marker)
+    raw = build(packet, marker, size)
     family = socket.AF_INET6 if packet.family == 6 else socket.AF_INET
     with nsenter.socket_in(netns_path, family, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
         if family == socket.AF_INET6:

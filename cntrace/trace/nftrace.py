@@ -463,7 +463,14 @@ class NftTracer:
                 continue
             texts = ruleset_rules(ns.path)
             ipt: dict[str, dict[tuple[str, str], list[str]]] = {}
+            # The kernel puts the packet's headers only in the first event of a trace id (one per
+            # hook); later events of the same id are the same packet, so they share its direction.
+            direction: dict[int, bool] = {}
             for t in ns.raw:
+                parsed = trace_packet(t)
+                m = matcher.match(parsed, learn=False) if parsed else None
+                if m is not None:
+                    direction[t.trace_id] = bool(m[2])
                 if t.type == "rule" and t.handle is None:
                     continue  # the packet's entry into a chain, not a rule
                 key = (t.family, t.table, t.chain)
@@ -475,8 +482,6 @@ class NftTracer:
                     lines = ipt[t.family].get((t.table, t.chain), [])
                     if len(lines) == len(chain_texts):
                         text = lines[position - 1]  # iptables-nft's own rule: its own syntax
-                parsed = trace_packet(t)
-                m = matcher.match(parsed, learn=False) if parsed else None
                 out.append(
                     RuleEvent(
                         netns_path=ns.path,
@@ -490,7 +495,7 @@ class NftTracer:
                         t_ns=t.t_ns - t0_ns,
                         kind=t.type,
                         position=position,
-                        is_reply=bool(m and m[2]),
+                        is_reply=direction.get(t.trace_id, False),
                         packet=parsed.to_packet(t.mark) if parsed else None,
                         iif=_ifname(ns.path, t.iif),
                         oif=_ifname(ns.path, t.oif),

@@ -317,7 +317,9 @@ class ArmedTrace:
     def inject(self) -> inject.Injected:
         t0 = time.monotonic()
         try:
-            self.sent = inject.send(self.plan.source_netns_path, self.probe, self.marker)
+            self.sent = inject.send(
+                self.plan.source_netns_path, self.probe, self.marker, self.plan.size
+            )
         except OSError as exc:
             raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
         self.timings["inject"] = time.monotonic() - t0
