@@ -87,6 +87,7 @@ class _Walk:
     direction: str = "request"
     unmasqueraded: tuple[Netns, Link, str] | None = None  # (host ns, uplink, private src)
     owners: dict[str, list[tuple[Netns, Link]]] = field(default_factory=dict)
+    entries: dict[tuple[str, int], Packet] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -161,6 +162,9 @@ class _Walk:
         nf = netfilter.load(ns.ruleset)
         facts = netfilter.facts_for(ns)
         ctstate = "NEW" if self.direction == "request" else "ESTABLISHED"
+        # The packet as it entered this namespace's hooks: NAT done at an earlier hook then shows
+        # in conntrack matches (--ctstate DNAT, ct status dnat), as in the kernel.
+        original = self.entries.setdefault((self.direction, ns.inode), packet)
         res = netfilter.evaluate_hook(
             nf,
             hook,
@@ -171,13 +175,14 @@ class _Walk:
             ctstate=ctstate,
             physdev_in=physdev_in,
             physdev_out=physdev_out,
+            original=original,
         )
         for ref, why in res.uncertain:
             self.add(
                 finding(
                     "rule-uncertain",
                     f"{hook.upper()} in {self.label(ns)}: cntrace cannot evaluate a rule ({why}); "
-                    "the prediction assumes it does not match",
+                    "the prediction assumes it matches",
                     evidence=[f"{ref.table}/{ref.chain} #{ref.position}: {ref.text}"],
                     fix="run the live trace (`--live`) to see what the kernel does",
                 )
