@@ -173,3 +173,79 @@ def test_cli_json_against_docker(world: World) -> None:
     doc = json.loads(res.stdout)
     assert doc["source"]["runtime"] == "docker" and doc["destination"]["name"] == A
     assert doc["verdict"]["status"] == "delivered"
+
+
+def _live(world: World, src: str, dst: str, backend: str = "ebpf") -> dict[str, object]:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{world.engine.socket}"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cntrace",
+            "path",
+            "--live",
+            "--json",
+            "--backend",
+            backend,
+            src,
+            dst,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert res.returncode in (0, 1), res.stderr
+    doc: dict[str, object] = json.loads(res.stdout)
+    return doc
+
+
+def _hops(doc: dict[str, object]) -> list[dict[str, object]]:
+    return doc["hops"]  # type: ignore[return-value]
+
+
+def _verdict(doc: dict[str, object]) -> dict[str, object]:
+    return doc["verdict"]  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_same_network(world: World, backend: str) -> None:
+    doc = _live(world, B, f"{A}:80", backend)
+    assert _verdict(doc)["status"] == "delivered"
+    seen = [h for h in _hops(doc) if h["tap"] and h["direction"] == "request"]
+    assert seen and all(h["observed"] for h in seen)
+
+
+def test_live_cross_network_drop(world: World) -> None:
+    doc = _live(world, B, f"{world.ip(C, NET2)}:80")
+    v = _verdict(doc)
+    assert v["status"] == "dropped" and v["reason"] == "NETFILTER_DROP"
+    assert v["rule"] and "ISOLATION" in v["rule"]["chain"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_egress_masquerade(world: World, backend: str) -> None:
+    doc = _live(world, E, f"{world.upstream_ip}:80", backend)
+    assert _verdict(doc)["status"] == "delivered"
+    out = [
+        h
+        for h in _hops(doc)
+        if h["tap"] == "egress"
+        and h["direction"] == "request"
+        and h["observed"]
+        and h["interface"] == "ceng-up"
+    ]
+    assert out and out[0]["observed_packet"]["src"] == world.uplink_ip  # type: ignore[index]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_published_port(world: World, backend: str) -> None:
+    doc = _live(world, f"netns:{UPSTREAM_NETNS}", f"host:{PUBLISHED}", backend)
+    assert _verdict(doc)["status"] == "delivered"
+    into = [
+        h
+        for h in _hops(doc)
+        if h["kind"] == "veth" and h["direction"] == "request" and h["observed"]
+    ]
+    last = into[-1]["observed_packet"]
+    assert (last["dst"], last["dport"]) == (world.ip(D, "bridge"), 80)  # type: ignore[index]
