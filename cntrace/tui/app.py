@@ -30,6 +30,7 @@ from cntrace.tui.screens.main import MainScreen
 from cntrace.tui.source import SnapshotSource
 from cntrace.tui.tracer import DropBatch, Tracer
 from cntrace.tui.views import (
+    ContainerRow,
     DropAttributor,
     NodeRef,
     RuleKey,
@@ -97,11 +98,12 @@ class CntraceApp(App[int]):
         self._theme_name = LIGHT if theme == "light" else DARK
         self.snapshot: Snapshot | None = None
         self.detailed = False
-        self.rows: list[Any] = []
+        self.rows: list[ContainerRow] = []
         self.filter_text = ""
         self.source_key: str | None = None
         self.path_query: PathQuery | None = None
         self.path: Path | None = None
+        self.predicted: Path | None = None  # the prediction behind a live path
         self.path_snapshot: Snapshot | None = None
         self.last_report: str | None = None
         self._pending_path: str | None = None
@@ -109,6 +111,9 @@ class CntraceApp(App[int]):
         self.path_answers = 0
         self._discovering = False
         self._again = False
+        self._delayed = False
+        self._last_read_s = 0.0
+        self._last_read_end = 0.0
         self._topology_dirty = True
         self._tab = "containers"
         self._node: NodeRef | None = None
@@ -122,7 +127,9 @@ class CntraceApp(App[int]):
         self._attributor: DropAttributor | None = None
         self._warmed = False
         self._ready_written = False
+        self._ready_detail = False
         self._stop = threading.Event()
+        self._painted = threading.Event()  # the first frame with containers is on screen
         self._main: MainScreen | None = None
         self.discovery_error: str | None = None
 
@@ -152,7 +159,11 @@ class CntraceApp(App[int]):
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._on_signal, sig)
-        self._start_discovery(first=True)
+        if self.live:
+            self._start_discovery(first=True)
+        else:
+            # A saved snapshot is already in memory: show it in the very first frame.
+            self._got_snapshot(self.source.read(detail=True), True)
         if self.live:
             self.set_interval(self.poll_s, self._poll_changes, name="change-detector")
             if self.refresh_s > 0:
@@ -214,11 +225,17 @@ class CntraceApp(App[int]):
         try:
             if first and self.live:
                 snap = self.source.read(detail=False)
-                if _cancelled() or not self._post(self._got_snapshot, snap, False):
+                rows = container_rows(snap)  # here, not on the UI thread
+                if _cancelled() or not self._post(self._got_snapshot, snap, False, rows):
                     return
+                # The detailed read competes for the GIL with painting: let the first frame out.
+                self._painted.wait(timeout=3.0)
+            t0 = time.monotonic()
             snap = self.source.read(detail=True)
+            self._last_read_s = time.monotonic() - t0
+            rows = container_rows(snap)
             if not _cancelled():
-                self._post(self._got_snapshot, snap, True)
+                self._post(self._got_snapshot, snap, True, rows)
         except CntraceError as exc:
             self._post(self._discovery_failed, str(exc))
         except Exception as exc:  # a discovery bug must not kill the console
@@ -230,13 +247,24 @@ class CntraceApp(App[int]):
         self._show_status()
         self.notify(message, title="discovery failed", severity="error", timeout=8)
 
-    def _got_snapshot(self, snap: Snapshot, detailed: bool) -> None:
+    def _got_snapshot(
+        self, snap: Snapshot, detailed: bool, rows: list[ContainerRow] | None = None
+    ) -> None:
+        if self.ready_file and (not self._ready_written or (detailed and not self._ready_detail)):
+            # Queued first: it runs right after the frame below is painted, before the
+            # remaining table rows are added.
+            self._ready_written = True
+            self._ready_detail = detailed
+            self.call_after_refresh(self._write_ready, detailed)
+        if not self._painted.is_set():
+            self.call_after_refresh(self._painted.set)
         self.snapshot = snap
         self.detailed = detailed
         self.discovery_error = None
         if detailed:
             self._discovering = False
-        self.rows = container_rows(snap)
+            self._last_read_end = time.monotonic()
+        self.rows = rows if rows is not None else container_rows(snap)
         self._attributor = None
         main = self.main
         main.table.show_rows(filter_rows(self.rows, self.filter_text))
@@ -252,28 +280,47 @@ class CntraceApp(App[int]):
         if detailed and self._pending_path is not None:
             text, self._pending_path = self._pending_path, None
             self.request_path(text, again=True)
-        if self.ready_file and not self._ready_written:
-            self._ready_written = True
-            self.call_after_refresh(self._write_ready)
         if detailed and self._again:
             self._again = False
-            self._start_discovery(first=False)
+            self.rediscover("containers changed")
 
-    def _write_ready(self) -> None:
+    def _write_ready(self, detailed: bool) -> None:
+        """The ready file (for scripts and benchmarks): created once the first full frame is
+        painted, ``PID N containers shown``; a second line ``detailed`` once routes, sockets
+        and rules are in (paths can be asked)."""
         assert self.ready_file is not None
         tmp = f"{self.ready_file}.tmp{os.getpid()}"
         with open(tmp, "w") as fh:
             fh.write(f"{os.getpid()} {len(self.rows)} containers shown\n")
+            if detailed:
+                fh.write("detailed\n")
         os.replace(tmp, self.ready_file)
 
     def rediscover(self, reason: str) -> None:
+        """Read discovery again (``reason``: asked, interval, containers changed).
+
+        Change-triggered reads keep a gap of twice the last read's duration (at least two
+        seconds): on a host where containers churn, the console must not read back to back.
+        """
         if not self.live:
             self.notify("post-mortem: a saved snapshot does not change", timeout=3)
             return
         if self._discovering:
             self._again = True
             return
+        if reason == "containers changed":
+            gap = max(2.0, 2 * self._last_read_s)
+            wait = self._last_read_end + gap - time.monotonic()
+            if wait > 0:
+                if not self._delayed:
+                    self._delayed = True
+                    self.set_timer(wait, self._delayed_refresh)
+                return
         self._start_discovery(first=False)
+
+    def _delayed_refresh(self) -> None:
+        self._delayed = False
+        self.rediscover("asked")
 
     def _poll_changes(self) -> None:
         if self.source.changed():
@@ -479,6 +526,8 @@ class CntraceApp(App[int]):
 
     def _show_path(self, path: Path, query: PathQuery, snap: Snapshot, status: Text) -> None:
         self.path, self.path_query, self.path_snapshot = path, query, snap
+        if path.mode == "predicted":
+            self.predicted = path
         self.main.path_panel.show_path(path, status)
         focused = self.focused
         if focused is not None and focused.id == "destination":
@@ -568,6 +617,7 @@ class CntraceApp(App[int]):
             self.notify("nothing to export yet: run a path first (3)", timeout=4)
             return
         path, snap, query = self.path, self.path_snapshot, self.path_query
+        prediction = self.predicted
         origin = self.source.description
         if self.live:
             origin = f"live host {snap.hostname}"
@@ -576,7 +626,14 @@ class CntraceApp(App[int]):
             from cntrace.tui.report import write_report
 
             try:
-                name = write_report(path, snap, query, directory=self.export_dir, origin=origin)
+                name = write_report(
+                    path,
+                    snap,
+                    query,
+                    directory=self.export_dir,
+                    origin=origin,
+                    prediction=prediction,
+                )
             except CntraceError as exc:
                 self._post(self._export_failed, str(exc))
                 return

@@ -1,9 +1,10 @@
 """The console's bug report: the path on screen together with the snapshot it came from.
 
 One self-contained JSON file (``cntrace.report/v1``) so nothing can get separated in a ticket:
-``path`` is the ``cntrace.path/v1`` document as shown, ``snapshot`` the whole
-``cntrace.snapshot/v1`` Snapshot, and ``replay`` the command that recomputes the prediction
-anywhere (``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
+``path`` is the ``cntrace.path/v1`` document as shown (predicted or live), ``prediction`` the
+prediction it started from when ``path`` is live, ``snapshot`` the whole ``cntrace.snapshot/v1``
+Snapshot, and ``replay`` the command that recomputes the prediction anywhere
+(``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def build_report(
     origin: str,
     created_at: str | None = None,
     file_name: str = "REPORT",
+    prediction: Path | None = None,
 ) -> dict[str, Any]:
     """The report document; ``origin`` says where the snapshot came from (live or a file)."""
     argv = query.argv(file_name)
-    return {
+    doc: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created_at": created_at
         or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -44,8 +46,11 @@ def build_report(
         "query": {"source": query.source, "destination": query.destination, "proto": query.proto},
         "replay": {"argv": argv, "command": shlex.join(argv)},
         "path": to_document(path),
-        "snapshot": codec.to_plain(snapshot),
     }
+    if prediction is not None and path.mode != "predicted":
+        doc["prediction"] = to_document(prediction)
+    doc["snapshot"] = codec.to_plain(snapshot)
+    return doc
 
 
 def report_name(query: PathQuery, when: datetime.datetime | None = None) -> str:
@@ -57,7 +62,13 @@ def report_name(query: PathQuery, when: datetime.datetime | None = None) -> str:
 
 
 def write_report(
-    path: Path, snapshot: Snapshot, query: PathQuery, *, directory: str, origin: str
+    path: Path,
+    snapshot: Snapshot,
+    query: PathQuery,
+    *,
+    directory: str,
+    origin: str,
+    prediction: Path | None = None,
 ) -> str:
     """Write the report into ``directory`` under a fresh name and return that file's path."""
     base = report_name(query)
@@ -66,7 +77,9 @@ def write_report(
     while os.path.exists(target):
         n += 1
         target = os.path.join(directory, base.replace(".json", f"-{n}.json"))
-    doc = build_report(path, snapshot, query, origin=origin, file_name=target)
+    doc = build_report(
+        path, snapshot, query, origin=origin, file_name=target, prediction=prediction
+    )
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

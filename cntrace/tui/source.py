@@ -9,8 +9,12 @@ adds routes, sockets, sysctls and rulesets, which path prediction and the detail
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import signal
 from typing import TYPE_CHECKING, Protocol
 
+from cntrace.errors import CntraceError, Exit
 from cntrace.model import Snapshot
 from cntrace.topology import Topology
 
@@ -75,11 +79,61 @@ class LiveSource:
 
     def __init__(self) -> None:
         self._watch: ChangeWatch | None = None
+        self._child: tuple[int, int] | None = None  # prefetching process: pid, pipe
 
-    def read(self, *, detail: bool) -> Snapshot:
+    def prefetch(self) -> None:
+        """Start the cheap read now in a child process, so it runs on another core while this
+        one loads the UI toolkit (a thread would only take turns with it on the GIL). The first
+        ``read(detail=False)`` collects it; call before any thread is started."""
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: read, hand the Snapshot over, leave without cleanup
+            code = 0
+            try:
+                os.close(rfd)
+                try:
+                    payload = b"ok" + pickle.dumps(self._read(detail=False), protocol=5)
+                except CntraceError as exc:
+                    payload = b"er" + pickle.dumps((int(exc.exit_code), str(exc)))
+                with os.fdopen(wfd, "wb") as out:
+                    out.write(payload)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        self._child = (pid, rfd)
+
+    def _collect(self) -> Snapshot | None:
+        """The prefetched Snapshot; None when the child failed unexpectedly (read again)."""
+        assert self._child is not None
+        pid, rfd = self._child
+        self._child = None
+        with os.fdopen(rfd, "rb") as pipe:
+            data = pipe.read()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        if data.startswith(b"ok"):
+            snap: Snapshot = pickle.loads(data[2:])
+            return snap
+        if data.startswith(b"er"):
+            code, message = pickle.loads(data[2:])
+            err = CntraceError(message)
+            err.exit_code = Exit(code)
+            raise err
+        return None
+
+    def _read(self, *, detail: bool) -> Snapshot:
         from cntrace.sources import live
 
         return live.read_snapshot(detail=detail, sockets=detail, rulesets=detail)
+
+    def read(self, *, detail: bool) -> Snapshot:
+        if not detail and self._child is not None:
+            got = self._collect()
+            if got is not None:
+                return got
+        return self._read(detail=detail)
 
     def _watcher(self) -> ChangeWatch:
         if self._watch is None:
@@ -102,6 +156,14 @@ class LiveSource:
         return self._watcher().poll()
 
     def close(self) -> None:
+        if self._child is not None:  # never collected (the console quit first)
+            pid, rfd = self._child
+            self._child = None
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+            os.close(rfd)
         if self._watch is not None:
             self._watch.close()
             self._watch = None

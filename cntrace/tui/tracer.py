@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cntrace.errors import CntraceError
+from cntrace.errors import BadInput, CntraceError, EnvironmentProblem
 from cntrace.model import Packet, Path, Snapshot
 
 if TYPE_CHECKING:
@@ -100,18 +100,17 @@ class EngineTracer:
 
     # ------------------------------------------------------------------ tracing
 
-    def _merge_function(self) -> Callable[..., Any]:
+    def _live(self) -> Any:
+        """cntrace.trace.live: plans a trace from a prediction and merges what it saw."""
         try:
-            # The merge of observations into predicted hops (cntrace.trace.live).
             live = importlib.import_module("cntrace.trace.live")
         except ImportError as exc:
             raise TraceUnavailable(
                 f"live path tracing is not available in this build ({exc.name} is missing)"
             ) from None
-        fn: Callable[..., Any] | None = getattr(live, "trace_path", None)
-        if fn is None:
+        if getattr(live, "trace_path", None) is None:
             raise TraceUnavailable("live path tracing is not available (no trace_path)")
-        return fn
+        return live
 
     def can_trace(self) -> tuple[bool, str]:
         if self._closed:
@@ -119,7 +118,7 @@ class EngineTracer:
         if os.geteuid() != 0:
             return False, "live tracing needs root"
         try:
-            self._merge_function()
+            self._live()
         except TraceUnavailable as exc:
             return False, exc.message
         return True, "ok"
@@ -144,20 +143,10 @@ class EngineTracer:
         predicted: Path,
         progress: Callable[[Path], None] | None = None,
     ) -> Path:
-        fn = self._merge_function()
-        params = inspect.signature(fn).parameters
-        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
+        live = self._live()
         with self._lock:
-            if "engine" in params:
-                kwargs["engine"] = self._engine_locked()
-            else:
-                kwargs["backend"] = self.backend
-            if "progress" in params and progress is not None:
-                kwargs["progress"] = progress
             try:
-                result = fn(snapshot, predicted, **kwargs)
-            except KeyboardInterrupt:
-                raise
+                result = self._trace_locked(live, snapshot, predicted, progress)
             except CntraceError:
                 raise
             except OSError as exc:
@@ -166,6 +155,36 @@ class EngineTracer:
         if not isinstance(path, Path):
             raise TraceUnavailable("live trace returned no path")
         return path
+
+    def _trace_locked(
+        self,
+        live: Any,
+        snapshot: Snapshot,
+        predicted: Path,
+        progress: Callable[[Path], None] | None,
+    ) -> Any:
+        """Through the kept engine when cntrace.trace.live lets us (plan_for + merge), so the
+        probes stay loaded between traces; else its one-shot trace_path."""
+        params = inspect.signature(live.trace_path).parameters
+        one_shot: dict[str, Any] = {"timeout": self.timeout_s, "backend": self.backend}
+        if "engine" in params:
+            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "engine": self._engine_locked()}
+            if "progress" in params and progress is not None:
+                kwargs["progress"] = progress
+            return live.trace_path(snapshot, predicted, **kwargs)
+        plan_for = getattr(live, "plan_for", None)
+        merge = getattr(live, "merge", None)
+        if plan_for is None or merge is None:
+            return live.trace_path(snapshot, predicted, **one_shot)
+        plan = plan_for(snapshot, predicted, backend=self.backend, timeout=self.timeout_s)
+        engine = self._engine_locked()
+        try:
+            observed = engine.trace(plan)
+        except (EnvironmentProblem, BadInput):
+            # e.g. the source's kernel refuses to send the probe: trace_path turns that into
+            # an observation (or says why it cannot trace); it is rare, so one-shot is fine.
+            return live.trace_path(snapshot, predicted, **one_shot)
+        return merge(predicted, observed)
 
     # ------------------------------------------------------------------ drops
 

@@ -328,6 +328,8 @@ async def test_export_of_a_live_path_keeps_it(make_app: MakeApp) -> None:
     assert app.last_report is not None
     doc = json.loads(FsPath(app.last_report).read_text())
     assert doc["path"]["mode"] == "live"
+    assert doc["prediction"]["mode"] == "predicted"
+    assert doc["prediction"]["verdict"] == doc["path"]["verdict"]
     assert doc["origin"].startswith("live host")
 
 
@@ -382,12 +384,13 @@ async def test_refreshes_when_containers_change(make_app: MakeApp) -> None:
         await settle(pilot)
         assert app.main.table.row_count == 5
         assert source.watched, "the change detector is aimed at the snapshot's hosts"
+        reads = source.reads
         source.change.set()
-        for _ in range(100):
-            await pilot.pause(0.02)
-            if app.main.table.row_count == 4:
-                break
+        await pilot.pause(0.5)
+        assert source.reads == reads, "change reads keep a gap (>= 2 s) after the last read"
+        await wait_for(pilot, lambda: app.main.table.row_count == 4, timeout=10)
         assert [r.name for r in app.main.table.shown] == ["api", "client", "upstream", "web"]
+        assert source.reads == reads + 1
 
 
 async def test_quit_stops_the_drop_stream(make_app: MakeApp) -> None:

@@ -27,12 +27,13 @@ def key_label(key: str) -> str:
 
 
 def bindings_of(cls: type) -> list[Binding]:
+    """The bindings of ``cls`` that mean something of their own (plain cursor movement is in
+    BUILTIN_KEYS)."""
     out: list[Binding] = []
-    for b in getattr(cls, "BINDINGS", []):
-        if isinstance(b, Binding):
+    for item in getattr(cls, "BINDINGS", []):
+        b = Binding(*item) if isinstance(item, tuple) and len(item) >= 2 else item
+        if isinstance(b, Binding) and b.description:
             out.append(b)
-        elif isinstance(b, tuple) and len(b) >= 2:
-            out.append(Binding(*b))
     return out
 
 

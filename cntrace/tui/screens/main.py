@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane, Tree
+from textual.widgets import Footer, Input, TabbedContent, TabPane, Tree
 
 from cntrace.tui.views import NodeRef
 from cntrace.tui.widgets.containers_table import ContainersTable
@@ -216,9 +216,8 @@ class MainScreen(Screen[None]):
     def on_containers_table_chosen(self, event: ContainersTable.Chosen) -> None:
         self.cntrace.choose_source(event.key, go=True)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "containers-table" and event.row_key.value is not None:
-            self.cntrace.choose_source(str(event.row_key.value), go=False)
+    def on_containers_table_highlighted(self, event: ContainersTable.Highlighted) -> None:
+        self.cntrace.choose_source(event.key, go=False)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
         ref = event.node.data
