@@ -209,6 +209,17 @@ def _heading(title: str) -> Text:
     return Text(f"\n{title}", style="bold underline")
 
 
+LIST_MAX = 40  # lines of one list in the details pane: a host with 1,000 veths lists 40
+
+
+def _capped(lines: list[Text], what: str) -> list[Text]:
+    """At most LIST_MAX lines, then how many were left out (the tree has them all)."""
+    if len(lines) <= LIST_MAX:
+        return lines
+    more = Text(f"  … and {len(lines) - LIST_MAX} more {what}", "dim")
+    return [*lines[:LIST_MAX], more]
+
+
 def _counters(r: RuleRef) -> str:
     if r.counters is None:
         return "[no counters]"
@@ -331,14 +342,14 @@ def _link_rules(snapshot: Snapshot, ns: Netns, link: Link) -> list[Text]:
         out.append(Text(f"  unavailable: {type(exc).__name__}: {exc}", "dim"))
         return out
     seen: set[tuple[str, str, str, str, int]] = set()
+    found = []
     for refs in by_hook.values():
         for r in refs:
             key = (r.backend, r.family, r.table, r.chain, r.position)
             if key not in seen:
                 seen.add(key)
-                out.append(rule_line(r))
-    if not seen:
-        out.append(Text("  none", "dim"))
+                found.append(rule_line(r))
+    out += _capped(found, "rules (r: rules view)") if found else [Text("  none", "dim")]
     return out
 
 
@@ -358,7 +369,9 @@ def host_details(snapshot: Snapshot, ns: Netns) -> list[Text]:
     topo = Topology(snapshot)
     out = [Text(topo.label(ns.inode), "bold"), Text(f"netns {ns.inode}", "dim")]
     out.append(_heading("Interfaces"))
-    for link in ns.links:
+    ifaces = []
+    # Bridges and uplinks first: on a busy host the veths are most of the list.
+    for link in sorted(ns.links, key=lambda lk: (lk.kind == "veth", lk.ifindex)):
         if link.kind == "loopback":
             continue
         addrs = [a.cidr for a in link.addresses if a.scope != "link"]
@@ -366,19 +379,22 @@ def host_details(snapshot: Snapshot, ns: Netns) -> list[Text]:
         t.append(f" {', '.join(addrs)}", "dim")
         if not link.is_up:
             t.append(" (down)", "bold red")
-        out.append(t)
+        ifaces.append(t)
+    out += _capped(ifaces, "interfaces")
     out.append(_heading("Routes (main table)"))
+    routes = []
     for r in ns.routes:
         if r.table != 254 or r.dst.startswith("fe80"):
             continue
         dst = "default" if r.dst in ("0.0.0.0/0", "::/0") else r.dst
         via = f" via {r.gateway}" if r.gateway else ""
         dev = f" dev {r.oif}" if r.oif else ""
-        out.append(Text(f"  {dst}{via}{dev}"))
+        routes.append(Text(f"  {dst}{via}{dev}"))
+    out += _capped(routes, "routes")
     if ns.sockets:
         out.append(_heading("Listening sockets"))
-        for s in ns.sockets[:20]:
-            out.append(Text(f"  {s.proto} {s.local_ip}:{s.local_port}"))
+        socks = [Text(f"  {s.proto} {s.local_ip}:{s.local_port}") for s in ns.sockets]
+        out += _capped(socks, "sockets")
     from cntrace.render.discovery_json import SYSCTL_KEYS
 
     out += _sysctl_lines("Sysctls", {k: ns.sysctls[k] for k in SYSCTL_KEYS if k in ns.sysctls})
@@ -415,9 +431,11 @@ def details(snapshot: Snapshot, ref: NodeRef) -> RenderableType:
             lines.append(Text(f"in {topo.label(ns.inode)}", "dim"))
             if ref.kind == "bridge":
                 lines.append(_heading("Ports"))
+                ports = []
                 for p in topo.ports(ns, link):
                     state = p.bridge_port.state if p.bridge_port else "?"
-                    lines.append(Text(f"  {p.name} {state}"))
+                    ports.append(Text(f"  {p.name} {state}"))
+                lines += _capped(ports, "ports")
             if ref.kind == "port" and link.bridge_port is not None:
                 bp = link.bridge_port
                 lines.append(

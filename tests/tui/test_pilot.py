@@ -70,6 +70,19 @@ async def test_filter_narrows_incrementally_and_escape_clears(make_app: MakeApp)
         assert app.main.table.row_count == 5
 
 
+async def test_slash_from_another_tab_lands_in_the_filter(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for tab in ("2", "3", "4"):
+            await pilot.press(tab, "slash")
+            await wait_for(pilot, lambda: app.focused is app.main.filter_box)
+            assert app.main.tabs.active == "containers"
+            await pilot.press("escape")
+        await pilot.press("2", "slash", "w", "e", "b")
+        await wait_for(pilot, lambda: app.main.table.row_count == 1)
+
+
 async def test_filter_matches_every_word_anywhere(make_app: MakeApp) -> None:
     app = make_app("healthy")
     async with app.run_test(size=SIZE) as pilot:

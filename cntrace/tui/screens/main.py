@@ -161,9 +161,14 @@ class MainScreen(Screen[None]):
             self._want_destination = True
             self.tabs.active = "path"
 
+    _want_filter = False
+
     def action_filter(self) -> None:
-        self.tabs.active = "containers"
-        self.filter_box.open()
+        if self.tabs.active == "containers":
+            self.filter_box.open()
+        else:
+            self._want_filter = True  # opened once the tab is shown (it takes the focus)
+            self.tabs.active = "containers"
 
     def action_open_rule(self) -> None:
         self.cntrace.open_deciding_rule()
@@ -192,7 +197,11 @@ class MainScreen(Screen[None]):
         name = event.pane.id or ""
         self.cntrace.tab_shown(name)
         if name == "containers":
-            self.table.focus()
+            if self._want_filter:
+                self._want_filter = False
+                self.filter_box.open()
+            else:
+                self.table.focus()
         elif name == "topology":
             self.topo_tree.focus()
         elif name == "path":

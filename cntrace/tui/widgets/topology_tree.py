@@ -9,9 +9,19 @@ from textual.widgets.tree import TreeNode as UINode
 
 from cntrace.tui.views import NodeRef, TreeNode
 
+LAZY_CHILDREN = 40  # a bridge with more ports than this is filled in when it is expanded
+
+
+def _holds(node: TreeNode, ref: NodeRef) -> bool:
+    return node.ref == ref or any(_holds(c, ref) for c in node.children)
+
 
 class TopologyTree(Tree[NodeRef]):
-    """Rebuilt on every snapshot; the highlighted node survives a refresh when it still exists."""
+    """Rebuilt on every snapshot; the highlighted node survives a refresh when it still exists.
+
+    Big subtrees (a bridge with a thousand ports) start collapsed and get their nodes when first
+    expanded, so building the tree never stalls the screen.
+    """
 
     DEFAULT_CSS = """
     TopologyTree {
@@ -25,27 +35,55 @@ class TopologyTree(Tree[NodeRef]):
         super().__init__("topology", data=NodeRef("info"), id="topology-tree")
         self.show_root = False
         self.auto_expand = False
+        self._pending: dict[int, list[TreeNode]] = {}  # UI node id -> children not built yet
 
     def show(self, nodes: Sequence[TreeNode]) -> None:
         keep = self.cursor_node.data if self.cursor_node is not None else None
+        if keep is not None and keep.kind == "info":
+            keep = None
         self.clear()
+        self._pending.clear()
         found: UINode[NodeRef] | None = None
 
         def add(parent: UINode[NodeRef], node: TreeNode) -> None:
             nonlocal found
             if node.children:
-                ui = parent.add(node.label, data=node.ref, expand=node.expand)
-                for child in node.children:
-                    add(ui, child)
+                lazy = len(node.children) > LAZY_CHILDREN and not (keep and _holds(node, keep))
+                ui = parent.add(node.label, data=node.ref, expand=node.expand and not lazy)
+                if lazy:
+                    self._pending[ui.id] = list(node.children)
+                else:
+                    for child in node.children:
+                        add(ui, child)
             else:
                 ui = parent.add_leaf(node.label, data=node.ref)
-            if keep is not None and found is None and node.ref == keep and keep.kind != "info":
+            if keep is not None and found is None and node.ref == keep:
                 found = ui
 
         for n in nodes:
             add(self.root, n)
         self.root.expand()
         if found is not None:
-            self.move_cursor(found)
+            self.call_after_refresh(self.move_cursor, found)  # once its line is laid out
         else:
             self.cursor_line = 0
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
+        children = self._pending.pop(event.node.id, None)
+        if children is None:
+            return
+        for child in children:
+            if child.children:
+                ui = event.node.add(child.label, data=child.ref, expand=child.expand)
+                for grandchild in child.children:
+                    self._add_all(ui, grandchild)
+            else:
+                event.node.add_leaf(child.label, data=child.ref)
+
+    def _add_all(self, parent: UINode[NodeRef], node: TreeNode) -> None:
+        if node.children:
+            ui = parent.add(node.label, data=node.ref, expand=node.expand)
+            for child in node.children:
+                self._add_all(ui, child)
+        else:
+            parent.add_leaf(node.label, data=node.ref)
