@@ -371,27 +371,26 @@ class NftTracer:
             todo.append(_Netns(path, inode, table, 0, sock))
         if not todo:
             return
-        with signals_deferred():
-            ids = ledger.add_many(
-                [
-                    state.Record("nft_table", n.path, n.inode, family="inet", name=n.table)
-                    for n in todo
-                ]
-            )
-        failed: list[int] = []
-        for ns, rid in zip(todo, ids, strict=True):
-            ns.record = rid
+        for ns in todo:
+            # Record, table and the bookkeeping that undoes them land together: an interrupt
+            # between them would leave a table (or a record) stop() does not know about.
             with signals_deferred():
+                rid = ledger.add(
+                    state.Record("nft_table", ns.path, ns.inode, family="inet", name=ns.table)
+                )
+                ns.record = rid
                 code, _out, err = nftlib.run(ns.path, table_script(ns.table, nonce, packet))
+                if code == 0:
+                    self._ns.append(ns)
+                    self._table_of[ns.path] = ns.table
+                else:
+                    ledger.remove_many([rid])
             if code != 0:
-                failed.append(rid)
                 if ns.sock:
                     ns.sock.close()
                 why = err.strip().splitlines()[0] if err.strip() else "nft failed"
                 self.unwatched.append(Unwatched(f"nftrace {ns.path}", why))
                 continue
-            self._ns.append(ns)
-            self._table_of[ns.path] = ns.table
             legacy = legacy_tables(ns.path)
             if legacy:
                 self.unwatched.append(
@@ -401,8 +400,6 @@ class NftTracer:
                         "traced (TRACE needs the root-namespace sysctl nf_log_all_netns)",
                     )
                 )
-        if failed:
-            ledger.remove_many(failed)
 
     def sockets(self) -> list[socket.socket]:
         return [ns.sock for ns in self._ns if ns.sock is not None]

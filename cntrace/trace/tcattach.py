@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -35,16 +36,30 @@ DIRECTIONS = (("ingress", PARENT_INGRESS), ("egress", PARENT_EGRESS))
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM while a host change and its ledger record are made or undone, so
-    Ctrl-C lands between steps, never inside one."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (ValueError, OSError):
-        yield
+    Ctrl-C lands between steps, never inside one.
+
+    Blocking the signal with pthread_sigmask is not enough: it blocks only this thread, and
+    CPython's handler, run by whichever thread the kernel picks (the scapy import thread, say),
+    still makes the main thread raise at its next bytecode. So the Python handlers are swapped
+    for one that only records the signal, which is raised again, with the original handlers
+    back, when the step is done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python signal handlers
         return
+    pending: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 @dataclass
@@ -165,7 +180,8 @@ class TcAttacher:
                 att.filters.append((fid, f))
             if unused:
                 ledger.remove_many(unused)
-        self._attached[key] = att
+            # Known to close() before a held Ctrl-C can land: else its filters would outlive us.
+            self._attached[key] = att
         return failed
 
     def detach(self, target: TraceTarget) -> None:
