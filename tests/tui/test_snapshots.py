@@ -137,3 +137,14 @@ def test_drops_live(snap_compare: SnapCompare, make_app: MakeApp) -> None:
     steps = _run(keys("4"), _drops_arrived)
     app = make_app("healthy", live=True)
     assert snap_compare(app, terminal_size=(100, 24), run_before=steps)
+
+
+def test_path_dropped_no_color(
+    snap_compare: SnapCompare, make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_COLOR: the verdict, the deciding hop and the finding still stand out (marks, words)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    steps = _run(path("client", "203.0.113.10:80"))
+    app = make_app("forward-drop")
+    assert app.no_color
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -254,6 +255,36 @@ def test_closed_terminal_leaves_nothing(lab: Lab, console: tuple[Tmux, Path]) ->
     while _alive(pid):
         assert time.monotonic() < end, "the console survived its terminal"
         time.sleep(0.1)
+    _wait_gone(tmp)
+    assert _processes_mentioning(str(tmp)) == []
+    assert not _ledger(pid).exists()
+    assert _attached(lab) == []
+
+
+@pytest.mark.parametrize("how", ["ctrl+c", "SIGTERM"])
+def test_interrupted_console_leaves_nothing(lab: Lab, console: tuple[Tmux, Path], how: str) -> None:
+    """Ctrl-C (a key in the console: it quits like q) and SIGTERM after a live trace."""
+    tmux, tmp = console
+    pid = _ready(tmp)
+    tmux.keys("/")
+    tmux.type(f"{lab.name}.client")
+    tmux.wait_for(lambda s: f"{lab.name}.client" in s and "1/" in s, timeout=40, why="the filter")
+    tmux.keys("Enter", "Enter")
+    tmux.type(f"{lab.name}.web:80")
+    tmux.keys("Enter")
+    tmux.wait_for(lambda s: "[live]" in s and "DELIVERED" in s, timeout=40, why="a live trace")
+    assert _attached(lab)
+    if how == "ctrl+c":
+        tmux.keys("C-c")
+    else:
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 15
+    while not (tmp / "exit").exists():
+        assert time.monotonic() < end, f"{how} did not end the console:\n{tmux.text()}"
+        time.sleep(0.1)
+    expected = "0" if how == "ctrl+c" else str(128 + signal.SIGTERM)
+    assert (tmp / "exit").read_text().strip() == expected
+    assert not _alive(pid)
     _wait_gone(tmp)
     assert _processes_mentioning(str(tmp)) == []
     assert not _ledger(pid).exists()
