@@ -70,7 +70,13 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `cntrace trace web --count 5 tcp port 80`: a filter's words may follow options.
+        if getattr(args, "command", None) == "trace" and not any(e.startswith("-") for e in extra):
+            args.filter = [*args.filter, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return int(Exit.BAD_INPUT)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cntrace.sources import nsenter
 from cntrace.trace.events import Direction, Sighting, TraceTarget, Unwatched
 from cntrace.trace.events_c import CNT_MAGIC
-from cntrace.trace.packet import Matcher, parse_ip, tcp_flag_text
+from cntrace.trace.packet import Matcher, Parsed, parse_ip, tcp_flag_text
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -190,7 +190,10 @@ class CaptureTracer:
         self._rt_to_mono = time.monotonic_ns() - time.time_ns()
 
     def start(self, targets: tuple[TraceTarget, ...], nonce: int, reply_port: int | None) -> None:
-        code = marker_filter(nonce, reply_port)
+        self.open(targets, marker_filter(nonce, reply_port))
+
+    def open(self, targets: tuple[TraceTarget, ...], code: bytes) -> None:
+        """One socket per interface carrying the classic BPF program ``code``."""
         seen: set[tuple[int, int]] = set()
         for target in targets:
             if (target.netns_inode, target.ifindex) in seen:
@@ -219,32 +222,15 @@ class CaptureTracer:
 
         Packets of all sockets are matched in timestamp order, so a request's flow is learnt
         before the reply that is matched by it."""
-        got: list[tuple[int, _Tap, bytes, int]] = []
-        for tap in self._taps:
-            while True:
-                try:
-                    data, anc, _flags, addr = tap.sock.recvmsg(SNAPLEN, 64)
-                except (BlockingIOError, InterruptedError):
-                    break
-                t_ns = time.monotonic_ns()
-                for level, kind, payload in anc:
-                    if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                        sec, nsec = struct.unpack("qq", payload[:16])
-                        t_ns = sec * 1_000_000_000 + nsec + self._rt_to_mono
-                got.append((t_ns, tap, data, addr[2]))
         new: list[Sighting] = []
-        for t_ns, tap, data, pkttype in sorted(got, key=lambda g: g[0]):
-            p = parse_ip(data)
-            if p is None:
-                continue
+        for t_ns, target, direction, data, p in self.receive():
             m = matcher.match(p)
             if m is None:
                 continue
             how, _nonce, is_reply = m
-            direction: Direction = "egress" if pkttype == PACKET_OUTGOING else "ingress"
             new.append(
                 Sighting(
-                    target=tap.target,
+                    target=target,
                     direction=direction,
                     t_ns=t_ns - t0_ns,
                     packet=p.to_packet(),
@@ -260,6 +246,31 @@ class CaptureTracer:
             )
         self.sightings.extend(new)
         return new
+
+    def receive(self) -> list[tuple[int, TraceTarget, Direction, bytes, Parsed]]:
+        """Every waiting packet of every socket, parsed, in timestamp order (CLOCK_MONOTONIC):
+        (time, target, direction, bytes from the IP header on, parsed headers)."""
+        got: list[tuple[int, _Tap, bytes, int]] = []
+        for tap in self._taps:
+            while True:
+                try:
+                    data, anc, _flags, addr = tap.sock.recvmsg(SNAPLEN, 64)
+                except (BlockingIOError, InterruptedError):
+                    break
+                t_ns = time.monotonic_ns()
+                for level, kind, payload in anc:
+                    if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                        sec, nsec = struct.unpack("qq", payload[:16])
+                        t_ns = sec * 1_000_000_000 + nsec + self._rt_to_mono
+                got.append((t_ns, tap, data, addr[2]))
+        out: list[tuple[int, TraceTarget, Direction, bytes, Parsed]] = []
+        for t_ns, tap, data, pkttype in sorted(got, key=lambda g: g[0]):
+            p = parse_ip(data)
+            if p is None:
+                continue
+            direction: Direction = "egress" if pkttype == PACKET_OUTGOING else "ingress"
+            out.append((t_ns, tap.target, direction, data, p))
+        return out
 
     def stop(self) -> None:
         """Count the kernel's drops on each socket, then close them: closing a packet socket
