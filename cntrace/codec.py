@@ -25,24 +25,53 @@ class CodecError(ValueError):
     """A document does not have the shape of the object it should describe."""
 
 
-def to_plain(obj: Any) -> Any:
-    """Turn a dataclass tree into dicts, lists and scalars (tuples become lists)."""
+def to_plain(obj: Any, *, compact: bool = False) -> Any:
+    """Turn a dataclass tree into dicts, lists and scalars (tuples become lists).
+
+    ``compact`` leaves out fields equal to their default: a large Snapshot is mostly nulls and
+    empty lists, and the decoder fills defaults back in. Documents whose schema names every key
+    (cntrace.path/v1) are written in full.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            f.name: to_plain(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if not f.name.startswith("_")
-        }
+        out = {}
+        for f in _fields(type(obj)):
+            value = getattr(obj, f.name)
+            if compact and _is_default(f, value):
+                continue
+            out[f.name] = to_plain(value, compact=compact)
+        return out
     if isinstance(obj, (tuple, list)):
-        return [to_plain(v) for v in obj]
+        return [to_plain(v, compact=compact) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
+        return {str(k): to_plain(v, compact=compact) for k, v in obj.items()}
     return obj
 
 
-def dumps(obj: Any, *, indent: int | None = 2) -> str:
+_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+
+
+def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple(
+            f for f in dataclasses.fields(cls) if not f.name.startswith("_")
+        )
+    return found
+
+
+def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    if f.name == "schema":
+        return False  # readers check it first
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default and type(value) is type(f.default))
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(value == f.default_factory())
+    return False
+
+
+def dumps(obj: Any, *, indent: int | None = 2, compact: bool = False) -> str:
     """Serialise a dataclass tree to JSON text."""
-    return json.dumps(to_plain(obj), indent=indent, sort_keys=False)
+    return json.dumps(to_plain(obj, compact=compact), indent=indent, sort_keys=False)
 
 
 def from_plain(cls: type[T], data: Any) -> T:

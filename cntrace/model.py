@@ -240,6 +240,8 @@ class Netns:
     paths: tuple[str, ...] = ()  # bind mounts and /proc/PID/ns/net paths that reach it
     is_root: bool = False  # the namespace of PID 1
     links: tuple[Link, ...] = ()
+    # Without the entries the kernel derives from addresses (local table, IPv6 link-local):
+    # an address of the namespace is local whether or not its route is listed.
     routes: tuple[Route, ...] = ()
     rules: tuple[PolicyRule, ...] = ()  # empty: DEFAULT_POLICY_RULES
     neighbors: tuple[Neighbor, ...] = ()

@@ -88,6 +88,7 @@ class _Walk:
     unmasqueraded: tuple[Netns, Link, str] | None = None  # (host ns, uplink, private src)
     owners: dict[str, list[tuple[Netns, Link]]] = field(default_factory=dict)
     entries: dict[tuple[str, int], Packet] = field(default_factory=dict)
+    facts: dict[int, netfilter.NetnsFacts] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -160,7 +161,9 @@ class _Walk:
         if ns.ruleset.empty:
             return "accept", packet, None
         nf = netfilter.load(ns.ruleset)
-        facts = netfilter.facts_for(ns)
+        facts = self.facts.get(ns.inode)
+        if facts is None:  # a host with 1,000 veths: worth building once per walk
+            facts = self.facts[ns.inode] = netfilter.facts_for(ns)
         ctstate = "NEW" if self.direction == "request" else "ESTABLISHED"
         # The packet as it entered this namespace's hooks: NAT done at an earlier hook then shows
         # in conntrack matches (--ctstate DNAT, ct status dnat), as in the kernel.

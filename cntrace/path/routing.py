@@ -115,7 +115,9 @@ def lookup(
         (r for r in (ns.rules or DEFAULT_POLICY_RULES) if r.family == family),
         key=lambda r: r.priority,
     )
-    has_local_table = any(r.table == 255 for r in ns.routes)
+    local = dst in local_addresses(ns) or any(  # 127.0.0.1/8 makes all of 127/8 local
+        a.scope == "host" and d in net(a.cidr) for lk in ns.links for a in lk.addresses
+    )
     for rule in rules:
         if not _rule_matches(rule, d, s, iif, mark):
             continue
@@ -123,8 +125,9 @@ def lookup(
             return RouteResult(rule.action, rule=rule)
         if rule.action != "lookup":
             continue
-        if rule.table == 255 and not has_local_table and dst in local_addresses(ns):
-            # Snapshots without the local table still know the namespace's own addresses.
+        if rule.table == 255 and local:
+            # The kernel's local route for an address of the namespace: implied by the address
+            # (snapshots leave these routes out).
             return RouteResult(
                 "local", Route(family, f"{dst}/{d.max_prefixlen}", 255, "local"), rule
             )

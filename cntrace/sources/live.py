@@ -30,6 +30,7 @@ from cntrace.model import (
     Netns,
     PolicyRule,
     Resolver,
+    Route,
     Ruleset,
     Snapshot,
     Socket,
@@ -712,7 +713,11 @@ def _netns(sp: _Space, root: int | None, peers: dict[tuple[int, int], int]) -> N
         paths=tuple(sp.paths + [f"/proc/{p}/ns/net" for p in sp.pids[:1]]),
         is_root=sp.inode == root,
         links=_links(sp, peers),
-        routes=tuple(nl.parse_routes(dumps["routes"], names)) if "routes" in dumps else (),
+        routes=(
+            tuple(r for r in nl.parse_routes(dumps["routes"], names) if not _derived(r))
+            if "routes" in dumps
+            else ()
+        ),
         rules=_unless_default(tuple(nl.parse_rules(dumps["rules"]))) if "rules" in dumps else (),
         neighbors=(
             tuple(nl.parse_neighbors(dumps["neighbors"], names)) if "neighbors" in dumps else ()
@@ -792,3 +797,15 @@ def _unless_default(rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:
     ):
         return ()
     return rules
+
+
+def _derived(route: Route) -> bool:
+    """Routes the kernel makes by itself from each address (the local table's local, broadcast,
+    multicast and anycast entries, IPv6 link-local prefixes): most of a namespace's routes, all
+    implied by its addresses (model.Netns.routes says so). Routes a person or daemon added, such
+    as AnyIP ``local`` routes, are kept."""
+    if route.protocol != "kernel":
+        return False
+    if route.table == 255:
+        return route.type in ("local", "broadcast", "multicast", "anycast")
+    return route.family == 6 and route.dst == "fe80::/64"

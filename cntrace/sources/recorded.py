@@ -24,7 +24,7 @@ SCHEMA_FAMILY = SNAPSHOT_SCHEMA.rsplit("/", 1)[0]  # cntrace.snapshot
 
 def save(snapshot: Snapshot, path: str) -> None:
     """Write atomically (``-`` is stdout): a killed save never leaves half a file."""
-    text = codec.dumps(snapshot, indent=1)
+    text = codec.dumps(snapshot, indent=None, compact=True)
     if path == "-":
         sys.stdout.write(text + "\n")
         return
