@@ -226,7 +226,7 @@ class CntraceApp(App[int]):
         try:
             if first and self.live:
                 snap = self.source.read(detail=False)
-                rows = container_rows(snap)  # here, not on the UI thread
+                rows = getattr(self.source, "first_rows", None) or container_rows(snap)
                 if _cancelled() or not self._post(self._got_snapshot, snap, False, rows):
                     return
                 # The detailed read competes for the GIL with painting: let the first frame out.

@@ -20,6 +20,7 @@ from cntrace.topology import Topology
 
 if TYPE_CHECKING:
     from cntrace.sources.watch import ChangeWatch
+    from cntrace.tui.views import ContainerRow
 
 
 class SnapshotSource(Protocol):
@@ -80,6 +81,7 @@ class LiveSource:
     def __init__(self) -> None:
         self._watch: ChangeWatch | None = None
         self._child: tuple[int, int] | None = None  # prefetching process: pid, pipe
+        self.first_rows: list[ContainerRow] | None = None  # the prefetched Snapshot's rows
 
     def prefetch(self) -> None:
         """Start the cheap read now in a child process, so it runs on another core while this
@@ -92,7 +94,11 @@ class LiveSource:
             try:
                 os.close(rfd)
                 try:
-                    payload = b"ok" + pickle.dumps(self._read(detail=False), protocol=5)
+                    from cntrace.tui.views import container_rows
+
+                    snap = self._read(detail=False)
+                    # The table's rows too: computing them here keeps them off the UI's core.
+                    payload = b"ok" + pickle.dumps((snap, container_rows(snap)), protocol=5)
                 except CntraceError as exc:
                     payload = b"er" + pickle.dumps((int(exc.exit_code), str(exc)))
                 with os.fdopen(wfd, "wb") as out:
@@ -114,7 +120,8 @@ class LiveSource:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         if data.startswith(b"ok"):
-            snap: Snapshot = pickle.loads(data[2:])
+            snap, self.first_rows = pickle.loads(data[2:])
+            assert isinstance(snap, Snapshot)
             return snap
         if data.startswith(b"er"):
             code, message = pickle.loads(data[2:])

@@ -289,3 +289,29 @@ def test_interrupted_console_leaves_nothing(lab: Lab, console: tuple[Tmux, Path]
     assert _processes_mentioning(str(tmp)) == []
     assert not _ledger(pid).exists()
     assert _attached(lab) == []
+
+
+def test_live_source_prefetches_in_a_child(lab: Lab) -> None:
+    """The cheap read runs in a forked child; the first read collects it and reaps the child."""
+    from cntrace.tui.source import LiveSource
+    from cntrace.tui.views import container_rows
+
+    source = LiveSource()
+    source.prefetch()
+    assert source._child is not None
+    pid = source._child[0]
+    snap = source.read(detail=False)
+    assert not _alive(pid), "the child is reaped once collected"
+    assert f"{lab.name}.web" in {c.name for c in snap.containers}
+    assert source.first_rows == container_rows(snap)
+    assert not any(ns.routes for ns in snap.netns), "the prefetch is the cheap read"
+    detailed = source.read(detail=True)
+    assert any(ns.routes for ns in detailed.netns)
+    source.close()
+
+    quitter = LiveSource()
+    quitter.prefetch()
+    assert quitter._child is not None
+    pid = quitter._child[0]
+    quitter.close()  # the console quit before the first frame
+    assert not _alive(pid)
