@@ -26,6 +26,7 @@ from cntrace.render.path import to_document
 from cntrace.tui.app import CntraceApp, build_app
 from cntrace.tui.screens.help import HelpScreen, help_sections, key_label
 from cntrace.tui.screens.rules import RulesScreen
+from cntrace.tui.source import RecordedSource
 from cntrace.tui.widgets.rules_table import RulesTable
 
 MakeApp = Callable[..., CntraceApp]
@@ -329,6 +330,8 @@ async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: 
     )
     assert res.returncode == 1, res.stderr  # the path fails: exit 1
     assert json.loads(res.stdout) == doc["path"]
+    # and `cntrace tui --snapshot REPORT` opens a post-mortem on it
+    assert RecordedSource.load(str(report)).read(detail=True) == lab_snapshot("forward-drop")
 
 
 async def test_export_of_a_live_path_keeps_it(make_app: MakeApp) -> None:
