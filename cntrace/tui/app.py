@@ -385,8 +385,14 @@ class CntraceApp(App[int]):
 
     def tab_shown(self, name: str) -> None:
         self._tab = name
-        if name == "topology" and self._topology_dirty:
-            self._show_topology()
+        if name == "topology":
+            if self._topology_dirty:
+                self._show_topology()
+            else:
+                ref = self._selected_ref()
+                cur = self.main.topo_tree.cursor_node
+                if ref is not None and (cur is None or cur.data != ref):
+                    self.main.topo_tree.reveal(ref)
         elif name == "drops":
             self._start_drops()
         elif name == "path":
@@ -414,10 +420,16 @@ class CntraceApp(App[int]):
             exit_on_error=False,
         )
 
+    def _selected_ref(self) -> NodeRef | None:
+        """The tree node of the container selected in the table (the path's source)."""
+        snap = self.snapshot
+        c = container_by_id(snap, self.source_key) if snap and self.source_key else None
+        return NodeRef("container", c.netns, c.id) if c is not None else None
+
     def _topology_built(self, snap: Snapshot, nodes: list[TreeNode]) -> None:
         if snap is not self.snapshot:
             return  # a newer snapshot is on its way to the tree
-        self.main.topo_tree.show(nodes)
+        self.main.topo_tree.show(nodes, prefer=self._selected_ref())
         node = self.main.topo_tree.cursor_node
         if node is not None and node.data is not None:
             self.node_highlighted(node.data)

@@ -168,9 +168,11 @@ async def test_topology_details_follow_the_cursor(make_app: MakeApp) -> None:
         await pilot.press("2")
         await pilot.pause()
         tree = app.main.topo_tree
+        await wait_for(pilot, lambda: tree.cursor_node is not None)
         assert tree.cursor_node is not None and tree.cursor_node.data is not None
-        assert tree.cursor_node.data.kind == "host"
-        assert "Routes (main table)" in _plain(app.main.details)
+        assert tree.cursor_node.data.kind == "container", "opens on the selected container"
+        tree.cursor_line = 0
+        await wait_for(pilot, lambda: "Routes (main table)" in _plain(app.main.details))
         await to_container_node(pilot, "web")
         await pilot.pause()
         text = _plain(app.main.details)
@@ -460,3 +462,20 @@ def _key_at(table: RulesTable, row: int) -> str:
 
 def _row_of(table: RulesTable, key: str) -> int:
     return table.get_row_index(key)
+
+
+async def test_topology_opens_on_the_selected_container(make_app: MakeApp) -> None:
+    app = make_app("healthy")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        db = next(r.key for r in app.rows if r.name == "db")
+        app.main.table.select_key(db)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.main.topo_tree.cursor_node is not None)
+        await wait_for(pilot, lambda: app.main.topo_tree.cursor_node.data.name == db)  # type: ignore[union-attr]
+        assert "db" in _plain(app.main.details)
+        web = next(r.key for r in app.rows if r.name == "web")
+        await pilot.press("1")
+        app.main.table.select_key(web)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.main.topo_tree.cursor_node.data.name == web)  # type: ignore[union-attr]

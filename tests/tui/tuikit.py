@@ -186,6 +186,8 @@ async def to_container_node(pilot: Pilot[int], name: str) -> None:
     app = pilot.app
     assert isinstance(app, CntraceApp)
     tree = app.main.topo_tree
+    tree.cursor_line = 0
+    await pilot.pause()
     for _ in range(60):
         node = tree.cursor_node
         ref = node.data if node is not None else None

@@ -37,8 +37,11 @@ class TopologyTree(Tree[NodeRef]):
         self.auto_expand = False
         self._pending: dict[int, list[TreeNode]] = {}  # UI node id -> children not built yet
 
-    def show(self, nodes: Sequence[TreeNode]) -> None:
+    def show(self, nodes: Sequence[TreeNode], prefer: NodeRef | None = None) -> None:
+        """Replace the tree; the cursor stays on its node, else goes to ``prefer``."""
         keep = self.cursor_node.data if self.cursor_node is not None else None
+        if keep is None or keep.kind == "info" or self.cursor_line <= 0:
+            keep = prefer or keep
         if keep is not None and keep.kind == "info":
             keep = None
         self.clear()
@@ -69,16 +72,44 @@ class TopologyTree(Tree[NodeRef]):
             self.cursor_line = 0
 
     def on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
-        children = self._pending.pop(event.node.id, None)
+        self._fill(event.node)
+
+    def _fill(self, node: UINode[NodeRef]) -> None:
+        children = self._pending.pop(node.id, None)
         if children is None:
             return
         for child in children:
             if child.children:
-                ui = event.node.add(child.label, data=child.ref, expand=child.expand)
+                ui = node.add(child.label, data=child.ref, expand=child.expand)
                 for grandchild in child.children:
                     self._add_all(ui, grandchild)
             else:
-                event.node.add_leaf(child.label, data=child.ref)
+                node.add_leaf(child.label, data=child.ref)
+
+    def reveal(self, ref: NodeRef) -> bool:
+        """Put the cursor on ``ref``'s node, filling in and expanding what hides it."""
+
+        def find(node: UINode[NodeRef]) -> UINode[NodeRef] | None:
+            if node.data == ref:
+                return node
+            pending = self._pending.get(node.id)
+            if pending is not None and any(_holds(c, ref) for c in pending):
+                self._fill(node)
+            for child in node.children:
+                hit = find(child)
+                if hit is not None:
+                    return hit
+            return None
+
+        hit = find(self.root)
+        if hit is None:
+            return False
+        parent = hit.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        self.call_after_refresh(self.move_cursor, hit)
+        return True
 
     def _add_all(self, parent: UINode[NodeRef], node: TreeNode) -> None:
         if node.children:
