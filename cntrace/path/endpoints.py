@@ -224,16 +224,16 @@ def _global_ips(ns: Netns) -> list[str]:
 
 
 def _owner_of(snap: Snapshot, topo: Topology, ip: str) -> Netns | None:
-    """The namespace holding ``ip`` (a container's, preferably, when several do)."""
-    owners = [
-        ns
+    """The namespace holding ``ip``, or None when none or several do (the same private address
+    lives in many namespaces; the walk finds which one the packet reaches)."""
+    owners = {
+        ns.inode: ns
         for ns in snap.netns
         for link in ns.links
         for a in link.addresses
         if a.address == ip and link.kind != "loopback"
-    ]
-    owners.sort(key=lambda ns: topo.owner(ns.inode) is None)
-    return owners[0] if owners else None
+    }
+    return next(iter(owners.values())) if len(owners) == 1 else None
 
 
 def _published(

@@ -61,6 +61,8 @@ def _observed(h: Hop) -> Text:
     if h.watched is False:
         return Text("not watched", style="dim")
     if h.observed:
+        if h.t_us is None and h.kind == "netfilter" and h.watched:
+            return Text("traced", style="green")  # nftables tracing saw this rule decide
         if h.t_us is None:  # nothing watches this step itself: the packet was seen beyond it
             return Text("passed", style="dim green")
         return Text(f"seen +{h.t_us / 1000:.3f}ms", style="green")
@@ -83,22 +85,32 @@ def render(path: Path, console: Console) -> None:
     live = path.mode == "live"
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("where")
-    table.add_column("iface")
+    table.add_column("where", no_wrap=True)
     table.add_column("step")
-    table.add_column("packet")
     if live:
-        table.add_column("live")
-    prev: Packet | None = None
+        table.add_column("live", no_wrap=True)
+    prev: Packet | None = None  # the packet as last shown
+    prev_predicted: Packet | None = None
     direction = "request"
     for h in path.hops:
         if h.direction != direction:
             direction = h.direction
-            table.add_row("", Text("reply", style="bold dim"), "", "", "", *([""] if live else []))
-            prev = None
-        style = "" if h.ok else "red"
+            table.add_row("", Text("reply", style="bold dim"), "", *([""] if live else []))
+            prev = prev_predicted = None
         step = Text(f"{h.kind:<9} ", style="cyan")
-        step.append(h.summary, style=style)
+        step.append(h.summary, style="" if h.ok else "red")
+        # Seen packets win; an unseen hop that predicts no change keeps what was last seen.
+        if h.observed_packet is not None:
+            packet = h.observed_packet
+        elif prev is not None and h.packet == prev_predicted:
+            packet = prev
+        else:
+            packet = h.packet
+        prev_predicted = h.packet
+        if prev is None or packet != prev:
+            # The packet is shown where it starts and wherever it changes (NAT, reply).
+            step.append("\n          ")
+            step.append_text(_packet_text(packet, prev))
         if h.rule is not None and h.kind in ("netfilter", "nat"):
             step.append(f"\n          {h.rule.text}", style="dim")
         if h.reason:
@@ -106,17 +118,12 @@ def render(path: Path, console: Console) -> None:
                 f"\n          kernel: {h.reason}" + (f" in {h.location}" if h.location else ""),
                 style="bold red",
             )
-        row: list[str | Text] = [
-            str(h.index),
-            h.netns_label,
-            h.interface or "",
-            step,
-            _packet_text(h.packet, prev),
-        ]
+        where = h.netns_label + (f" {h.interface}" if h.interface else "")
+        row: list[str | Text] = [str(h.index), where, step]
         if live:
             row.append(_observed(h))
         table.add_row(*row)
-        prev = h.observed_packet or h.packet
+        prev = packet
     console.print(table)
 
     v = path.verdict

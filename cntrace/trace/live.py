@@ -215,10 +215,20 @@ def merge(predicted: Path, result: TraceResult) -> Path:
     # rule not reported is "not watched" rather than "not passed".
     nftrace_ok = not any(u.what.startswith("nftrace") for u in result.unwatched)
 
+    # The prediction used a stand-in source port; the probe had a real one: show that one.
+    stand_in = predicted.hops[0].packet.sport if predicted.hops else None
+    real = result.probe.sport if result.probe is not None else None
+
     hops: list[Hop] = []
     for h in predicted.hops:
         reply = h.direction == "reply"
         changes: dict[str, object] = {}
+        if stand_in is not None and real is not None and stand_in != real:
+            p = h.packet
+            if not reply and p.sport == stand_in:
+                changes["packet"] = dataclasses.replace(p, sport=real)
+            elif reply and p.dport == stand_in:
+                changes["packet"] = dataclasses.replace(p, dport=real)
         if h.tap is not None and h.interface is not None and h.netns is not None:
             key = (h.netns, h.interface)
             seen = _first(by_target.get((key, h.tap, reply), []))
@@ -236,7 +246,8 @@ def merge(predicted: Path, result: TraceResult) -> Path:
         elif h.kind == "netfilter" and h.rule is not None:
             e = _rule_event_for(h, result.rule_events)
             if e is not None:
-                changes.update(observed=True, t_us=e.t_ns // 1000, watched=True)
+                # Trace events carry the time they were read, not when the rule ran: no t_us.
+                changes.update(observed=True, watched=True)
             else:
                 changes.update(observed=False, watched=nftrace_ok)
         hops.append(dataclasses.replace(h, **changes))  # type: ignore[arg-type]
