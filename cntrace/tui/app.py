@@ -641,7 +641,10 @@ class CntraceApp(App[int]):
         if netns is None:
             self.notify("no namespace for this node", timeout=3)
             return
-        what = ref.name if ref.kind != "container" else "the container"
+        what = ref.name
+        if ref.kind == "container" and ref.name:
+            c = container_by_id(snap, ref.name)
+            what = c.name if c is not None else "the container"
         self.push_screen(RulesScreen(snap, netns, marked, f"rules touching {what}"))
 
     # ------------------------------------------------------------------ export
