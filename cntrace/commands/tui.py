@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--timeout must be positive")
     if not os.path.isdir(args.export_dir):
         raise BadInput(f"--export-dir {args.export_dir}: no such directory")
-    from cntrace.tui.app import build_app
     from cntrace.tui.source import LiveSource, RecordedSource, SnapshotSource
     from cntrace.tui.tracer import EngineTracer
 
@@ -71,10 +70,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         if os.geteuid() != 0:
             raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN")
-        source = LiveSource()
+        live = LiveSource()
+        live.prefetch()  # discovery overlaps importing textual below
+        source = live
         tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
+
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
+    from cntrace.tui.app import build_app
 
     def detach() -> None:
         """Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash)."""
