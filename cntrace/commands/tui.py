@@ -66,17 +66,16 @@ def run(args: argparse.Namespace) -> int:
     source: SnapshotSource
     tracer: EngineTracer | None = None
     if args.snapshot:
-        source = RecordedSource.load(args.snapshot)
-    else:
+        source = RecordedSource.load(args.snapshot)  # a bad file fails here, before the UI
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
+    if not args.snapshot:
         if os.geteuid() != 0:
             raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN")
         live = LiveSource()
         live.prefetch()  # discovery overlaps importing textual below
         source = live
         tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
-
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
     from cntrace.tui.app import build_app
 
     def detach() -> None:

@@ -30,6 +30,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         (["--timeout", "0"], 2, "--timeout"),
         (["--export-dir", "/nonexistent"], 2, "--export-dir"),
         (["--snapshot", str(LAB / "healthy.json")], 3, "needs a terminal"),
+        ([], 3, "needs a terminal"),  # live: refused before anything is read or forked
     ],
 )
 def test_one_line_errors(args: list[str], code: int, message: str) -> None:
