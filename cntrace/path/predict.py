@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from cntrace import netfilter
 from cntrace.model import (
+    Container,
     Endpoint,
     Finding,
     Hop,
@@ -89,6 +90,7 @@ class _Walk:
     owners: dict[str, list[tuple[Netns, Link]]] = field(default_factory=dict)
     entries: dict[tuple[str, int], Packet] = field(default_factory=dict)
     facts: dict[int, netfilter.NetnsFacts] = field(default_factory=dict)
+    endpoints: tuple[Container | None, Container | None] = (None, None)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -616,17 +618,29 @@ def _classify_forward_drop(w: _Walk, ns: Netns, end: _End, iif: str, oif: str | 
     if "ISOLATION" in chain.upper():
         src_net = nets.get(iif, iif)
         dst_net = nets.get(oif or "", oif or "?")
+        src, dst = w.endpoints
+        who = (
+            f"{src.name} is on {src_net} and {dst.name} on {dst_net}"
+            if (src is not None and dst is not None)
+            else f"{src_net} and {dst_net} are separate networks"
+        )
+        runtime = (src.runtime if src is not None else None) or "docker"
+        if runtime in ("docker", "podman") and dst is not None:
+            fix = (
+                f"put them on one network: `{runtime} network connect {src_net} {dst.name}` "
+                f"(or connect {src.name if src else 'the source'} to {dst_net})"
+            )
+        else:
+            fix = f"attach both to one network (bridge {iif} or {oif})"
         w.add(
             finding(
                 "isolated-networks",
-                f"{src_net} and {dst_net} are separate networks, and the runtime isolates networks "
-                "from each other",
+                f"{who}: the runtime isolates its networks from each other",
                 evidence=[
                     f"{rule.table}/{chain} rule {rule.position}: {text}" if rule else text,
-                    f"in: {iif}, out: {oif}",
+                    f"in: {iif} ({src_net}), out: {oif} ({dst_net})",
                 ],
-                fix="attach both containers to one network (`docker network connect NETWORK "
-                "CONTAINER`)",
+                fix=fix,
                 hop=end.hop,
             )
         )
@@ -1235,6 +1249,7 @@ def predict(
     src = resolve_source(snap, topo, source, destination)
     dst = resolve_destination(snap, topo, src, destination, port=port, proto=proto)
     w = _Walk(snap, topo, size or DEFAULT_SIZES[dst.proto])
+    w.endpoints = (src.container, dst.container or topo.owner(dst.endpoint.netns))
     for f in dst.findings:
         w.add(f)
     if dst.ip is None:
