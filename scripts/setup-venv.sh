@@ -11,8 +11,10 @@ if [ ! -x $VENV/bin/python ]; then
   "$PY" -m venv $VENV
 fi
 if [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ]; then
-  $VENV/bin/python -m pip install -q --upgrade pip >/dev/null
-  $VENV/bin/python -m pip install -q -e '.[dev]'
+  # pip's warnings about this machine's extra package indexes are noise: keep only real errors
+  $VENV/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  $VENV/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+  $VENV/bin/python -c "import cntrace, textual, pyroute2, scapy, rich, psutil"  # installed?
   touch $stamp
 fi
 
