@@ -261,45 +261,63 @@ def _rule_name(rule: RuleRef | None, hook: str) -> str:
 # ---------------------------------------------------------------------- the walk
 
 
+def _fail(
+    w: _Walk,
+    kind: str,
+    ns: Netns,
+    iface: str | None,
+    packet: Packet,
+    step: str,
+    why: str,
+    reason: str | None,
+    *,
+    status: str = "dropped",
+    evidence: tuple[str, ...] | list[str] = (),
+) -> _End:
+    """Record the failing hop and end the walk there."""
+    idx = w.hop(kind, ns, iface, packet, step, ok=False, evidence=evidence)
+    return _End(status, why, reason, netns=ns, packet=packet, hop=idx)
+
+
+def _down(w: _Walk, kind: str, ns: Netns, link: Link, packet: Packet, step: str) -> _End:
+    """``link`` is down: nothing passes (the kernel's DEV_READY)."""
+    end = _fail(
+        w,
+        kind,
+        ns,
+        link.name,
+        packet,
+        step,
+        f"{link.name} in {w.label(ns)} is down",
+        "DEV_READY",
+        evidence=[_link_state(link)],
+    )
+    _interface_down(w, ns, link, end.hop or 0)
+    return end
+
+
+def _too_big(w: _Walk, kind: str, ns: Netns, iface: str, link: Link, packet: Packet) -> _End:
+    """The packet is larger than ``link``'s MTU (IPv4 with DF, as probes are)."""
+    end = _fail(
+        w,
+        kind,
+        ns,
+        iface,
+        packet,
+        f"{w.size}-byte packet exceeds {link.name} MTU {link.mtu}",
+        f"packet larger than the MTU of {link.name}",
+        "PKT_TOO_BIG",
+    )
+    _mtu_drop(w, ns, link, end.hop or 0)
+    return end
+
+
 def _transmit(w: _Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> _Arrive | _End:
     """The packet leaves ``ns`` by ``link`` towards ``nexthop``."""
     if not link.is_up:
-        idx = w.hop(
-            "interface",
-            ns,
-            link.name,
-            packet,
-            f"{link.name} is down",
-            ok=False,
-            evidence=[_link_state(link)],
-        )
-        _interface_down(w, ns, link, idx)
-        return _End(
-            "dropped",
-            f"{link.name} in {w.label(ns)} is down",
-            "DEV_READY",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _down(w, "interface", ns, link, packet, f"{link.name} is down")
     if packet.family == 4 and w.size > link.mtu:
-        idx = w.hop(
-            "interface",
-            ns,
-            link.name,
-            packet,
-            f"{w.size}-byte packet exceeds {link.name} MTU {link.mtu}",
-            ok=False,
-        )
-        _mtu_drop(w, ns, link, idx)
-        return _End(
-            "dropped",
-            f"packet larger than the MTU of {link.name}",
-            "PKT_TOO_BIG",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _too_big(w, "interface", ns, link.name, link, packet)
     if link.kind == "bridge":
         return _bridge(w, ns, link, None, nexthop, packet)
     if link.kind == "loopback":
@@ -322,42 +340,9 @@ def _transmit(w: _Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> 
 def _cross(w: _Walk, peer: LinkRef, nexthop: str, packet: Packet) -> _Arrive | _End:
     ns, link = peer.netns, peer.link
     if not link.admin_up:
-        idx = w.hop(
-            "veth",
-            ns,
-            link.name,
-            packet,
-            f"peer {link.name} is down",
-            ok=False,
-            evidence=[_link_state(link)],
-        )
-        _interface_down(w, ns, link, idx)
-        return _End(
-            "dropped",
-            f"veth peer {link.name} in {w.label(ns)} is down",
-            "DEV_READY",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _down(w, "veth", ns, link, packet, f"peer {link.name} is down")
     if packet.family == 4 and w.size > link.mtu + 18:
-        idx = w.hop(
-            "veth",
-            ns,
-            link.name,
-            packet,
-            f"{w.size}-byte packet exceeds {link.name} MTU {link.mtu}",
-            ok=False,
-        )
-        _mtu_drop(w, ns, link, idx)
-        return _End(
-            "dropped",
-            f"packet larger than the MTU of {link.name}",
-            "PKT_TOO_BIG",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _too_big(w, "veth", ns, link.name, link, packet)
     w.hop("veth", ns, link.name, packet, f"enters {w.label(ns)} by {link.name}", tap="ingress")
     master = w.topo.master(ns, link)
     if master is not None and master.kind == "bridge":
@@ -369,39 +354,22 @@ def _bridge(
     w: _Walk, ns: Netns, bridge: Link, in_port: Link | None, nexthop: str, packet: Packet
 ) -> _Arrive | _End:
     """A frame on ``bridge`` (from ``in_port``, or from the bridge's own stack) for ``nexthop``."""
-    if (
-        in_port is not None
-        and in_port.bridge_port
-        and in_port.bridge_port.state not in ("forwarding", "learning")
-    ):
-        idx = w.hop(
+    in_state = in_port.bridge_port.state if in_port and in_port.bridge_port else "forwarding"
+    if in_port is not None and in_state not in ("forwarding", "learning"):
+        end = _fail(
+            w,
             "bridge",
             ns,
             bridge.name,
             packet,
-            f"port {in_port.name} is {in_port.bridge_port.state}",
-            ok=False,
-        )
-        _interface_down(w, ns, in_port, idx)
-        return _End(
-            "dropped",
-            f"bridge port {in_port.name} is {in_port.bridge_port.state}",
+            f"port {in_port.name} is {in_state}",
+            f"bridge port {in_port.name} is {in_state}",
             "BRIDGE_INGRESS_STP_STATE",
-            netns=ns,
-            packet=packet,
-            hop=idx,
         )
+        _interface_down(w, ns, in_port, end.hop or 0)
+        return end
     if not bridge.is_up:
-        idx = w.hop("bridge", ns, bridge.name, packet, f"bridge {bridge.name} is down", ok=False)
-        _interface_down(w, ns, bridge, idx)
-        return _End(
-            "dropped",
-            f"bridge {bridge.name} is down",
-            "DEV_READY",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _down(w, "bridge", ns, bridge, packet, f"bridge {bridge.name} is down")
     local = {a.address for a in bridge.addresses} | routing.local_addresses(ns)
     if in_port is not None and nexthop in local:
         w.hop(
@@ -415,51 +383,41 @@ def _bridge(
         return _Arrive(ns, bridge, packet)
     target = _port_towards(w, ns, bridge, nexthop)
     if target is None:
-        idx = w.hop(
+        end = _fail(
+            w,
             "bridge",
             ns,
             bridge.name,
             packet,
             f"nothing behind {bridge.name} answers ARP for {nexthop}",
-            ok=False,
+            f"{nexthop} does not answer on {bridge.name} (ARP fails)",
+            "NEIGH_FAILED",
+            status="unreachable",
         )
-        neigh = _neighbor_note(ns, nexthop)
+        ports = ", ".join(p.name for p in w.topo.ports(ns, bridge)) or "none"
         w.add(
             finding(
                 "neighbor-failed",
                 f"no interface behind {bridge.name} in {w.label(ns)} has {nexthop}",
-                evidence=[
-                    f"ports of {bridge.name}: "
-                    + ", ".join(p.name for p in w.topo.ports(ns, bridge))
-                    or "none",
-                    *neigh,
-                ],
+                evidence=[f"ports of {bridge.name}: {ports}", *_neighbor_note(ns, nexthop)],
                 fix=f"check that the container owning {nexthop} is running and attached to "
                 f"{bridge.name}",
-                hop=idx,
+                hop=end.hop,
             )
         )
-        return _End(
-            "unreachable",
-            f"{nexthop} does not answer on {bridge.name} (ARP fails)",
-            "NEIGH_FAILED",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return end
     port, far = target
     bp = port.bridge_port
     if in_port is not None and port.ifindex == in_port.ifindex and not (bp and bp.hairpin):
-        idx = w.hop(
+        return _fail(
+            w,
             "bridge",
             ns,
             bridge.name,
             packet,
             f"frame would go back out {port.name}; hairpin is off",
-            ok=False,
-        )
-        return _End(
-            "dropped", f"hairpin mode is off on {port.name}", None, netns=ns, packet=packet, hop=idx
+            f"hairpin mode is off on {port.name}",
+            None,
         )
     if (
         in_port is not None
@@ -468,41 +426,20 @@ def _bridge(
         and in_port.bridge_port
         and (in_port.bridge_port.isolated)
     ):
-        idx = w.hop(
+        return _fail(
+            w,
             "bridge",
             ns,
             bridge.name,
             packet,
             f"{in_port.name} and {port.name} are both isolated ports",
-            ok=False,
-        )
-        return _End(
-            "dropped",
             "isolated bridge ports cannot talk to each other",
             None,
-            netns=ns,
-            packet=packet,
-            hop=idx,
         )
     if not port.is_up or (bp and bp.state in ("disabled", "blocking")):
         state = bp.state if bp and not port.admin_up else _link_state(port)
-        idx = w.hop(
-            "bridge",
-            ns,
-            bridge.name,
-            packet,
-            f"{bridge.name} cannot forward to {port.name}: {state}",
-            ok=False,
-            evidence=[_link_state(port)],
-        )
-        _interface_down(w, ns, port, idx)
-        return _End(
-            "dropped",
-            f"bridge port {port.name} is down",
-            "DEV_READY",
-            netns=ns,
-            packet=packet,
-            hop=idx,
+        return _down(
+            w, "bridge", ns, port, packet, f"{bridge.name} cannot forward to {port.name}: {state}"
         )
     fdb = w.topo.fdb_entry(ns, bridge.name, far.link.mac)
     if fdb is None:
@@ -513,36 +450,21 @@ def _bridge(
         how = f"FDB says {far.link.mac} is on {fdb.port}, not {port.name} (stale entry)"
     if in_port is not None and ns.sysctl("net.bridge.bridge-nf-call-iptables", "0") == "1":
         for hook in ("prerouting", "forward", "postrouting"):
-            _, packet, end = w.hook(
+            routed = hook != "prerouting"
+            _, packet, drop = w.hook(
                 ns,
                 hook,
                 packet,
                 iif=bridge.name,
-                oif=bridge.name if hook != "prerouting" else None,
+                oif=bridge.name if routed else None,
                 physdev_in=in_port.name,
-                physdev_out=port.name if hook != "prerouting" else None,
+                physdev_out=port.name if routed else None,
             )
-            if end is not None:
-                _classify_forward_drop(w, ns, end, bridge.name, bridge.name)
-                return end
+            if drop is not None:
+                _classify_forward_drop(w, ns, drop, bridge.name, bridge.name)
+                return drop
     if packet.family == 4 and w.size > port.mtu:
-        idx = w.hop(
-            "bridge",
-            ns,
-            bridge.name,
-            packet,
-            f"{w.size}-byte packet exceeds {port.name} MTU {port.mtu}",
-            ok=False,
-        )
-        _mtu_drop(w, ns, port, idx)
-        return _End(
-            "dropped",
-            f"packet larger than the MTU of {port.name}",
-            "PKT_TOO_BIG",
-            netns=ns,
-            packet=packet,
-            hop=idx,
-        )
+        return _too_big(w, "bridge", ns, bridge.name, port, packet)
     w.hop(
         "bridge",
         ns,
@@ -1014,48 +936,40 @@ def _no_masquerade(
 
 
 def _undo_snat(w: _Walk, ns: Netns, packet: Packet) -> Packet:
-    if w.direction != "reply":
-        return packet
-    for nat in w.nats:
-        if (
-            nat.netns == ns.inode
-            and nat.kind == "snat"
-            and (packet.dst, packet.dport) == (nat.after.src, nat.after.sport)
-        ):
-            restored = replace(packet, dst=nat.before.src, dport=nat.before.sport)
-            w.hop(
-                "nat",
-                ns,
-                None,
-                restored,
-                f"conntrack reverses the SNAT: {packet.dst}:{packet.dport} -> "
-                f"{restored.dst}:{restored.dport}",
-                rule=nat.rule,
-            )
-            return restored
-    return packet
+    """A reply entering a namespace that source-NATed the request gets its destination back
+    (conntrack does it at PREROUTING)."""
+    return _undo(w, ns, packet, "snat")
 
 
 def _undo_dnat(w: _Walk, ns: Netns, packet: Packet) -> Packet:
+    """A reply leaving a namespace that destination-NATed the request gets its source back
+    (conntrack does it at POSTROUTING)."""
+    return _undo(w, ns, packet, "dnat")
+
+
+def _undo(w: _Walk, ns: Netns, packet: Packet, kind: str) -> Packet:
     if w.direction != "reply":
         return packet
     for nat in w.nats:
-        if (
-            nat.netns == ns.inode
-            and nat.kind == "dnat"
-            and (packet.src, packet.sport) == (nat.after.dst, nat.after.dport)
-        ):
-            restored = replace(packet, src=nat.before.dst, sport=nat.before.dport)
-            w.hop(
-                "nat",
-                ns,
-                None,
-                restored,
-                f"conntrack reverses the DNAT: {packet.src}:{packet.sport} -> "
-                f"{restored.src}:{restored.sport}",
-                rule=nat.rule,
-            )
-            return restored
+        if nat.netns != ns.inode or nat.kind != kind:
+            continue
+        if kind == "snat" and (packet.dst, packet.dport) == (nat.after.src, nat.after.sport):
+            restored = replace(packet, dst=nat.before.src, dport=nat.before.sport)
+            was, now = f"{packet.dst}:{packet.dport}", f"{restored.dst}:{restored.dport}"
+        elif kind == "dnat" and (packet.src, packet.sport) == (nat.after.dst, nat.after.dport):
+            restored = replace(packet, src=nat.before.dst, sport=nat.before.sport)
+            was, now = f"{packet.src}:{packet.sport}", f"{restored.src}:{restored.sport}"
+        else:
+            continue
+        w.hop(
+            "nat",
+            ns,
+            None,
+            restored,
+            f"conntrack reverses the {kind.upper()}: {was} -> {now}",
+            rule=nat.rule,
+        )
+        return restored
     return packet
 
 
