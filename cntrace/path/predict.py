@@ -957,7 +957,7 @@ def _undo(w: _Walk, ns: Netns, packet: Packet, kind: str) -> Packet:
             restored = replace(packet, dst=nat.before.src, dport=nat.before.sport)
             was, now = f"{packet.dst}:{packet.dport}", f"{restored.dst}:{restored.dport}"
         elif kind == "dnat" and (packet.src, packet.sport) == (nat.after.dst, nat.after.dport):
-            restored = replace(packet, src=nat.before.dst, sport=nat.before.sport)
+            restored = replace(packet, src=nat.before.dst, sport=nat.before.dport)
             was, now = f"{packet.src}:{packet.sport}", f"{restored.src}:{restored.sport}"
         else:
             continue
