@@ -158,7 +158,8 @@ def _nested(payload: bytes | None) -> dict[int, bytes]:
     return attrs(payload, 0, len(payload)) if payload else {}
 
 
-def _str(payload: bytes) -> str:
+def c_string(payload: bytes) -> str:
+    """A NUL-terminated attribute string."""
     return payload.split(b"\0", 1)[0].decode(errors="replace")
 
 
@@ -184,7 +185,8 @@ def ip_text(payload: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, payload)
 
 
-def _attr(atype: int, payload: bytes) -> bytes:
+def attr(atype: int, payload: bytes) -> bytes:
+    """One attribute, padded to 4 bytes."""
     n = 4 + len(payload)
     return _RTA.pack(n, atype) + payload + b"\0" * ((4 - n % 4) % 4)
 
@@ -223,7 +225,7 @@ REQUESTS: dict[str, bytes] = {
     "links": _message(
         RTM_GETLINK,
         _DUMP,
-        bytes(16) + _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS)),
+        bytes(16) + attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS)),
     ),
     "addresses": _message(RTM_GETADDR, _DUMP, bytes(8)),
     "routes": _message(RTM_GETROUTE, _DUMP, bytes(12)),
@@ -456,11 +458,11 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
     _family, iftype, index, flags, _change = _IFINFO.unpack_from(buf, off)
     a = attrs(buf, off + 16, end, _LINK_ATTRS_CONF if conf else _LINK_ATTRS)
     info = _nested(a.get(IFLA_LINKINFO))
-    kind = _str(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None
+    kind = c_string(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None
     if kind is None:
         kind = "loopback" if iftype == ARPHRD_LOOPBACK else "device"
     data = _nested(info.get(IFLA_INFO_DATA))
-    slave_kind = _str(info[IFLA_INFO_SLAVE_KIND]) if IFLA_INFO_SLAVE_KIND in info else None
+    slave_kind = c_string(info[IFLA_INFO_SLAVE_KIND]) if IFLA_INFO_SLAVE_KIND in info else None
     oper = _u8(a.get(IFLA_OPERSTATE))
     mac = a.get(IFLA_ADDRESS)
     alias = a.get(IFLA_IFALIAS)
@@ -477,7 +479,7 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         }
     return RawLink(
         ifindex=index,
-        name=_str(a[IFLA_IFNAME]) if IFLA_IFNAME in a else f"if{index}",
+        name=c_string(a[IFLA_IFNAME]) if IFLA_IFNAME in a else f"if{index}",
         kind=kind,
         mac=mac_text(mac) if mac and len(mac) == 6 else None,
         mtu=_u32(a.get(IFLA_MTU)) or 0,
@@ -494,7 +496,7 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         ),
         vxlan_id=_u32(data.get(1)) if kind == "vxlan" else None,
         macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,
-        alias=_str(alias) if alias else None,
+        alias=c_string(alias) if alias else None,
         inet_conf=inet_conf,
     )
 
@@ -612,8 +614,8 @@ def parse_rules(chunks: Chunks) -> list[PolicyRule]:
                 action=RULE_ACTIONS.get(action, str(action)),
                 src=f"{ip_text(src)}/{src_len}" if src else None,
                 dst=f"{ip_text(dst)}/{dst_len}" if dst else None,
-                iif=_str(iif) if iif else None,
-                oif=_str(oif) if oif else None,
+                iif=c_string(iif) if iif else None,
+                oif=c_string(oif) if oif else None,
                 fwmark=_u32(a.get(10)),
                 fwmask=_u32(a.get(16)),
                 invert=bool(flags & FIB_RULE_INVERT),
@@ -761,7 +763,7 @@ def nsids(conn: Conn, fds: Iterable[int], batch: int = 64) -> list[int | None]:
     for start in range(0, len(fds), batch):
         part = fds[start : start + batch]
         for i, fd in enumerate(part):
-            payload = bytes(4) + _attr(NETNSA_FD, _U32.pack(fd))
+            payload = bytes(4) + attr(NETNSA_FD, _U32.pack(fd))
             sock.send(_message(RTM_GETNSID, NLM_F_REQUEST, payload, seq=start + i + 1))
         answers: dict[int, int | None] = {}
         while len(answers) < len(part):

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cntrace.sources import nsenter
+from cntrace.sources.netlink import NetlinkError
 from cntrace.trace import nftlib, state
 from cntrace.trace.tcattach import remove_clsact_if_unused, signals_deferred
 from cntrace.trace.tcnl import (
     PARENT_EGRESS,
     PARENT_INGRESS,
     FilterInfo,
-    NetlinkError,
     RouteSocket,
 )
 

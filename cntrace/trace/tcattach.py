@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from cntrace.sources import nsenter
+from cntrace.sources.netlink import NetlinkError
 from cntrace.trace import state
 from cntrace.trace.events import TraceTarget
 from cntrace.trace.tcnl import (
@@ -26,7 +27,6 @@ from cntrace.trace.tcnl import (
     PARENT_EGRESS,
     PARENT_INGRESS,
     FilterInfo,
-    NetlinkError,
     RouteSocket,
 )
 

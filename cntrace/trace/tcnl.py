@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cntrace.sources import nsenter
+from cntrace.sources.netlink import NetlinkError, attrs, c_string
+from cntrace.sources.netlink import attr as _attr
 
 NETLINK_ROUTE = 0
 
@@ -57,10 +59,6 @@ _TCMSG = struct.Struct("<BxxxiIII")
 _IFINFO = struct.Struct("<BxHiII")
 
 
-class NetlinkError(OSError):
-    """The kernel refused a tc request."""
-
-
 @dataclass(frozen=True, slots=True)
 class LinkInfo:
     ifindex: int
@@ -83,23 +81,8 @@ class FilterInfo:
     prog_id: int | None = None
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("<HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
-
-
 def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    while pos + 4 <= len(data):
-        length, kind = struct.unpack_from("<HH", data, pos)
-        if length < 4:
-            return
-        yield kind & 0x3FFF, data[pos + 4 : pos + length]
-        pos += (length + 3) & ~3
-
-
-def _cstr(b: bytes) -> str:
-    return b.split(b"\0", 1)[0].decode(errors="replace")
+    return iter(attrs(data, 0, len(data)).items())
 
 
 class RouteSocket:
@@ -165,7 +148,7 @@ class RouteSocket:
             name = ""
             for kind, val in _attrs(payload[_IFINFO.size :]):
                 if kind == IFLA_IFNAME:
-                    name = _cstr(val)
+                    name = c_string(val)
             found.append(LinkInfo(index, name, ltype, bool(flags & 1)))
         return found
 
@@ -182,7 +165,7 @@ class RouteSocket:
             kind = ""
             for k, val in _attrs(payload[_TCMSG.size :]):
                 if k == TCA_KIND:
-                    kind = _cstr(val)
+                    kind = c_string(val)
             out.append((handle, parent, kind))
         return out
 
@@ -240,11 +223,11 @@ class RouteSocket:
             kind, name, prog_id = "", None, None
             for k, val in _attrs(payload[_TCMSG.size :]):
                 if k == TCA_KIND:
-                    kind = _cstr(val)
+                    kind = c_string(val)
                 elif k == TCA_OPTIONS:
                     for ok, ov in _attrs(val):
                         if ok == TCA_BPF_NAME:
-                            name = _cstr(ov)
+                            name = c_string(ov)
                         elif ok == TCA_BPF_ID:
                             (prog_id,) = struct.unpack_from("<I", ov, 0)
             out.append(FilterInfo(idx, par, info >> 16, info & 0xFFFF, handle, kind, name, prog_id))
