@@ -209,23 +209,27 @@ def wait_listening(pid: int, port: int, proto: str = "tcp", timeout: float = 10.
     raise LabError(f"lab server (pid {pid}) is not listening on {proto}/{port} after {timeout}s")
 
 
+def _spawn(lab: LabState, c: ContainerState) -> int:
+    """Start ``c``'s server as its state describes it."""
+    return start_server(
+        lab.name, c.netns, c.name, bind=c.bind, tcp=c.tcp_port, udp=c.udp_port, full=c.full_server
+    )
+
+
+def _ready(c: ContainerState) -> None:
+    assert c.pid is not None
+    wait_listening(c.pid, c.tcp_port)
+    wait_listening(c.pid, c.udp_port, "udp")
+
+
 def restart_server(lab: LabState, c: ContainerState, **changes: object) -> ContainerState:
     """Replace a container's server (e.g. to rebind it), returning its new state."""
     if c.pid:
         kill_all([c.pid], grace=0.5)
     new = replace(c, **changes)  # type: ignore[arg-type]
-    pid = start_server(
-        lab.name,
-        c.netns,
-        c.name,
-        bind=new.bind,
-        tcp=new.tcp_port,
-        udp=new.udp_port,
-        full=new.full_server,
-    )
-    wait_listening(pid, new.tcp_port)
-    wait_listening(pid, new.udp_port, "udp")
-    return replace(new, pid=pid)
+    new = replace(new, pid=_spawn(lab, new))
+    _ready(new)
+    return new
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -304,18 +308,7 @@ def up(p: spec.LabPlan, *, iptables: str = "nft", progress: Progress | None = No
 
 
 def _start_servers(lab: LabState) -> LabState:
-    containers = []
-    for c in lab.containers:
-        pid = start_server(
-            lab.name,
-            c.netns,
-            c.name,
-            bind=c.bind,
-            tcp=c.tcp_port,
-            udp=c.udp_port,
-            full=c.full_server,
-        )
-        containers.append(replace(c, pid=pid))
+    containers = [replace(c, pid=_spawn(lab, c)) for c in lab.containers]
     upstream_pid = start_server(
         lab.name,
         lab.upstream_netns,
@@ -325,9 +318,7 @@ def _start_servers(lab: LabState) -> LabState:
         udp=spec.UDP_PORT,
     )
     for c in containers:
-        assert c.pid is not None
-        wait_listening(c.pid, c.tcp_port)
-        wait_listening(c.pid, c.udp_port, "udp")
+        _ready(c)
     wait_listening(upstream_pid, spec.TCP_PORT)
     return replace(lab, containers=tuple(containers), upstream_pid=upstream_pid)
 
