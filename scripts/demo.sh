@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 C=.venv/bin/cntrace
 step() { printf '\n\033[1m$ cntrace %s\033[0m\n' "$*"; }
 
-$C lab status >/dev/null 2>&1 || $C lab up
+# Reuse a healthy lab; rebuild one that is missing or broken (e.g. after a reboot).
+$C lab status >/dev/null 2>&1 || { $C lab down >/dev/null 2>&1 || true; $C lab up; }
 step lab status;  $C lab status
 step ls --runtime lab;  $C ls --runtime lab
 step path client 203.0.113.10:80;  $C path client 203.0.113.10:80
