@@ -158,9 +158,11 @@ def script_namespaces(p: LabPlan) -> str:
 def script_host(p: LabPlan) -> str:
     """`ip -n <host> -batch`: bridges, uplink, and every container's veth pair."""
     lines = ["link set lo up"]
-    for net in p.networks:
+    for i, net in enumerate(p.networks):
+        # A fixed MAC, as Docker gives docker0: a bridge otherwise takes the lowest MAC of its
+        # ports and changes it when ports come and go, leaving stale ARP entries behind.
         lines += [
-            f"link add {net.bridge} type bridge",
+            f"link add {net.bridge} address 02:42:c0:a8:{i:02x}:01 type bridge",
             f"addr add {net.gateway}/{net.prefixlen} dev {net.bridge}",
             f"link set {net.bridge} up",
         ]

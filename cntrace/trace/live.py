@@ -314,7 +314,9 @@ def _verdict(
         after = [h for h in request if h.index > last_seen]
         if drop is not None and drop.netns_inode is not None:
             after = [h for h in after if h.netns == drop.netns_inode] or after
-        at = _pick(after, p.at_hop) or (request[-1] if request else None)
+        kind = _kind_of(drop.location if drop is not None else None)
+        by_kind = [h for h in after if h.kind == kind] if kind else []
+        at = _pick(by_kind, None) or _pick(after, p.at_hop) or (request[-1] if request else None)
         rule = next(
             (
                 _ruleref(e)
@@ -356,11 +358,12 @@ def _verdict(
 
     notes: list[str] = []
     predicted_ns = hops[p.at_hop - 1].netns if p.at_hop else None
-    agrees = status == p.status or (
+    same_end = status == p.status or (
         {status, p.status} <= {"dropped", "timeout", "unreachable"}
         and at is not None
         and at.netns == predicted_ns
     )
+    agrees = same_end and (p.at_hop is None or at is None or at.index == p.at_hop)
     if not agrees:
         notes.append(
             f"observation disagrees with the prediction: predicted {p.status.upper()}"
@@ -395,3 +398,22 @@ def _pick(hops: list[Hop], index: int | None) -> Hop | None:
         if h.index == index:
             return h
     return hops[0] if hops else None
+
+
+# Which kind of hop a kernel function that freed the packet belongs to.
+_LOCATION_KINDS = (
+    (("br_", "nbp_"), "bridge"),
+    (("nf_", "nft_", "ipt_", "ip6t_", "xt_"), "netfilter"),
+    (("ip_", "ip6_", "fib", "ipv6_", "icmp_"), "route"),
+    (("tcp_", "udp_", "raw_", "inet_"), "socket"),
+    (("veth_", "__dev_forward", "dev_forward", "netif_"), "veth"),
+)
+
+
+def _kind_of(location: str | None) -> str | None:
+    if not location:
+        return None
+    for prefixes, kind in _LOCATION_KINDS:
+        if location.startswith(prefixes):
+            return kind
+    return None
