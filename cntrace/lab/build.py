@@ -76,16 +76,10 @@ def ip_batch(script: str, netns: str | None = None) -> None:
         raise LabError(f"ip {'-n ' + netns + ' ' if netns else ''}-batch: {detail}")
 
 
-def in_netns(netns: str, argv: list[str]) -> list[str]:
-    """Prefix ``argv`` to run in a namespace. nsenter(1) rather than a preexec_fn: forking with a
-    Python callback is unsafe once threads exist, and `ip netns exec` remounts /sys."""
-    return ["nsenter", f"--net={nsenter.netns_path(netns)}", "--", *argv]
-
-
 def run_in(netns: str, argv: list[str], *, stdin: str | None = None) -> str:
     """Run a program inside a lab namespace (setns, not `ip netns exec`)."""
     res = subprocess.run(
-        in_netns(netns, argv), input=stdin, capture_output=True, text=True, check=False
+        nsenter.command_in(netns, argv), input=stdin, capture_output=True, text=True, check=False
     )
     if res.returncode != 0:
         detail = (res.stderr.strip().splitlines() or ["failed"])[0]
@@ -185,7 +179,7 @@ def start_server(
         www.mkdir(parents=True, exist_ok=True)
         argv = ["busybox", "httpd", "-f", "-p", f"{bind}:{tcp}", "-h", str(www)]
     proc = subprocess.Popen(
-        in_netns(netns, argv),
+        nsenter.command_in(netns, argv),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -50,14 +50,6 @@ def inode_of(path: str) -> int:
     return os.stat(path).st_ino
 
 
-def current_inode() -> int:
-    return os.stat(f"/proc/self/task/{_gettid()}/ns/net").st_ino
-
-
-def _gettid() -> int:
-    return int(os.readlink("/proc/thread-self").rsplit("/", 1)[-1])
-
-
 @contextlib.contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the body with this thread inside the namespace at ``path``, then come back."""
@@ -102,14 +94,11 @@ def named() -> dict[str, str]:
     return {n: os.path.join(NETNS_RUN_DIR, n) for n in names}
 
 
-def preexec_enter(path: str) -> Callable[[], None]:
-    """A subprocess preexec_fn that moves the child into the namespace (no `ip netns exec`,
-    which also remounts /sys and so hides the cgroup hierarchy from daemons)."""
-    target = netns_path(path)
+def command_in(path: str, argv: list[str]) -> list[str]:
+    """``argv`` prefixed to run inside the namespace at ``path``.
 
-    def _enter() -> None:
-        fd = os.open(target, os.O_RDONLY)
-        setns(fd)
-        os.close(fd)
-
-    return _enter
+    nsenter(1) rather than a preexec_fn that calls setns: forking with a Python callback is
+    unsafe once threads exist (discovery, the tracer and the TUI all run some), and
+    `ip netns exec` remounts /sys, which hides the cgroup hierarchy from daemons.
+    """
+    return ["nsenter", f"--net={netns_path(path)}", "--", *argv]

@@ -105,11 +105,10 @@ def _run(argv: list[str], path: str) -> tuple[str | None, str | None]:
         return None, None
     try:
         res = subprocess.run(
-            [binary, *argv[1:]],
+            nsenter.command_in(path, [binary, *argv[1:]]),
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
-            preexec_fn=nsenter.preexec_enter(path),
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:

@@ -83,13 +83,12 @@ def run(netns_path: str, script: str, *, handles: bool = False) -> tuple[int, st
 
 def _run_program(netns_path: str, script: str, handles: bool) -> tuple[int, str, str]:
     res = subprocess.run(
-        ["nft", *(["-a"] if handles else []), "-f", "-"],
+        nsenter.command_in(netns_path, ["nft", *(["-a"] if handles else []), "-f", "-"]),
         input=script,
         capture_output=True,
         text=True,
         check=False,
         timeout=10,
-        preexec_fn=nsenter.preexec_enter(netns_path),
     )
     return res.returncode, res.stdout, res.stderr
 

@@ -304,11 +304,7 @@ def iptables_rules(netns_path: str, family: str) -> dict[tuple[str, str], list[s
     if tool is None or not shutil.which(tool):
         return {}
     proc = subprocess.run(
-        [tool],
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=nsenter.preexec_enter(netns_path),
+        nsenter.command_in(netns_path, [tool]), capture_output=True, text=True, check=False
     )
     return parse_iptables_save(proc.stdout)
 
