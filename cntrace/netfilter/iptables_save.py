@@ -812,32 +812,28 @@ def _m_addrtype(
     return Match((Field(key),), "!=" if neg else "==", tuple(types), text=text)
 
 
-def _m_mark(
-    p: _Parser, opt: str, args: list[str], neg: bool, proto: int | None, text: str
-) -> Step | None:
-    if opt != "--mark":
-        raise ValueError(f"unknown option {opt}")
-    v, m = _mask_value(_one(args))
-    return Match(
-        (Field("mark", mask=m if m != _MASK32 else None),),
-        "!=" if neg else "==",
-        ((Atom(v & m),),),
-        text=text,
-    )
+def _mark_match(field: str) -> ModuleHandler:
+    """``-m mark --mark V[/M]`` and ``-m connmark --mark V[/M]``: the same test on the packet's
+    mark or its connection's."""
+
+    def handler(
+        p: _Parser, opt: str, args: list[str], neg: bool, proto: int | None, text: str
+    ) -> Step | None:
+        if opt != "--mark":
+            raise ValueError(f"unknown option {opt}")
+        v, m = _mask_value(_one(args))
+        return Match(
+            (Field(field, mask=m if m != _MASK32 else None),),
+            "!=" if neg else "==",
+            ((Atom(v & m),),),
+            text=text,
+        )
+
+    return handler
 
 
-def _m_connmark(
-    p: _Parser, opt: str, args: list[str], neg: bool, proto: int | None, text: str
-) -> Step | None:
-    if opt != "--mark":
-        raise ValueError(f"unknown option {opt}")
-    v, m = _mask_value(_one(args))
-    return Match(
-        (Field("ctmark", mask=m if m != _MASK32 else None),),
-        "!=" if neg else "==",
-        ((Atom(v & m),),),
-        text=text,
-    )
+_m_mark = _mark_match("mark")
+_m_connmark = _mark_match("ctmark")
 
 
 def _m_comment(
