@@ -8,82 +8,45 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from labcases import CASES, IDS, LabCase
 from labkit import CNTRACE, Lab, cntrace
-
-# (fault or None, source, destination, options, predicted status, finding, real probe outcome)
-CASES = [
-    (None, "client", "web:80", (), "delivered", None, "ok"),
-    (None, "client", "internet:80", (), "delivered", None, "ok"),
-    (None, "upstream", "host:8080", (), "delivered", None, "ok"),
-    (None, "client", "api:80", (), "dropped", "isolated-networks", "timeout"),
-    ("loopback-bind", "client", "web:80", (), "refused", "loopback-bind", "refused"),
-    ("no-listener", "upstream", "host:8080", (), "refused", "no-listener", "refused"),
-    ("isolated-networks", "api", "db:80", (), "dropped", "isolated-networks", "timeout"),
-    (
-        "ip-forward-disabled",
-        "client",
-        "internet:80",
-        (),
-        "dropped",
-        "ip-forward-disabled",
-        "timeout",
-    ),
-    ("forward-drop", "client", "internet:80", (), "dropped", "forward-drop", "timeout"),
-    ("no-masquerade", "client", "internet:80", (), "timeout", "no-masquerade", "timeout"),
-    ("interface-down", "client", "web:80", (), "dropped", "interface-down", "timeout"),
-    (
-        "mtu-mismatch",
-        "client",
-        "web:9000",
-        ("--proto", "udp", "--size", "1400"),
-        "dropped",
-        "mtu-mismatch",
-        "timeout",
-    ),
-]
+from safety import ping
 
 
-def _target(lab: Lab, dst: str) -> tuple[str, str, int]:
-    """(ref for cntrace, ip for the probe, port)."""
-    name, port = dst.split(":")
-    if name == "internet":
-        return lab.state.internet_ip, lab.state.internet_ip, int(port)
-    if name == "host":
-        return "host", lab.state.uplink_ip, int(port)
-    return f"{lab.name}.{name}", lab.ip(name), int(port)
+def _target(lab: Lab, case: LabCase) -> tuple[str, str]:
+    """(destination for cntrace, ip for the probe)."""
+    port = f":{case.port}" if case.port else ""
+    if case.name == "internet":
+        return lab.state.internet_ip + port, lab.state.internet_ip
+    if case.name == "host":
+        return "host" + port, lab.state.uplink_ip
+    return f"{lab.name}.{case.name}{port}", lab.ip(case.name)
 
 
-@pytest.mark.parametrize(
-    ("fault", "src", "dst", "opts", "status", "code", "real"),
-    CASES,
-    ids=[f"{c[0] or 'healthy'}:{c[1]}->{c[2]}" for c in CASES],
-)
-def test_prediction_matches_the_kernel(
-    lab: Lab,
-    fault: str | None,
-    src: str,
-    dst: str,
-    opts: tuple[str, ...],
-    status: str,
-    code: str | None,
-    real: str,
-) -> None:
-    if fault:
-        assert lab.run("lab", "break", fault).returncode == 0
+def _probe(lab: Lab, case: LabCase, ip: str) -> str:
+    if case.port is None:
+        return "ok" if ping(lab.nspath(case.src), ip) else "timeout"
+    return lab.probe(case.src, ip, case.port, case.proto or "tcp", case.size or 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_prediction_matches_the_kernel(lab: Lab, case: LabCase) -> None:
+    if case.fault:
+        assert lab.run("lab", "break", case.fault).returncode == 0
     try:
-        ref, ip, port = _target(lab, dst)
-        res = cntrace("path", "--json", f"{lab.name}.{src}", f"{ref}:{port}", *opts)
-        assert res.returncode == (0 if status == "delivered" else 1), res.stderr
+        dst, ip = _target(lab, case)
+        res = cntrace("path", "--json", f"{lab.name}.{case.src}", dst, *case.argv)
+        assert res.returncode == (0 if case.status == "delivered" else 1), res.stderr
         doc = json.loads(res.stdout)
-        assert doc["verdict"]["status"] == status, doc["verdict"]
+        assert doc["verdict"]["status"] == case.status, doc["verdict"]
+        hops = {h["index"]: h["kind"] for h in doc["hops"]}
+        assert hops.get(doc["verdict"]["at_hop"]) == case.hop, doc["verdict"]
         errors = [f["code"] for f in doc["findings"] if f["severity"] == "error"]
-        assert errors[:1] == ([code] if code else [])
-        proto = opts[1] if opts else "tcp"
-        size = int(opts[3]) if len(opts) > 3 else 0
-        assert lab.probe(src, ip, port, proto, size) == real
+        assert errors[:1] == ([case.code] if case.code else [])
+        assert _probe(lab, case, ip) == case.real
     finally:
-        if fault:
-            assert lab.run("lab", "fix", fault).returncode == 0
+        if case.fault:
+            assert lab.run("lab", "fix", case.fault).returncode == 0
 
 
 def test_saved_snapshot_replays_to_the_same_answer_without_the_lab(

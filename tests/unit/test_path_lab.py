@@ -1,7 +1,7 @@
 """Path prediction on snapshots recorded from the real lab, healthy and under each fault.
 
-No root needed: the predictor is pure. The same expectations are checked against the live lab in
-tests/integration/test_path_live_lab.py.
+No root needed: the predictor is pure. The cases (tests/labcases.py) are also checked against the
+live lab in tests/integration/test_path_live_lab.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from labcases import CASES, IDS, LabCase
 
 from cntrace.errors import BadInput
 from cntrace.model import Path as PathResult
@@ -37,78 +38,26 @@ def run(state: str, src: str, dst: str, **kw: object) -> PathResult:
     return result
 
 
-# (state, source, destination, options, status, kind of the deciding hop, finding code)
-CASES = [
-    ("healthy", "client", "web:80", {}, "delivered", "socket", None),
-    ("healthy", "client", "203.0.113.10:80", {}, "delivered", "socket", None),
-    ("healthy", "upstream", "host:8080", {}, "delivered", "socket", None),
-    ("healthy", "api", "db:80", {}, "delivered", "socket", None),
-    ("healthy", "client", "api:80", {}, "dropped", "netfilter", "isolated-networks"),
-    ("healthy", "client", "web", {}, "delivered", "socket", None),  # icmp echo
-    ("healthy", "client", "web:9000", {"proto": "udp"}, "delivered", "socket", None),
-    ("loopback-bind", "client", "web:80", {}, "refused", "socket", "loopback-bind"),
-    ("loopback-bind", "upstream", "host:8080", {}, "refused", "socket", "loopback-bind"),
-    ("no-listener", "client", "web:80", {}, "refused", "socket", "no-listener"),
-    ("no-listener", "upstream", "host:8080", {}, "refused", "socket", "no-listener"),
-    ("isolated-networks", "api", "db:80", {}, "dropped", "netfilter", "isolated-networks"),
-    (
-        "ip-forward-disabled",
-        "client",
-        "203.0.113.10:80",
-        {},
-        "dropped",
-        "route",
-        "ip-forward-disabled",
-    ),
-    ("ip-forward-disabled", "upstream", "host:8080", {}, "dropped", "route", "ip-forward-disabled"),
-    ("forward-drop", "client", "203.0.113.10:80", {}, "dropped", "netfilter", "forward-drop"),
-    ("no-masquerade", "client", "203.0.113.10:80", {}, "timeout", "route", "no-masquerade"),
-    ("interface-down", "client", "web:80", {}, "dropped", "bridge", "interface-down"),
-    ("interface-down", "upstream", "host:8080", {}, "dropped", "bridge", "interface-down"),
-    (
-        "mtu-mismatch",
-        "client",
-        "web:9000",
-        {"proto": "udp", "size": 1400},
-        "dropped",
-        "bridge",
-        "mtu-mismatch",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("state", "src", "dst", "opts", "status", "kind", "code"),
-    CASES,
-    ids=[f"{c[0]}:{c[1]}->{c[2]}" for c in CASES],
-)
-def test_lab_paths(
-    state: str,
-    src: str,
-    dst: str,
-    opts: dict[str, object],
-    status: str,
-    kind: str,
-    code: str | None,
-) -> None:
-    result = run(state, src, dst, **opts)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_lab_paths(case: LabCase) -> None:
+    result = run(case.state, case.src, case.recorded_dst, **case.options)
     v = result.verdict
-    assert v.status == status, v.summary
+    assert v.status == case.status, v.summary
     assert v.at_hop is not None
-    assert result.hops[v.at_hop - 1].kind == kind
+    assert result.hops[v.at_hop - 1].kind == case.hop
     errors = [f.code for f in result.findings if f.severity == "error"]
-    if code is None:
+    if case.code is None:
         assert errors == []
     else:
-        assert errors[0] == code
-        f = next(f for f in result.findings if f.code == code)
+        assert errors[0] == case.code
+        f = next(f for f in result.findings if f.code == case.code)
         assert f.evidence and f.fix and f.hop is not None
 
 
 def test_every_lab_fault_is_covered() -> None:
     from cntrace.lab.faults import FAULTS
 
-    assert set(FAULTS) <= {c[0] for c in CASES}
+    assert set(FAULTS) <= {c.state for c in CASES}
 
 
 def test_egress_shows_masquerade_with_the_uplink_address() -> None:
