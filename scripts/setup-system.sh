@@ -18,7 +18,7 @@ PACKAGES=(
   # the runtimes tier: Docker (daemon, containerd, runc) and rootful Podman on both of its network
   # back ends, netavark (+ aardvark-dns) and CNI (containernetworking-plugins); the test image and
   # Podman's --rootfs are built from busybox-static
-  docker.io containerd runc podman conmon crun netavark aardvark-dns containernetworking-plugins
+  docker.io containerd runc podman conmon netavark aardvark-dns containernetworking-plugins
   busybox-static
   # the terminal tests and the demo
   tmux
