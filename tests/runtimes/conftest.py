@@ -8,6 +8,7 @@ skips with the reason.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from engines import (
@@ -52,3 +53,24 @@ def podman(request: pytest.FixtureRequest) -> Iterator[Podman]:
         yield pm
     finally:
         pm.cleanup()
+
+
+_BY_BACKEND: dict[str, list[str]] = {b: [] for b in PODMAN_BACKENDS}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember each Podman test's outcome under its back end (its ``[netavark]``/``[cni]`` id)."""
+    for backend, seen in _BY_BACKEND.items():
+        failed_setup = report.when == "setup" and not report.passed
+        if f"[{backend}]" in report.nodeid and (report.when == "call" or failed_setup):
+            seen.append(f"{report.outcome.upper()} {report.nodeid.split('::')[-1]}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name every Podman test per back end, so a -q log shows both really ran."""
+    for backend, seen in _BY_BACKEND.items():
+        if seen:
+            passed = sum(s.startswith("PASSED") for s in seen)
+            terminalreporter.write_line(f"podman [{backend}]: {passed}/{len(seen)} passed")
+            for s in seen:
+                terminalreporter.write_line(f"  {s}")
