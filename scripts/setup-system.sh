@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what cntrace needs from Debian, idempotently: only missing packages are fetched.
-# Also makes kernel headers and tracefs available for the eBPF probes.
+# Installs what cntrace, its tests and its demo use from Debian, idempotently: only missing
+# packages are fetched, and one line says what was installed. Everything is named explicitly (no
+# reliance on Recommends: apt here runs --no-install-recommends). Also makes kernel headers and
+# tracefs available for the eBPF probes.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -9,9 +11,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(
+  # kernel state, rules and capture
   iproute2 iptables nftables conntrack ethtool tcpdump
+  # eBPF probes: bcc for Python comes from Debian (python3-bpfcc), not from PyPI
   bpfcc-tools python3-bpfcc linux-headers-amd64
-  busybox-static docker.io podman tmux
+  # the runtimes tier: Docker (daemon, containerd, runc) and rootful Podman on both of its network
+  # back ends, netavark (+ aardvark-dns) and CNI (containernetworking-plugins); the test image and
+  # Podman's --rootfs are built from busybox-static
+  docker.io containerd runc podman conmon netavark aardvark-dns containernetworking-plugins
+  busybox-static
+  # the terminal tests and the demo
+  tmux
   python3 python3-venv python3-pip make git
 )
 
@@ -20,10 +30,18 @@ for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "setup: apt-get failed installing ${missing[*]}" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  echo "setup: installed ${missing[*]}"
+else
+  echo "setup: all ${#PACKAGES[@]} packages present, nothing installed"
 fi
 
 # Kernel headers for bcc. Where the running kernel's own are missing, fall back to the newest

@@ -1,6 +1,12 @@
 """Real container engines for the runtimes tier: a Docker engine and rootful Podman, both living in
 their own network namespace (``cntrace-engine``) so that nothing they do touches the root
-namespace's links, routes or firewall.
+namespace's links, routes or firewall, and both keeping their state in cntrace's own directories
+(``/var/lib/cntrace-engine*``, ``/run/cntrace-engine*``), never in the user's real engines' data.
+``scripts/reset-test-engines.sh`` removes exactly that state, so a run can start as a new machine
+would.
+
+Every helper here decides by exit status, never by whether a command printed something (the
+Docker CLI prints ``[]`` for a missing image and exits 1).
 
 Docker: dockerd runs inside ``cntrace-engine`` with its own data-root, exec-root and socket. It is
 started only when it is not already running and stopped when the last test session using it ends,
@@ -10,9 +16,15 @@ a lock, so two concurrent sessions never stop each other's engine.
 Image: there is no registry here, so ``cntrace/busybox:1`` is made by ``docker import`` of a tarred
 busybox-static root filesystem (applet symlinks, /etc/passwd, /etc/hosts, /etc/resolv.conf).
 
-Podman: every podman command runs under ``nsenter --net=/run/netns/cntrace-engine`` (netavark
-must clean up in the namespace it set up in) with ``--rootfs`` on the same busybox tree and the
-ulimits this machine allows.
+Podman: one configuration per network back end (netavark and CNI: both are in the field, and which
+one a machine runs depends on what is installed and on what Podman first ran with). Each has its
+own containers.conf and storage.conf (``CONTAINERS_CONF``/``CONTAINERS_STORAGE_CONF``) naming the
+back end, storage, network config dir, tmp dir, default subnet and runtime, so the back ends never
+share state and nothing depends on this machine's defaults. Every podman command runs under
+``nsenter --net=/run/netns/cntrace-engine`` (the back end must clean up in the namespace it set up
+in) with ``--rootfs`` on the same busybox tree and the ulimits this machine allows. cntrace itself
+is pointed at a configuration through the same two variables, as a machine configured that way
+would be.
 
 Upstream: for egress tests the engine namespace can get a veth to ``cntrace-engine-up``, which
 plays the internet with TEST-NET addresses (198.51.100.0/24); never the root namespace.
@@ -54,6 +66,9 @@ UPSTREAM_IP = "198.51.100.2"
 ENGINE_UPLINK_IP = "198.51.100.1"
 
 PODMAN_FLAGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+PODMAN_BACKENDS = ("netavark", "cni")
+# Each back end's default network gets its own subnet: their bridges meet in one namespace.
+PODMAN_SUBNETS = {"netavark": "10.88.1.0/24", "cni": "10.88.2.0/24"}
 
 
 class EngineUnavailable(RuntimeError):
@@ -136,6 +151,31 @@ class DockerEngine:
         if check and res.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)}: {res.stderr.strip()}")
         return res.stdout.strip()
+
+    def ok(self, *args: str, timeout: float = 120) -> bool:
+        """Whether a docker command succeeds (its exit status, not its output)."""
+        res = subprocess.run(
+            [DOCKER, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        return res.returncode == 0
+
+    def remove(self, *names: str) -> None:
+        """Remove these containers where they exist; any other failure is an error."""
+        present = set(self.docker("ps", "-a", "--format", "{{.Names}}").split())
+        gone = [n for n in names if n in present]
+        if gone:
+            self.docker("rm", "-f", *gone)
+
+    def remove_networks(self, *names: str) -> None:
+        present = set(self.docker("network", "ls", "--format", "{{.Name}}").split())
+        for n in names:
+            if n in present:
+                self.docker("network", "rm", n)
 
     def inspect(self, name: str) -> dict[str, Any]:
         doc: list[dict[str, Any]] = json.loads(self.docker("inspect", name))
@@ -221,14 +261,17 @@ def start_docker(timeout: float = 120.0) -> DockerEngine:
 
 
 def ensure_image(engine: DockerEngine) -> None:
-    """cntrace/busybox:1, imported from the busybox rootfs when missing."""
-    if engine.docker("image", "inspect", IMAGE, check=False):
+    """cntrace/busybox:1, imported from the busybox rootfs when missing (by exit status: for a
+    missing image ``docker image inspect`` prints ``[]`` and exits 1)."""
+    if engine.ok("image", "inspect", IMAGE):
         return
     rootfs = busybox_rootfs()
     with tempfile.NamedTemporaryFile(suffix=".tar") as tar_file:
         with tarfile.open(tar_file.name, "w") as tar:
             tar.add(rootfs, arcname=".")
         engine.docker("import", "-c", 'CMD ["/bin/sh"]', tar_file.name, IMAGE, timeout=300)
+    if not engine.ok("image", "inspect", IMAGE):
+        raise EngineUnavailable(f"{IMAGE} is still missing after docker import")
 
 
 def _live_users() -> list[Path]:
@@ -312,12 +355,58 @@ def ensure_upstream() -> str:
     return UPSTREAM_IP
 
 
+def podman_dirs(backend: str) -> tuple[Path, Path]:
+    """(persistent, runtime) directories of one back end's test configuration."""
+    return Path(f"{DATA_ROOT}-podman-{backend}"), Path(f"{EXEC_ROOT}-podman-{backend}")
+
+
+def podman_env(backend: str) -> dict[str, str]:
+    """The variables that point podman (and cntrace) at one back end's test configuration."""
+    lib, _ = podman_dirs(backend)
+    return {
+        "CONTAINERS_CONF": str(lib / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(lib / "storage.conf"),
+    }
+
+
+def write_podman_config(backend: str) -> dict[str, str]:
+    """containers.conf and storage.conf for one back end (rewritten each time: cheap, and a stale
+    file from an older test version never lingers); returns ``podman_env``."""
+    lib, run = podman_dirs(backend)
+    (lib / "networks").mkdir(parents=True, exist_ok=True)
+    containers_conf = [
+        "[network]",
+        f'network_backend = "{backend}"',
+        f'network_config_dir = "{lib}/networks"',
+        f'default_subnet = "{PODMAN_SUBNETS[backend]}"',
+        "[engine]",
+        'runtime = "runc"',  # crun, where installed, cannot run on this hybrid cgroup layout
+        f'tmp_dir = "{run}/libpod"',
+        'lock_type = "file"',  # shm locks (/dev/shm/libpod_lock) would be shared by the stores
+    ]
+    storage_conf = [
+        "[storage]",
+        'driver = "overlay"',
+        f'graphroot = "{lib}/storage"',
+        f'runroot = "{run}/storage"',
+    ]
+    (lib / "containers.conf").write_text("\n".join(containers_conf) + "\n")
+    (lib / "storage.conf").write_text("\n".join(storage_conf) + "\n")
+    return podman_env(backend)
+
+
 @dataclass
 class Podman:
-    """Rootful podman whose containers' host side lives in the engine namespace."""
+    """Rootful podman on one network back end, its containers' host side in the engine namespace."""
 
+    backend: str = "netavark"
     rootfs: Path = ROOTFS
     created: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What cntrace needs in its environment to see this configuration's containers."""
+        return podman_env(self.backend)
 
     def podman(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         res = subprocess.run(
@@ -326,9 +415,10 @@ class Podman:
             text=True,
             timeout=timeout,
             check=False,
+            env={**os.environ, **self.env},
         )
         if check and res.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)}: {res.stderr.strip()}")
+            raise AssertionError(f"podman[{self.backend}] {' '.join(args)}: {res.stderr.strip()}")
         return res.stdout.strip()
 
     def run(
@@ -346,24 +436,41 @@ class Podman:
         doc: list[dict[str, Any]] = json.loads(self.podman("inspect", name))
         return doc[0]
 
+    def pid(self, name: str) -> int:
+        return int(self.inspect(name)["State"]["Pid"])
+
+    def ip(self, name: str) -> str:
+        ((_, ep),) = self.inspect(name)["NetworkSettings"]["Networks"].items()
+        return str(ep["IPAddress"])
+
     def rm(self, name: str) -> None:
-        self.podman("rm", "-f", "-t", "0", name, check=False)
+        """Remove a container if it exists (``--ignore``); any other failure is an error."""
+        self.podman("rm", "--ignore", "-f", "-t", "0", name)
         if name in self.created:
             self.created.remove(name)
 
     def cleanup(self) -> None:
         for name in list(self.created):
             self.rm(name)
-        if not self.podman("ps", "-q", check=False):
+        if self.podman("ps", "-a", "-q") == "":  # checked: a failing podman is an error
             release_netns()
 
 
-def start_podman() -> Podman:
+def start_podman(backend: str = "netavark") -> Podman:
+    """Podman on this back end, verified to really run it (``podman info`` says which)."""
     if shutil.which("podman") is None:
         raise EngineUnavailable("podman is not installed")
+    if backend not in PODMAN_BACKENDS:
+        raise ValueError(f"unknown podman network back end {backend!r}")
     with _locked():
         ensure_netns()
-    res = _run("podman", "version", "--format", "{{.Client.Version}}", check=False)
+        env = {**os.environ, **write_podman_config(backend)}
+    res = _run("podman", "info", "--format", "{{.Host.NetworkBackend}}", check=False, env=env)
     if res.returncode != 0:
-        raise EngineUnavailable(f"podman does not run: {res.stderr.strip()}")
-    return Podman(rootfs=busybox_rootfs())
+        raise EngineUnavailable(f"podman ({backend}) does not run: {res.stderr.strip()}")
+    if res.stdout.strip() != backend:
+        raise EngineUnavailable(
+            f"podman runs {res.stdout.strip()!r}, not {backend!r}: is {backend} installed? "
+            "(scripts/setup-system.sh installs netavark, aardvark-dns and the CNI plugins)"
+        )
+    return Podman(backend=backend, rootfs=busybox_rootfs())

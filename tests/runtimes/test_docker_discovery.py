@@ -42,9 +42,8 @@ PUBLISHED = 18080
 def docker_world(docker_engine: DockerEngine) -> Iterator[DockerEngine]:
     d = docker_engine.docker
     names = [WEB, USER, HOST, NONE, SIDE, MULTI, GONE]
-    d("rm", "-f", *names, check=False)
-    for net in (NET1, NET2):
-        d("network", "rm", net, check=False)
+    docker_engine.remove(*names)
+    docker_engine.remove_networks(NET1, NET2)
     try:
         d("network", "create", NET1)
         d("network", "create", NET2)
@@ -72,9 +71,8 @@ def docker_world(docker_engine: DockerEngine) -> Iterator[DockerEngine]:
         d("network", "connect", NET2, MULTI)
         yield docker_engine
     finally:
-        d("rm", "-f", *names, check=False)
-        for net in (NET1, NET2):
-            d("network", "rm", net, check=False)
+        docker_engine.remove(*names)
+        docker_engine.remove_networks(NET1, NET2)
 
 
 def _source(engine: DockerEngine) -> DockerSource:
@@ -316,7 +314,7 @@ def test_container_exiting_during_discovery_is_reported_gone(docker_world: Docke
     try:
         snap = read_snapshot(sources=[Racing()])
     finally:
-        docker_world.docker("rm", "-f", GONE, check=False)
+        docker_world.remove(GONE)
     gone = _container(snap, GONE)
     assert gone.state == "gone"
     assert _container(snap, WEB).state == "running"

@@ -51,9 +51,8 @@ class World:
 def world(docker_engine: DockerEngine) -> Iterator[World]:
     d = docker_engine.docker
     names = [A, B, C, D, E, H, N, M]
-    d("rm", "-f", *names, check=False)
-    for net in (NET1, NET2):
-        d("network", "rm", net, check=False)
+    docker_engine.remove(*names)
+    docker_engine.remove_networks(NET1, NET2)
     upstream_ip = ensure_upstream()
     server = build.start_server(
         "none", UPSTREAM_NETNS, "upstream", bind="0.0.0.0", tcp=80, udp=9000
@@ -76,9 +75,8 @@ def world(docker_engine: DockerEngine) -> Iterator[World]:
         yield w
     finally:
         build.kill_all([server])
-        d("rm", "-f", *names, check=False)
-        for net in (NET1, NET2):
-            d("network", "rm", net, check=False)
+        docker_engine.remove(*names)
+        docker_engine.remove_networks(NET1, NET2)
 
 
 @pytest.fixture(scope="module")

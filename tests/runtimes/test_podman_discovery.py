@@ -1,5 +1,6 @@
-"""Discovery against real rootful Podman (netavark): a container with a published port; its host
-veth, bridge, IPs and published port must equal `podman inspect` and the kernel."""
+"""Discovery against real rootful Podman, on each network back end (netavark and CNI): a container
+with a published port; its host veth, bridge, IPs and published port must equal `podman inspect`
+and the kernel, and the back end's own DNAT and masquerade rules must be attributed to it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cntrace.topology import Topology, netfilter_for
 
 NAME = "cntrace-dc-pod"
 PUBLISHED = 18081
+BRIDGE = {"netavark": "podman0", "cni": "cni-podman0"}  # each back end's default bridge
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def pod(podman: Podman) -> Iterator[Podman]:
 
 @pytest.fixture(scope="module")
 def snap(pod: Podman) -> Snapshot:
-    return read_snapshot(sources=[PodmanSource()])
+    return read_snapshot(sources=[PodmanSource(env=pod.env)])
 
 
 def test_podman_container_host_side_matches_inspect_and_kernel(pod: Podman, snap: Snapshot) -> None:
@@ -54,7 +56,7 @@ def test_podman_container_host_side_matches_inspect_and_kernel(pod: Podman, snap
     assert att.peer is not None and att.bridge is not None
     assert (att.peer.link.name, att.peer.link.ifindex) == (outside["ifname"], outside["ifindex"])
     assert att.peer.netns.inode == os.stat(ENGINE_NSPATH).st_ino
-    assert att.bridge.link.name == bridge == outside["master"]
+    assert att.bridge.link.name == bridge == outside["master"] == BRIDGE[pod.backend]
     assert {a.cidr for a in att.interface.link.addresses if a.scope == "global"} == {
         f"{ep['IPAddress']}/{ep['IPPrefixLen']}"
     }
@@ -67,7 +69,7 @@ def test_podman_container_host_side_matches_inspect_and_kernel(pod: Podman, snap
     assert ("tcp", "0.0.0.0", PUBLISHED, 80) in expected_ports
 
 
-def test_netavark_dnat_and_masquerade_are_attributed(pod: Podman, snap: Snapshot) -> None:
+def test_backend_dnat_and_masquerade_are_attributed(pod: Podman, snap: Snapshot) -> None:
     (c,) = [c for c in snap.containers if c.name == NAME]
     ip = c.networks[0].ip
     nat = netfilter_for(snap, c)
@@ -75,8 +77,12 @@ def test_netavark_dnat_and_masquerade_are_attributed(pod: Podman, snap: Snapshot
     dnat = [r.text for r in nat.dnat]
     assert any(f"--to-destination {ip}:80" in t for t in dnat), dnat
     cid = pod.inspect(NAME)["Id"]
-    assert any(cid in t for t in dnat), "netavark's per-container jump (comment with the id)"
+    # netavark's and CNI's per-container jumps both carry the container id in a comment
+    assert any(cid in t for t in dnat), f"{pod.backend}'s per-container jump: {dnat}"
     assert any("MASQUERADE" in r.text for r in nat.egress), [r.text for r in nat.egress]
+    chains = {r.chain for r in nat.dnat}
+    prefix = "NETAVARK-" if pod.backend == "netavark" else "CNI-"
+    assert chains and all(c.startswith(prefix) for c in chains), chains
 
 
 def test_cli_show_json_for_podman(pod: Podman) -> None:
@@ -86,9 +92,11 @@ def test_cli_show_json_for_podman(pod: Podman) -> None:
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **pod.env},
     )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     validate(doc)
     assert doc["container"]["runtime"] == "podman"
-    assert doc["container"]["interfaces"][0]["host_side"]["bridge"]["name"].startswith("podman")
+    bridge = doc["container"]["interfaces"][0]["host_side"]["bridge"]["name"]
+    assert bridge == BRIDGE[pod.backend]

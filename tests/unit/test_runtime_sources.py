@@ -272,3 +272,13 @@ def test_podman_running_ids_from_the_run_root(tmp_path: Path) -> None:
         userdata.mkdir(parents=True)
         (userdata / "conmon.pid").write_text(str(pid))
     assert podman.running_ids(procs.ProcTable(), str(tmp_path)) == ["a" * 64]
+
+
+def test_podman_run_root_from_the_storage_conf_podman_reads(tmp_path: Path) -> None:
+    conf = tmp_path / "storage.conf"
+    conf.write_text('[storage]\ndriver = "overlay"\nrunroot = "/run/elsewhere"\n')
+    assert podman.storage_runroot({"CONTAINERS_STORAGE_CONF": str(conf)}) == "/run/elsewhere"
+    conf.write_text('[storage]\ndriver = "overlay"\n')
+    assert podman.storage_runroot({"CONTAINERS_STORAGE_CONF": str(conf)}) == podman.RUNROOT
+    missing = {"CONTAINERS_STORAGE_CONF": str(tmp_path / "none.conf")}
+    assert podman.storage_runroot(missing) == podman.RUNROOT

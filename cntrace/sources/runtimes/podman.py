@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +26,22 @@ TIMEOUT = 30.0
 
 
 RUNROOT = "/run/containers/storage"  # rootful containers/storage run root (tmpfs)
+STORAGE_CONFS = ("/etc/containers/storage.conf", "/usr/share/containers/storage.conf")
+
+
+def storage_runroot(env: dict[str, str] | None = None) -> str:
+    """The run root podman uses: ``runroot`` of the storage.conf it reads (CONTAINERS_STORAGE_CONF
+    when set, else the first of STORAGE_CONFS that exists), else the built-in default."""
+    named = (env if env is not None else os.environ).get("CONTAINERS_STORAGE_CONF")
+    for path in (named,) if named else STORAGE_CONFS:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        runroot = (doc.get("storage") or {}).get("runroot")
+        return str(runroot) if runroot else RUNROOT
+    return RUNROOT
 
 
 def running_ids(table: ProcTable, runroot: str = RUNROOT) -> list[str]:
@@ -32,7 +49,7 @@ def running_ids(table: ProcTable, runroot: str = RUNROOT) -> list[str]:
 
     Each running container has ``<runroot>/<driver>-containers/<id>/userdata/conmon.pid`` naming
     its live conmon; reading those is far cheaper than walking every process. Only when the run
-    root is absent (a custom storage.conf) are conmon processes looked for instead.
+    root is absent are conmon processes looked for instead.
     """
     try:
         drivers = [d for d in os.listdir(runroot) if d.endswith("-containers")]
@@ -143,9 +160,17 @@ class PodmanSource:
 
     name = "podman"
 
-    def __init__(self, procs: ProcTable | None = None, binary: str = "podman") -> None:
+    def __init__(
+        self,
+        procs: ProcTable | None = None,
+        binary: str = "podman",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: variables for podman over this process's own (CONTAINERS_CONF and
+        CONTAINERS_STORAGE_CONF pick a configuration, as they do for podman itself)."""
         self.procs = procs
         self.binary = shutil.which(binary)
+        self.env = {**os.environ, **env} if env else None
 
     def available(self) -> tuple[bool, str]:
         if self.binary is None:
@@ -160,6 +185,7 @@ class PodmanSource:
             text=True,
             timeout=TIMEOUT,
             check=False,
+            env=self.env,
         )
         if res.returncode != 0:
             raise OSError(f"podman {args[0]}: {res.stderr.strip().splitlines()[-1:]}")
@@ -167,7 +193,7 @@ class PodmanSource:
 
     def containers(self) -> list[Container]:
         table = self.procs or ProcTable.scan()
-        if not running_ids(table):
+        if not running_ids(table, storage_runroot(self.env)):
             return []
         listed: list[dict[str, Any]] = self._json("ps", "--format", "json") or []
         if not listed:

@@ -1,0 +1,126 @@
+"""`cntrace path` against real rootful Podman on each network back end (netavark and CNI), in the
+engine namespace with its TEST-NET upstream: a published port reached from the upstream and a
+container's masqueraded egress, each prediction checked against a real connection.
+
+The published port is tested beside a running Docker engine, as on many real hosts: Docker's FORWARD
+policy DROP blocks Podman's published ports (neither back end accepts new forwarded connections in
+FORWARD), which cntrace must predict; an ACCEPT in DOCKER-USER, Docker's place for user rules, opens
+it again, which cntrace must predict too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from engines import (
+    ENGINE_NETNS,
+    ENGINE_UPLINK_IP,
+    PODMAN_SUBNETS,
+    UPSTREAM_NETNS,
+    DockerEngine,
+    Podman,
+    ensure_upstream,
+)
+from safety import GUARD, probe
+
+from cntrace.lab import build
+from cntrace.model import Path, Snapshot
+from cntrace.path import predict
+from cntrace.sources.live import read_snapshot
+from cntrace.sources.runtimes.podman import PodmanSource
+
+WEB, OUT = "cntrace-pp-web", "cntrace-pp-out"
+PUBLISHED = 18281
+
+
+@dataclass
+class World:
+    podman: Podman
+    upstream_ip: str
+
+    def ns(self, name: str) -> str:
+        return f"/proc/{self.podman.pid(name)}/ns/net"
+
+    def snapshot(self) -> Snapshot:
+        return read_snapshot(sources=[PodmanSource(env=self.podman.env)])
+
+
+@pytest.fixture(scope="module")
+def world(podman: Podman) -> Iterator[World]:
+    for name in (WEB, OUT):
+        podman.rm(name)
+    upstream_ip = ensure_upstream()
+    server = build.start_server(
+        "none", UPSTREAM_NETNS, "upstream", bind="0.0.0.0", tcp=80, udp=9000
+    )
+    try:
+        build.wait_listening(server, 80)
+        podman.run(
+            WEB, "/bin/nc", "-ll", "-p", "80", "-e", "echo", "hi", ports=(f"{PUBLISHED}:80",)
+        )
+        podman.run(OUT, "/bin/sleep", "3600")
+        w = World(podman, upstream_ip)
+        GUARD.own(f"/run/netns/{UPSTREAM_NETNS}", w.ns(WEB), w.ns(OUT))
+        yield w
+    finally:
+        build.kill_all([server])
+        for name in (WEB, OUT):
+            podman.rm(name)
+
+
+@pytest.fixture(scope="module")
+def snap(world: World) -> Snapshot:
+    return world.snapshot()
+
+
+@contextlib.contextmanager
+def docker_user_accept(subnet: str) -> Iterator[None]:
+    """`iptables -I DOCKER-USER -d SUBNET -j ACCEPT` in the engine namespace, removed after."""
+    rule = ["DOCKER-USER", "-d", subnet, "-j", "ACCEPT"]
+    ipt = ["ip", "netns", "exec", ENGINE_NETNS, "iptables"]
+    subprocess.run([*ipt, "-I", *rule], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*ipt, "-D", *rule], check=True, capture_output=True)
+
+
+def _published(world: World, snap: Snapshot) -> Path:
+    p = predict(snap, f"netns:{UPSTREAM_NETNS}", f"host:{PUBLISHED}")
+    nat = [h for h in p.hops if h.kind == "nat" and h.direction == "request"]
+    assert nat and "DNAT" in nat[0].summary, [h.summary for h in p.hops]
+    assert (nat[0].packet.dst, nat[0].packet.dport) == (world.podman.ip(WEB), 80)
+    assert p.destination.ip == ENGINE_UPLINK_IP
+    return p
+
+
+def test_published_port_blocked_by_dockers_forward_policy(
+    world: World, docker_engine: DockerEngine
+) -> None:
+    p = _published(world, world.snapshot())
+    assert p.verdict.status == "dropped" and p.verdict.reason == "NETFILTER_DROP", p.verdict
+    (finding,) = [f for f in p.findings if f.severity == "error"]
+    assert finding.code == "forward-drop", finding
+    assert any("FORWARD policy drops" in e for e in finding.evidence), finding.evidence
+    assert probe(f"/run/netns/{UPSTREAM_NETNS}", ENGINE_UPLINK_IP, PUBLISHED) == "timeout"
+
+
+def test_published_port_from_upstream(world: World, docker_engine: DockerEngine) -> None:
+    with docker_user_accept(PODMAN_SUBNETS[world.podman.backend]):
+        p = _published(world, world.snapshot())
+        assert p.verdict.status == "delivered", p.verdict.summary
+        assert probe(f"/run/netns/{UPSTREAM_NETNS}", ENGINE_UPLINK_IP, PUBLISHED) == "ok"
+
+
+def test_egress_masquerades_to_the_upstream(world: World, snap: Snapshot) -> None:
+    p = predict(snap, OUT, f"{world.upstream_ip}:80")
+    assert p.verdict.status == "delivered", p.verdict.summary
+    nat = [h for h in p.hops if h.kind == "nat" and h.direction == "request"]
+    assert nat and "MASQUERADE" in nat[0].summary, [h.summary for h in p.hops]
+    assert nat[0].packet.src == ENGINE_UPLINK_IP
+    assert p.hops[-1].direction == "reply" and p.hops[-1].packet.dst == world.podman.ip(OUT)
+    assert probe(world.ns(OUT), world.upstream_ip, 80) == "ok"
