@@ -99,12 +99,6 @@ def write_sysctl(netns: str, key: str, value: str) -> None:
         fh.write(value)
 
 
-def read_sysctl(netns: str, key: str) -> str:
-    path = "/proc/sys/" + key.replace(".", "/")
-    with nsenter.entered(netns), open(path) as fh:
-        return fh.read().strip()
-
-
 def netns_inode(name: str) -> int | None:
     try:
         return nsenter.inode_of(nsenter.netns_path(name))
