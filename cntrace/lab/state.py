@@ -50,6 +50,9 @@ class ContainerState:
     tcp_port: int = 80
     udp_port: int = 9000
     full_server: bool = True
+    # The namespace holding the container's host-side end (its bridge port, veth peer or macvlan
+    # parent); empty for the lab host. A nested node's pods are attached to the node.
+    attached_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class LabState:
     created_at: str = ""
     schema: str = LAB_SCHEMA
     notes: dict[str, str] = field(default_factory=dict)
+    topology: str = "docker"  # cntrace.lab.topologies names every other one
 
     def container(self, name: str) -> ContainerState:
         for c in self.containers:
