@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from cntrace.commands._args import COUNT, WEEK, seconds
 from cntrace.errors import EnvironmentProblem, Exit, NeedsPrivilege
 
 
@@ -23,8 +24,8 @@ def register(sub: Any) -> None:
         "container and interface. Ctrl-C stops.",
     )
     p.add_argument("ref", nargs="?", help="only drops in this container's namespace")
-    p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N drops")
-    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-c", "--count", type=COUNT, metavar="N", help="stop after N drops")
+    p.add_argument("--timeout", type=seconds(0, WEEK), metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per drop (JSON lines)")
     p.add_argument("--ready-file", metavar="PATH", help="write PATH once the probe is armed")
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)

@@ -211,10 +211,7 @@ def print_show(doc: Doc) -> None:
         ):
             sub = node.add(title)
             for r in nf[key]:
-                sub.add(
-                    f"{r['backend']} {r['table']}/{r['chain']} #{r['position']}: "
-                    f"{r['text']}"
-                )
+                sub.add(f"{r['backend']} {r['table']}/{r['chain']} #{r['position']}: {r['text']}")
             if not nf[key]:
                 sub.add("[dim]none[/]")
     else:

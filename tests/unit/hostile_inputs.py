@@ -261,7 +261,7 @@ def run_cli(argv: list[str]) -> Outcome:
             code = cli.main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 2
-        except BaseException:  # noqa: BLE001 - the judge reports it
+        except BaseException:
             traceback.print_exc(file=sys.stderr)
             code = -1
     return Outcome(argv, code, out.getvalue(), err.getvalue(), time.perf_counter() - t0)
