@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     snap = get_snapshot(args)
     t1 = time.perf_counter()
-    if args.save_snapshot:
+    if args.save_snapshot is not None:
         from cntrace.sources import recorded
 
         recorded.save(snap, args.save_snapshot)

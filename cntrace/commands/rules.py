@@ -160,7 +160,12 @@ def _netns_route(ns: Netns) -> Any:
     return route
 
 
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace it is
+CLONE_NEWNET = 0x40000000
+
+
 def _live_netns(name: str) -> Netns:
+    import fcntl
     import os
 
     from cntrace.errors import EnvironmentProblem, NeedsPrivilege
@@ -168,9 +173,16 @@ def _live_netns(name: str) -> Netns:
 
     path = nsenter.netns_path(name)
     try:
-        # A network namespace file lives on nsfs, like our own; /etc/passwd does not (reading
-        # "its" rules would answer for the current namespace, or for nothing).
-        if os.stat(path).st_dev != os.stat("/proc/self/ns/net").st_dev:
+        # Only a network namespace file will do: /etc/passwd (or a mount namespace) would answer
+        # for the current namespace, or for nothing. The kernel says what a file is.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = None
+        finally:
+            os.close(fd)
+        if kind != CLONE_NEWNET:
             raise BadInput(f"{name} is not a network namespace (see `ip netns list`)")
     except FileNotFoundError:
         raise BadInput(f"no network namespace {name!r} (see `ip netns list`)") from None

@@ -40,6 +40,24 @@ def width_for(stream: TextIO) -> int | None:
         return 80
 
 
+def _environ() -> dict[str, str]:
+    """The environment rich sees: COLUMNS and LINES only when they are sensible numbers (rich
+    reads them itself, and ``int()`` of 5,000 digits raises)."""
+    env = dict(os.environ)
+    if _columns() is None:
+        env.pop("COLUMNS", None)
+    lines = env.get("LINES", "").strip()
+    if not (lines.isdigit() and len(lines) <= 5 and int(lines) > 0):
+        env.pop("LINES", None)
+    return env
+
+
 def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=width_for(stream), highlight=False, soft_wrap=False)
+    return Console(
+        file=stream,
+        width=width_for(stream),
+        highlight=False,
+        soft_wrap=False,
+        _environ=_environ(),
+    )

@@ -47,7 +47,16 @@ def limit_bytes() -> int:
 # --------------------------------------------------------------------------- reading
 
 
-def read_bytes(path: str, *, what: str = "file", timeout: float = IDLE_TIMEOUT) -> bytes:
+def idle_timeout() -> float:
+    """How long a FIFO or pipe may stay silent: CNTRACE_INPUT_TIMEOUT seconds, else 10."""
+    try:
+        value = float(os.environ.get("CNTRACE_INPUT_TIMEOUT", "")[:16])
+    except ValueError:
+        return IDLE_TIMEOUT
+    return value if 0 < value <= 3600 else IDLE_TIMEOUT
+
+
+def read_bytes(path: str, *, what: str = "file", timeout: float | None = None) -> bytes:
     """The content of ``path`` (``-``: stdin), bounded by :func:`limit_bytes`.
 
     Refuses directories and devices (``/dev/zero`` never ends); a FIFO with no writer, or a pipe
@@ -56,6 +65,7 @@ def read_bytes(path: str, *, what: str = "file", timeout: float = IDLE_TIMEOUT) 
     if not path:
         raise BadInput(f"empty {what} name")
     limit = limit_bytes()
+    timeout = idle_timeout() if timeout is None else timeout
     if path == "-":
         return _read_stream(0, "stdin", limit, timeout, tty_ok=False)
     try:
@@ -111,7 +121,7 @@ def _read_stream(fd: int, path: str, limit: int, timeout: float, *, tty_ok: bool
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             raise BadInput(
-                f"{path}: nothing arrived for {timeout:.0f} s (a FIFO or pipe with no writer?)"
+                f"{path}: nothing arrived for {timeout:g} s (a FIFO or pipe with no writer?)"
             )
         try:
             chunk = os.read(fd, MiB)
@@ -127,7 +137,7 @@ def _read_stream(fd: int, path: str, limit: int, timeout: float, *, tty_ok: bool
         chunks.append(chunk)
 
 
-def read_text(path: str, *, what: str = "file", timeout: float = IDLE_TIMEOUT) -> str:
+def read_text(path: str, *, what: str = "file", timeout: float | None = None) -> str:
     """:func:`read_bytes`, decoded as UTF-8 (a binary file is one line, not a traceback)."""
     data = read_bytes(path, what=what, timeout=timeout)
     try:

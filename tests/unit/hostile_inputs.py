@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas import validate
+
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOTS = sorted((REPO / "fixtures" / "snapshots" / "lab").glob("*.json")) + sorted(
     (REPO / "fixtures" / "discovery").glob("*.json")
@@ -86,8 +88,12 @@ def _hostile_like(value: Any, rng: random.Random) -> str:
     if rng.random() < 0.9:
         if isinstance(value, str):
             return rng.choice(HOSTILE_STRINGS)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            return rng.choice(("true", "false", "0", '"true"'))
+        if isinstance(value, int):
             return rng.choice(HOSTILE_INTS)
+        if value is None:  # an optional field: a string or a number, either may be its type
+            return rng.choice(HOSTILE_STRINGS + HOSTILE_INTS)
     return rng.choice(HOSTILE)
 
 
@@ -102,6 +108,12 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
 
 
 _MARK = "\u0000HOSTILE{}\u0000"
+
+
+def _get(doc: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
 
 
 def _set(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -119,14 +131,14 @@ def mutate(doc: Any, rng: random.Random, count: int = 3) -> str:
     doc = json.loads(json.dumps(doc))
     tokens: list[str] = []
     for _ in range(count):
-        paths = list(_paths(doc))
-        path = rng.choice(paths[1:]) if len(paths) > 1 else ()
+        paths = list(_paths(doc))[1:]
+        leaves = [p for p in paths if not isinstance(_get(doc, p), (dict, list))]
+        # Mostly scalars (a hostile value where a value was), sometimes a whole object or list.
+        pool = leaves if leaves and rng.random() < 0.85 else paths
+        path = rng.choice(pool) if pool else ()
         action = rng.random()
         if action < 0.7 or not path:
-            current = doc
-            for key in path:
-                current = current[key]
-            tokens.append(_hostile_like(current, rng))
+            tokens.append(_hostile_like(_get(doc, path), rng))
             doc = _set(doc, path, _MARK.format(len(tokens) - 1))
         elif action < 0.85:
             parent = doc
@@ -152,7 +164,7 @@ def mutate_text(text: str, rng: random.Random) -> str:
     """Damage at the byte level: truncation, deep nesting, junk in the middle."""
     choice = rng.randrange(5)
     if choice == 0:
-        return text[: rng.randrange(len(text))]
+        return text[: rng.randrange(max(1, len(text)))]
     if choice == 1:
         depth = rng.choice((100, 5000, 200000))
         at = text.find('"warnings": [') + len('"warnings": [')
@@ -160,7 +172,7 @@ def mutate_text(text: str, rng: random.Random) -> str:
             return "[" * depth + "]" * depth
         return text[:at] + "[" * depth + "]" * depth + text[at:]
     if choice == 2:
-        at = rng.randrange(len(text))
+        at = rng.randrange(max(1, len(text)))
         return text[:at] + rng.choice(("\x00", "\ufffd", "}", '"', "\\", "\x1b[2J")) + text[at:]
     if choice == 3:
         return text.replace('"name": "', '"name": "\\u001b[31m', rng.randrange(1, 5))
@@ -188,9 +200,9 @@ def hostile_ruleset(seed: int) -> bytes:
     if choice == 0 and path.suffix == ".json":
         return mutate(json.loads(data), rng, count=rng.choice((1, 2, 4))).encode()
     if choice == 1:
-        return data[: rng.randrange(len(data))]
+        return data[: rng.randrange(max(1, len(data)))]
     if choice == 2:
-        at = rng.randrange(len(data))
+        at = rng.randrange(max(1, len(data)))
         return data[:at] + bytes(rng.randrange(256) for _ in range(8)) + data[at:]
     if choice == 3:
         lines = data.split(b"\n")
@@ -240,9 +252,11 @@ class Outcome:
                 out.append(f"exit 2 without one error line: {self.stderr[:300]!r}")
         if "--json" in self.argv and self.code in (0, 1):
             try:
-                json.loads(self.stdout)
+                validate(json.loads(self.stdout))
             except ValueError as exc:
                 out.append(f"--json printed no JSON ({exc})")
+            except AssertionError as exc:
+                out.append(f"--json broke its schema: {exc}")
         if any(c in self.stdout + self.stderr for c in ("\x1b]", "\x1b[2J", "\x9b", "\x07")):
             out.append("a raw escape sequence reached the output")
         return out
