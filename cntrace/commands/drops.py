@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         from cntrace.trace.session import write_ready_file
 
         write_ready_file(args.ready_file)
+    from cntrace.render.safe import term
+
     count = 0
     try:
         for d in watch.drops(args.timeout):
@@ -148,9 +150,8 @@ def run(args: argparse.Namespace) -> int:
                 t_ns = watch.t0_realtime_ns + d.t_ns
                 stamp = time.strftime("%H:%M:%S", time.localtime(t_ns // 1_000_000_000))
                 stamp += f".{t_ns // 1000 % 1_000_000:06d}"
-                sys.stdout.write(
-                    f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}\n"
-                )
+                line = f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}"
+                sys.stdout.write(term(line) + "\n")  # names from discovery: escaped
             sys.stdout.flush()
             count += 1
             if args.count and count >= args.count:

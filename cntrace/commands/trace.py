@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(target, Container):
         raise BadInput(f"{args.container} is a namespace, not a container")
     targets = passive.targets_for(snap, target)
+    from rich.text import Text
+
+    from cntrace.render.safe import term
+
     out = console()
     err = console(stderr=True)
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(json.dumps(_doc(seen)) + "\n")
                 sys.stdout.flush()
             else:
-                out.print(_line(seen), highlight=False)
+                out.print(Text(term(_line(seen))), highlight=False)  # labels: escaped
     except KeyboardInterrupt:
         pass
     return int(Exit.OK)

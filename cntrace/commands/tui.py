@@ -66,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     source: SnapshotSource
     tracer: EngineTracer | None = None
-    if args.snapshot:
+    if args.snapshot is not None:
         source = RecordedSource.load(args.snapshot)  # a bad file fails here, before the UI
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
-    if not args.snapshot:
+    if args.snapshot is None:
         if os.geteuid() != 0:
             raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN")
         live = LiveSource()

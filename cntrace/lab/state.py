@@ -144,6 +144,14 @@ def _check(lab: LabState) -> None:
     if lab.status not in ("building", "up"):
         raise BadInput(f"status: {lab.status[:40]!r} is not building or up")
     number("upstream_pid", lab.upstream_pid, 1, 1 << 22)
+    for i, fault in enumerate(lab.faults):
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,63}$", fault):
+            raise BadInput(f"faults[{i}]: {fault[:40]!r} is not a fault name")
+    if not re.match(r"^[0-9T:+.Z-]{0,40}$", lab.created_at):
+        raise BadInput(f"created_at: {lab.created_at[:40]!r} is not a time")
+    for key, value in lab.notes.items():
+        if len(key) > 256 or len(value) > 4096:
+            raise BadInput(f"notes[{key[:40]!r}]: too long")
     ip("uplink_ip", lab.uplink_ip, empty=True)
     ip("internet_ip", lab.internet_ip, empty=True)
     for i, n in enumerate(lab.networks):

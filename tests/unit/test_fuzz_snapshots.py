@@ -17,8 +17,10 @@ import random
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from hostile_inputs import (
@@ -94,7 +96,7 @@ def _limit() -> None:
 
 
 def run_process(argv: list[str], timeout: float = 30) -> tuple[Outcome, int]:
-    """``python -m cntrace ARGV`` under a memory limit: its outcome and peak RSS in KiB."""
+    """``python -m cntrace ARGV`` under a memory limit: its outcome and its own peak RSS (KiB)."""
     env = {**os.environ, "CNTRACE_INPUT_TIMEOUT": "0.5", "COLUMNS": "120"}
     env.pop("CNTRACE_DEBUG", None)
     t0 = time.perf_counter()
@@ -106,21 +108,34 @@ def run_process(argv: list[str], timeout: float = 30) -> tuple[Outcome, int]:
         env=env,
         preexec_fn=_limit,  # noqa: PLW1509 - a single-threaded test process
     )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return Outcome(argv, -9, out.decode(), err.decode() + "\n(killed: hung)", timeout), 0
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    outcome = Outcome(
-        argv,
-        proc.returncode,
-        out.decode(errors="replace"),
-        err.decode(errors="replace"),
-        time.perf_counter() - t0,
-    )
-    return outcome, usage
+    streams: dict[str, bytes] = {}
+
+    def drain(name: str, stream: IO[bytes]) -> None:
+        streams[name] = stream.read()
+
+    readers = [
+        threading.Thread(target=drain, args=(name, stream))
+        for name, stream in (("out", proc.stdout), ("err", proc.stderr))
+        if stream is not None
+    ]
+    for r in readers:
+        r.start()
+    code, rss, hung = -9, 0, False
+    while True:  # wait4, not wait: the rusage of this one process
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            code, rss = os.waitstatus_to_exitcode(status), usage.ru_maxrss
+            break
+        if time.perf_counter() - t0 > timeout:
+            hung = True
+            proc.kill()
+        time.sleep(0.005)
+    proc.returncode = code
+    for r in readers:
+        r.join()
+    err = streams.get("err", b"").decode(errors="replace") + ("\n(killed: hung)" if hung else "")
+    out = streams.get("out", b"").decode(errors="replace")
+    return Outcome(argv, code, out, err, time.perf_counter() - t0), rss
 
 
 @pytest.mark.parametrize("seed", [3, 11, 28, 57, 101, 150])
