@@ -366,6 +366,12 @@ def _by_dns(
         for n in other.networks
         if name in (other.name, *n.aliases) or (len(name) >= 12 and other.id.startswith(name))
     ]
+    by_id = {o.id: o for o, n in matches if name not in (o.name, *n.aliases)}
+    if len(by_id) > 1:  # an id prefix of several containers: never pick one silently
+        raise BadInput(
+            f"ambiguous container {_quoted(name)}; candidates: "
+            + ", ".join(f"{o.name} ({o.id[: len(name) + 4]})" for o in list(by_id.values())[:8])
+        )
     if embedded:
         for other, n in matches:
             if n.name in user_nets and n.ip:

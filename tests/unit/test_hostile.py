@@ -562,3 +562,18 @@ def test_readme_documents_the_exit_codes() -> None:
     text = (REPO / "README.md").read_text()
     for code in Exit:
         assert f"| {int(code)} |" in text, f"exit {int(code)} is not in README.md's table"
+
+
+def test_an_id_prefix_of_two_containers_is_refused_as_a_destination(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = json.loads((FIXTURES / "discovery" / "docker-iptables.json").read_text())
+    by_name = {c["name"]: c for c in doc["containers"]}
+    by_name["multi"]["id"] = "abcdefabcdef0001" + by_name["multi"]["id"][16:]
+    by_name["user"]["id"] = "abcdefabcdef0002" + by_name["user"]["id"][16:]
+    path = tmp_path / "ids.json"
+    path.write_text(json.dumps(doc))
+    line = bad(capsys, "path", "web", "abcdefabcdef:80", "--snapshot", str(path))
+    assert "ambiguous" in line and "multi (abcdefabcdef0001)" in line and "user" in line
+    rc, _, err = run(capsys, "path", "web", "abcdefabcdef0002:80", "--snapshot", str(path))
+    assert rc in (0, 1) and not err
