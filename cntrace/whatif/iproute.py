@@ -307,7 +307,7 @@ class LinkOp:
             raise BadInput(f"what-if: ip link set {self.device}: no such device in {ns.label}")
         changed = ns
         if self.mtu is not None:
-            changed = _set_link(changed, replace(link, mtu=self.mtu))
+            changed = _bridge_mtu(_set_link(changed, replace(link, mtu=self.mtu)), link.master)
         if self.master is not None:
             changed = _set_master(changed, self.device, self.master)
         snap = with_netns(snap, changed)
@@ -353,6 +353,15 @@ def _parse_link(words: list[str]) -> LinkOp:
 
 def _set_link(ns: Netns, link: Link) -> Netns:
     return replace(ns, links=tuple(link if x.ifindex == link.ifindex else x for x in ns.links))
+
+
+def _bridge_mtu(ns: Netns, bridge: int | None) -> Netns:
+    """A bridge whose MTU was not set by hand follows its smallest port (br_mtu_auto_adjust)."""
+    br = ns.link(bridge) if bridge is not None else None
+    ports = [lk.mtu for lk in ns.links if lk.master == bridge]
+    if br is None or br.kind != "bridge" or not ports:
+        return ns
+    return _set_link(ns, replace(br, mtu=min(ports)))
 
 
 def _set_master(ns: Netns, device: str, master: str) -> Netns:
