@@ -26,6 +26,7 @@ COMMANDS = (
     "trace",
     "drops",
     "snapshot",
+    "report",
     "tui",
     "lab",
     "cleanup",
