@@ -14,6 +14,7 @@ from cntrace.model import (
     DEFAULT_POLICY_RULES,
     Address,
     BridgePort,
+    FdbEntry,
     Link,
     Netns,
     PolicyRule,
@@ -407,7 +408,27 @@ def _set_updown(snap: Snapshot, inode: int, device: str, up: bool) -> Snapshot:
         assert peer_ns is not None
         new_peer = replace(peer, oper_state=_carrier(peer, up))
         snap = with_netns(snap, _after_carrier(_set_link(peer_ns, new_peer), peer, new_peer))
+        if new.is_up and new_peer.is_up:
+            snap = announce(snap, inode, new, peer_ns.inode, new_peer)
+            snap = announce(snap, peer_ns.inode, new_peer, inode, new)
     return snap
+
+
+def announce(snap: Snapshot, port_ns: int, port: Link, far_ns: int, far: Link) -> Snapshot:
+    """A link that gains carrier sends at once (IPv6 duplicate-address detection, MLD): the bridge
+    behind ``port`` learns the far end's MAC."""
+    ns = snap.ns(port_ns)
+    other = snap.ns(far_ns)
+    if ns is None or other is None or port.master is None or not far.mac:
+        return snap
+    if other.sysctl(f"net.ipv6.conf.{far.name}.disable_ipv6", "0") == "1":
+        return snap
+    bridge = ns.link(port.master)
+    if bridge is None or bridge.kind != "bridge":
+        return snap
+    fdb = tuple(f for f in ns.fdb if f.mac != far.mac or f.local)
+    entry = FdbEntry(far.mac, port.name, bridge.name)
+    return with_netns(snap, replace(ns, fdb=(*fdb, entry)))
 
 
 def _after_carrier(ns: Netns, old: Link, new: Link) -> Netns:

@@ -143,7 +143,12 @@ class _Save:
             out.extend(t.head)
             out.append(f"*{t.name}")
             out.extend(f":{name} {policy}" for name, policy in t.chains.items())
-            out.extend(f"-A {chain} {rest}".rstrip() for chain, rest in t.rules)
+            for chain, rest in t.rules:
+                if rest.startswith("["):  # iptables-save -c: the counters come first
+                    counters, _, spec = rest.partition(" ")
+                    out.append(f"{counters} -A {chain} {spec}".rstrip())
+                else:
+                    out.append(f"-A {chain} {rest}".rstrip())
             out.append("COMMIT")
             out.extend(t.tail)
         return "\n".join(out) + "\n"
@@ -361,7 +366,8 @@ def _run(save: _Save, op: IptablesOp, header: str) -> None:
     indices = _chain_rules(t, chain)
     if op.action in ("-A", "-I", "-R") and not canon:
         raise BadInput(f"what-if: {cmd} needs a rule")
-    entry = (chain, _spec_text(canon))
+    counted = any(r.startswith("[") for _, r in t.rules)
+    entry = (chain, ("[0:0] " if counted else "") + _spec_text(canon))
     if op.action == "-A":
         at = indices[-1] + 1 if indices else _chain_start(t, chain)
         t.rules.insert(at, entry)

@@ -102,7 +102,7 @@ class ConnectOp:
             h_index,
             h_name,
             "veth",
-            mac=_host_mac(ip),
+            mac=host_mac(ip),
             mtu=bridge.mtu,
             master=bridge.ifindex,
             peer_ifindex=c_index,
@@ -135,6 +135,8 @@ class ConnectOp:
                 protocol="kernel",
             ),
         )
+        # The port's own address, and the container's: it sends as soon as its link is up
+        # (IPv6 duplicate-address detection), so the bridge learns it.
         fdb = (
             FdbEntry(mac, h_name, net.bridge),
             FdbEntry(h_link.mac or "", h_name, net.bridge, local=True),
@@ -147,7 +149,7 @@ class ConnectOp:
         return replace(snap, containers=tuple(new_c if x is c else x for x in snap.containers))
 
 
-def _host_mac(ip: str) -> str:
+def host_mac(ip: str) -> str:
     return "0a:58:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
 
 
