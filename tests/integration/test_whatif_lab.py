@@ -339,3 +339,38 @@ def _rebreak(lab: Lab, fault: str) -> None:
         sh(h, "ip", "link", "set", "veth-web", "down")
     elif fault == "mtu-mismatch":
         sh(h, "ip", "link", "set", "veth-web", "mtu", "1280")
+
+
+def test_live_report_carries_the_trace_and_replays_redacted(lab: Lab, tmp_path: Path) -> None:
+    """`cntrace report --live` on the lab: the trace's counters and the probe's pcapng are in it;
+    redacted, it holds no lab address, MAC or name and replays to the prediction's answer."""
+    args = [f"{lab.name}.client", f"{lab.name}.web:80"]
+    plain = tmp_path / "plain.json"
+    res = cntrace("report", "--live", *args, "-o", str(plain))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(plain.read_text())
+    assert doc["path"]["mode"] == "live" and doc["prediction"]["mode"] == "predicted"
+    assert {"sightings", "drops", "lost_events"} <= set(doc["path"]["stats"])
+    assert doc["path"]["stats"]["sightings"] > 0
+    assert doc["pcapng"]["encoding"] == "base64" and len(doc["pcapng"]["data"]) > 100
+    assert doc["environment"]["features"]["live_backend"]
+    red = tmp_path / "red.json"
+    res = cntrace("report", "--live", *args, "--redact", "-o", str(red))
+    assert res.returncode == 0, res.stderr
+    rdoc = json.loads(red.read_text())
+    assert "pcapng" not in rdoc and rdoc["redacted"] is True
+    text = red.read_text()
+    for ip in (lab.ip(c) for c in ("client", "web", "api", "db")):
+        assert ip not in text
+    for word in (lab.name, "client", "web", "api", "upstream"):
+        assert not [s for s in json.loads(text)["replay"]["argv"] if word in s]
+    for c in ("client", "web", "api", "db"):
+        assert lab.state.container(c).mac.lower() not in text.lower()
+    argv = rdoc["replay"]["argv"][1:]
+    argv[2] = str(red)
+    replay = cntrace(*argv, "--json")
+    assert replay.returncode == 0, replay.stderr
+    again = json.loads(replay.stdout)
+    assert again["verdict"]["status"] == doc["prediction"]["verdict"]["status"] == "delivered"
+    codes = [f["code"] for f in doc["prediction"]["findings"]]
+    assert [f["code"] for f in again["findings"]] == codes
