@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what_if:
         return _whatif.run(args, snap, result)
-    checked = _whatif.with_checked_fixes(snap, result, args)
+    # Printed fixes are checked as what-ifs; the --json document stays the prediction itself
+    # (what the console shows and a replay prints).
+    checked = result if args.json else _whatif.with_checked_fixes(snap, result, args)
     if args.live:
         from cntrace.trace.live import trace_path
 

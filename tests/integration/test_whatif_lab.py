@@ -8,6 +8,7 @@ Run under the kernel lock: flock /run/cntrace-dev.lock pytest tests/integration/
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from labcases import CASES, LabCase
-from labkit import Lab, cntrace
+from labkit import CNTRACE, Lab, cntrace
 
 from cntrace.lab import spec
 from cntrace.whatif.runtime import host_mac
@@ -297,8 +298,13 @@ def test_every_fault_fix_delivers_as_a_what_if_and_for_real(lab: Lab, fault: str
         args = [*_target(lab, case.src, case.dst), *case.argv]
         doc = path(*args)
         assert doc["verdict"]["status"] == case.status
-        notes = [n for n in doc["notes"] if n.startswith(f"fix for {case.code} ")]
-        assert notes and notes[0].endswith("the path delivers"), doc["notes"]
+        # The printed answer carries the check of each fix (the --json document does not).
+        text = subprocess.run(
+            [*CNTRACE, "path", *args], capture_output=True, text=True, check=False, timeout=120,
+            env={**os.environ, "COLUMNS": "500"},
+        ).stdout  # fmt: skip
+        notes = [n for n in text.splitlines() if n.startswith(f"note: fix for {case.code} ")]
+        assert notes and notes[0].endswith("the path delivers"), text
         change = notes[0].split("as a what-if (", 1)[1].rsplit("): ", 1)[0]
         _apply_fix_for_real(lab, case, change)
         real = path(*args)

@@ -179,6 +179,14 @@ def test_report_without_redaction_keeps_everything_and_the_path(tmp_path: Path) 
     assert any("fix for forward-drop checked" in n for n in doc["path"]["notes"])
 
 
+def test_printed_fixes_are_checked_and_the_json_stays_the_prediction() -> None:
+    args = ["path", "--snapshot", str(LAB / "forward-drop.json"), "client", "203.0.113.10:80"]
+    doc = json.loads(cntrace(*args, "--json").stdout)
+    assert doc["notes"] == []
+    text = cntrace(*args).stdout
+    assert "fix for forward-drop checked as a what-if" in " ".join(text.split())
+
+
 def test_report_bad_input_is_one_line() -> None:
     res = cntrace("report", "--snapshot", str(LAB / "healthy.json"), "nosuch", "web:80")
     assert res.returncode == 2 and res.stderr.count("\n") == 1
