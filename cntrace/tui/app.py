@@ -117,13 +117,13 @@ class CntraceApp(App[int]):
         return self.path.last_report
 
     def get_default_screen(self) -> MainScreen:
-        self._main = MainScreen()
+        self._main = MainScreen(on_ready=self._screen_ready)
         return self._main
 
     def on_mount(self) -> None:
         self.theme = self._theme_name
 
-    def on_main_screen_ready(self, message: MainScreen.Ready) -> None:
+    def _screen_ready(self) -> None:
         """The main screen is composed: show the status and start discovery."""
         self.show_status()
         if self.handle_signals:

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path as FsPath
 
 import pytest
+from rich.style import Style
+from textual.geometry import Region
+from textual.widget import Widget
 from tuikit import (
     LAB,
     LiveRecordedSource,
@@ -424,10 +427,30 @@ async def test_quit_stops_the_drop_stream(make_app: MakeApp) -> None:
     assert app.stopping.is_set()
 
 
-def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_color_keeps_every_cue(make_app: MakeApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under NO_COLOR the terminal gets no colour, so what cntrace marks must stand out by a
+    mark, a word or bold/reverse video: the deciding hop, the verdict, the finding and the
+    post-mortem status (whose banner colour is gone)."""
     monkeypatch.setenv("NO_COLOR", "1")
-    app = build_app(LiveRecordedSource(lab_snapshot("healthy")), None)
-    assert app.no_color
+    app = make_app("forward-drop")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "203.0.113.10:80")
+        panel = app.main.path_panel
+        hops = _painted(panel.timeline)
+        verdict = _painted(panel.verdict.query_one("#verdict-body"))
+        status = _painted(app.main.status)
+    painted = hops + verdict + status
+    assert all(_hueless(style) for _text, style in painted), "a colour got through"
+    deciding = _attrs(_cell(hops, "✗6"))
+    assert {"bold", "reverse"} <= deciding
+    assert deciding != _attrs(_cell(hops, "5")), "the deciding hop looks like any other"
+    assert "reverse" in _attrs(_cell(verdict, " verdict "))
+    assert "bold" in _attrs(_cell(verdict, "DROPPED"))
+    assert "reverse" in _attrs(_cell(verdict, " x "))  # the error finding's mark
+    assert "bold" in _attrs(_cell(verdict, " forward-drop"))
+    assert "bold" in _attrs(_cell(status, "■ post-mortem"))
+    assert "bold" in _attrs(_cell(status, "live off"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -454,6 +477,38 @@ def _plain(widget: object) -> str:
             parts.append(str(content))
     parts.append(console.export_text())
     return "\n".join(parts)
+
+
+Painted = list[tuple[str, Style]]
+
+
+def _painted(widget: Widget) -> Painted:
+    """Every (text, style) a widget sends to the terminal, after the app's filters."""
+    lines = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return [(seg.text, seg.style or Style()) for line in lines for seg in line]
+
+
+def _cell(painted: Painted, text: str) -> Style:
+    """The style of the first painted run that is ``text`` (surrounding blanks ignored)."""
+    for got, style in painted:
+        if got.strip() and got.strip() == text.strip():
+            return style
+    raise AssertionError(f"{text!r} is not on screen: {[t for t, _ in painted if t.strip()]}")
+
+
+def _attrs(style: Style) -> set[str]:
+    """What sets a run apart without colour."""
+    return {a for a in ("bold", "dim", "italic", "underline", "reverse") if getattr(style, a)}
+
+
+def _hueless(style: Style) -> bool:
+    for colour in (style.color, style.bgcolor):
+        if colour is None or colour.is_default:
+            continue
+        r, g, b = colour.get_truecolor()
+        if not r == g == b:
+            return False
+    return True
 
 
 def _key_at(table: RulesTable, row: int) -> str:

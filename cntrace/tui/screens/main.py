@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
@@ -24,9 +25,6 @@ from cntrace.tui.widgets.topology_tree import TopologyTree
 class MainScreen(Screen[None]):
     """Lays the tabs out and moves the focus; what a key asks for goes out as a message to the
     tabs' controllers (cntrace.tui.controllers), which drive the widgets."""
-
-    class Ready(Message):
-        """Composed and mounted: discovery can start."""
 
     @dataclass
     class TabShown(Message):
@@ -107,8 +105,11 @@ class MainScreen(Screen[None]):
     }
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        """``on_ready`` runs once the screen is mounted, before its first frame is painted (so
+        a snapshot already in memory is in that frame)."""
         super().__init__()
+        self._on_ready = on_ready
         self.status = StatusBar("starting…", id="status")
         self.tabs = TabbedContent(initial="containers", id="tabs")
         self.filter_box = FilterInput()
@@ -182,7 +183,7 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.table.focus()
-        self.post_message(self.Ready())
+        self._on_ready()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
