@@ -7,10 +7,12 @@ steps. A new kind of step gets its case in ``run_rule``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cntrace.errors import BadInput
 from cntrace.model import RuleRef
 from cntrace.netfilter.matching import match_holds, vmap_verdict
-from cntrace.netfilter.model import HOOKS, Chain, Netfilter, Rule, Table
+from cntrace.netfilter.model import HOOKS, Chain, Rule, Table
 from cntrace.netfilter.nat import DST_HOOKS, apply_nat, conntrack_nat
 from cntrace.netfilter.results import ChainVisit, HookResult, Nat
 from cntrace.netfilter.state import State
@@ -20,11 +22,13 @@ from cntrace.netfilter.steps import (
     Mangle,
     Match,
     NatSpec,
-    Step,
     Unsupported,
     Verdict,
     VerdictMap,
 )
+
+if TYPE_CHECKING:
+    from cntrace.netfilter.steps import Step
 
 _CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: chains before it see no conntrack entry yet
 _MAX_DEPTH = 64
@@ -40,7 +44,7 @@ class _Hook:
         self.uncertain: list[tuple[RuleRef, str]] = []
         self.notes: list[str] = []
         self.nat: Nat | None = None
-        self.tables = _table_index(st.nf)
+        self.tables = st.nf.table_index()
 
     def run_chain(self, base: Chain) -> tuple[str, Rule | None]:
         """Run a base chain: (verdict, deciding rule or None for the policy)."""
@@ -147,14 +151,6 @@ class _Hook:
         else:
             st.ctmark = new
             st.cache.clear()
-
-
-def _table_index(nf: Netfilter) -> dict[tuple[str, str, str], Table]:
-    idx = nf._index
-    if not idx:
-        for t in nf.tables:
-            idx[(t.backend, t.family, t.name)] = t
-    return idx
 
 
 def run_hook(st: State, hook: str) -> HookResult:

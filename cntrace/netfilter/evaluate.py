@@ -48,16 +48,7 @@ def evaluate_hook(
     on the way then shows in conntrack matches (``--ctstate DNAT``, ``ct status dnat``), and a
     hook whose NAT binding is already set up skips its nat chains.
     """
-    st = State(
-        nf,
-        packet,
-        facts,
-        ctstate=ctstate,
-        ctmark=ctmark,
-        conntrack=conntrack,
-        physdev_in=physdev_in,
-        physdev_out=physdev_out,
-    )
+    st = State(nf, packet, facts, ctstate, ctmark, conntrack, physdev_in, physdev_out)
     st.iif, st.oif = iif, oif
     if hook not in ("prerouting", "output"):
         st.ct_attached = nf.conntrack_enabled(packet.family)  # ran at an earlier hook
@@ -103,16 +94,7 @@ def walk(
     """
     if kind not in _KINDS:
         raise BadInput(f"unknown walk kind {kind!r} (one of {', '.join(_KINDS)})")
-    st = State(
-        nf,
-        packet,
-        facts,
-        ctstate=ctstate,
-        ctmark=ctmark,
-        conntrack=conntrack,
-        physdev_in=physdev_in,
-        physdev_out=physdev_out,
-    )
+    st = State(nf, packet, facts, ctstate, ctmark, conntrack, physdev_in, physdev_out)
     results: list[HookResult] = []
     notes: list[str] = []
     plan = _plan(kind)
@@ -139,11 +121,8 @@ def walk(
         if res.verdict != "accept":
             break
         moved = (st.packet.dst, st.packet.dport) != (before.dst, before.dport)
-        if moved and hook == "prerouting" and not looped:
-            cur, plan, out_dev, note = _reroute_in(st, route, cur, plan, i, out_dev)
-            notes.append(note)
-        elif moved and hook == "output":
-            cur, plan, out_dev, note = _reroute_out(st, route, cur, plan, i, out_dev)
+        if moved and (hook == "output" or (hook == "prerouting" and not looped)):
+            cur, plan, out_dev, note = _reroute(st, route, hook, cur, plan[: i + 1], out_dev)
             notes.append(note)
         i += 1
     last = results[-1]
@@ -201,58 +180,34 @@ def is_local(st: State, addr: str) -> bool:
     return addr_type(st, addr, None) == "local"
 
 
-def _reroute_in(
+def _reroute(
     st: State,
     route: Callable[[Packet], str | None] | None,
+    hook: str,
     kind: str,
-    plan: list[str],
-    i: int,
+    done: list[str],
     out_dev: str | None,
 ) -> tuple[str, list[str], str | None, str]:
-    """After DNAT at prerouting the kernel routes again: local delivery or forwarding."""
+    """After DNAT at prerouting or output the kernel routes again (at output:
+    ip_route_me_harder): the new kind, the plan (``done`` are the hooks run so far), the output
+    device and a note."""
     p = st.packet
-    if st.facts.known and is_local(st, p.dst):
-        if kind == "input":
-            return kind, plan, None, f"DNAT to {p.dst}: delivered locally"
-        return "input", [*plan[: i + 1], "input"], None, f"DNAT to {p.dst}: delivered locally"
-    new_plan = [*plan[: i + 1], "forward", "postrouting"]
-    if route is not None:
-        oif = route(p)
-        note = (
-            f"DNAT to {p.dst}: routed out of {oif}"
-            if oif
-            else f"DNAT to {p.dst}: no route known; output interface unknown"
-        )
-        return "forward", new_plan, oif, note
-    if kind == "forward" and out_dev is not None:
-        return (
-            "forward",
-            new_plan,
-            out_dev,
-            (f"DNAT to {p.dst}: assumed to leave through {out_dev} (no route lookup given)"),
-        )
-    return "forward", new_plan, None, f"DNAT to {p.dst}: no route known; output interface unknown"
-
-
-def _reroute_out(
-    st: State,
-    route: Callable[[Packet], str | None] | None,
-    kind: str,
-    plan: list[str],
-    i: int,
-    out_dev: str | None,
-) -> tuple[str, list[str], str | None, str]:
-    """After DNAT at output the kernel routes again (ip_route_me_harder)."""
-    p = st.packet
-    if st.facts.known and is_local(st, p.dst):
-        note = f"DNAT to {p.dst}: delivered locally over lo"
-        if kind == "local-output":
-            return kind, plan, "lo", note
-        return "local-output", [*plan[: i + 1], "postrouting", "prerouting", "input"], "lo", note
+    local = st.facts.known and is_local(st, p.dst)
+    if hook == "prerouting":
+        if local:
+            return "input", [*done, "input"], None, f"DNAT to {p.dst}: delivered locally"
+        plan = [*done, "forward", "postrouting"]
+        if route is not None:
+            oif = route(p)
+            where = f"routed out of {oif}" if oif else "no route known; output interface unknown"
+            return "forward", plan, oif, f"DNAT to {p.dst}: {where}"
+        if kind == "forward" and out_dev is not None:
+            note = f"DNAT to {p.dst}: assumed to leave through {out_dev} (no route lookup given)"
+            return "forward", plan, out_dev, note
+        return "forward", plan, None, f"DNAT to {p.dst}: no route known; output interface unknown"
+    if local:
+        plan = [*done, "postrouting", "prerouting", "input"]
+        return "local-output", plan, "lo", f"DNAT to {p.dst}: delivered locally over lo"
     oif = route(p) if route is not None else (out_dev if kind == "output" else None)
-    note = (
-        f"DNAT to {p.dst}: routed out of {oif}"
-        if oif
-        else f"DNAT to {p.dst}: output interface unknown"
-    )
-    return "output", [*plan[: i + 1], "postrouting"], oif, note
+    where = f"routed out of {oif}" if oif else "output interface unknown"
+    return "output", [*done, "postrouting"], oif, f"DNAT to {p.dst}: {where}"

@@ -114,6 +114,19 @@ def _m_icmp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) 
     return Match(fields, "!=" if neg else "==", ((Atom(t),),), text=text)
 
 
+# --ctorigsrc 10.0.0.1, --ctrepldstport 80 ...: the connection's tuples, both directions.
+_CT_TUPLE = {
+    "--ctorigsrc": "ct.orig.saddr",
+    "--ctorigdst": "ct.orig.daddr",
+    "--ctreplsrc": "ct.reply.saddr",
+    "--ctrepldst": "ct.reply.daddr",
+    "--ctorigsrcport": "ct.orig.sport",
+    "--ctorigdstport": "ct.orig.dport",
+    "--ctreplsrcport": "ct.reply.sport",
+    "--ctrepldstport": "ct.reply.dport",
+}
+
+
 def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -> Step | None:
     if opt in ("--ctstate", "--state"):
         bits = _names_to_bits(_one(args), CT_STATE_BITS, "conntrack state")
@@ -128,23 +141,12 @@ def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: 
     if opt == "--ctdir":
         d = {"ORIGINAL": 0, "REPLY": 1}[_one(args).upper()]
         return Match((Field("ctdirection"),), "!=" if neg else "==", ((Atom(d),),), text=text)
-    addr_keys = {
-        "--ctorigsrc": "ct.orig.saddr",
-        "--ctorigdst": "ct.orig.daddr",
-        "--ctreplsrc": "ct.reply.saddr",
-        "--ctrepldst": "ct.reply.daddr",
-    }
-    if opt in addr_keys:
+    tuple_key = _CT_TUPLE.get(opt)
+    if tuple_key is not None and tuple_key.endswith("port"):
+        return ports(tuple_key, args, neg, None, text)
+    if tuple_key is not None:
         atoms = tuple((prefix_atom(a)[1],) for a in _one(args).split(","))
-        return Match((Field(addr_keys[opt]),), "!=" if neg else "==", atoms, text=text)
-    port_keys = {
-        "--ctorigsrcport": "ct.orig.sport",
-        "--ctorigdstport": "ct.orig.dport",
-        "--ctreplsrcport": "ct.reply.sport",
-        "--ctrepldstport": "ct.reply.dport",
-    }
-    if opt in port_keys:
-        return ports(port_keys[opt], args, neg, None, text)
+        return Match((Field(tuple_key),), "!=" if neg else "==", atoms, text=text)
     if opt == "--ctproto":
         value = _one(args).lower()
         num = PROTO_NUMBERS.get(value)

@@ -16,21 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cntrace.model import RuleRef
-from cntrace.netfilter.steps import (
-    Atom,
-    Effect,
-    Field,
-    Mangle,
-    Match,
-    NatSpec,
-    Step,
-    Unsupported,
-    Verdict,
-    VerdictMap,
-)
+from cntrace.netfilter.steps import Effect, Mangle, Match, NatSpec, Verdict, VerdictMap
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from cntrace.netfilter.steps import Atom, Step
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 
@@ -168,11 +159,13 @@ class Rule:
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        return self.form.compiled().steps
+        c = self.form._compiled  # the evaluator's hot path: no call once compiled
+        return (c if c is not None else self.form.compiled()).steps
 
     @property
     def text(self) -> str:
-        return self.form.text()
+        t = self.form._text
+        return t if t is not None else self.form.text()
 
     @property
     def comment(self) -> str | None:
@@ -329,6 +322,14 @@ class Netfilter:
         for c in self.chains():
             yield from c.rules
 
+    def table_index(self) -> dict[tuple[str, str, str], Table]:
+        """Tables by (backend, family, name), built once."""
+        idx = self._index
+        if not idx:
+            for t in self.tables:
+                idx[(t.backend, t.family, t.name)] = t
+        return idx
+
     def table_of(self, chain: Chain) -> Table:
         for t in self.tables:
             if (t.backend, t.family, t.name) == (chain.backend, chain.family, chain.table):
@@ -403,34 +404,3 @@ class Netfilter:
     @property
     def rule_count(self) -> int:
         return sum(len(c.rules) for c in self.chains())
-
-
-__all__ = [
-    "BUILTIN_HOOK",
-    "CT_STATE_BITS",
-    "CT_STATUS_BITS",
-    "HOOKS",
-    "NAT_PRIORITY_SRC",
-    "PORT_PROTOS",
-    "PORT_PROTO_NUMBERS",
-    "PROTO_NUMBERS",
-    "TABLE_PRIORITY",
-    "Atom",
-    "Chain",
-    "Compiled",
-    "Effect",
-    "Field",
-    "Mangle",
-    "Match",
-    "NamedSet",
-    "NatSpec",
-    "Netfilter",
-    "Rule",
-    "RuleForm",
-    "Step",
-    "Table",
-    "Unsupported",
-    "Verdict",
-    "VerdictMap",
-    "ip_families",
-]

@@ -86,6 +86,13 @@ def _port_in(spec: NatSpec, port: int | None) -> bool:
     return spec.port <= port <= hi
 
 
+def _no_address(kind: str, device: str, known: bool) -> tuple[str, Nat | None, str | None]:
+    """The device has no address to NAT to: the kernel drops, unless its addresses are unknown."""
+    if not known:
+        return "accept", None, f"{kind}: the addresses of {device} are not known"
+    return "drop", None, None
+
+
 def apply_nat(
     st: State, spec: NatSpec, rule: Rule, hook: str
 ) -> tuple[str, Nat | None, str | None]:
@@ -119,16 +126,8 @@ def apply_nat(
         else:
             chosen = _first_address(st, st.iif)
             if chosen is None:
-                if st.iif not in st.facts.iface_addresses:
-                    return (
-                        "accept",
-                        None,
-                        (
-                            f"REDIRECT: the addresses of {st.iif or 'the input interface'} "
-                            "are not known"
-                        ),
-                    )
-                return "drop", None, None  # the kernel drops when the device has no address
+                known = st.iif in st.facts.iface_addresses
+                return _no_address("REDIRECT", st.iif or "the input interface", known)
             addr = chosen
         port = p.dport
         if spec.port is not None and p.dport is not None:
@@ -142,16 +141,7 @@ def apply_nat(
         else:
             chosen = _masq_source(st, st.oif, p.dst)
             if chosen is None:
-                if not st.facts.known:
-                    return (
-                        "accept",
-                        None,
-                        (
-                            f"MASQUERADE: the addresses of {st.oif or 'the output interface'} are "
-                            "not known"
-                        ),
-                    )
-                return "drop", None, None  # the kernel drops when the device has no address
+                return _no_address("MASQUERADE", st.oif or "the output interface", st.facts.known)
             addr = chosen
         port = p.sport
         if spec.port is not None and p.sport is not None and not _port_in(spec, p.sport):

@@ -25,7 +25,6 @@ class State:
         nf: Netfilter,
         packet: Packet,
         facts: NetnsFacts,
-        *,
         ctstate: str,
         ctmark: int,
         conntrack: Conntrack | None,

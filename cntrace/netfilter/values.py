@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from cntrace.errors import BadInput
-from cntrace.netfilter.model import Atom
+from cntrace.netfilter.steps import Atom
 
 
 class RulesetError(BadInput):
