@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, routing
+from cntrace.path import diagnose, hooks, overlay, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -51,12 +51,18 @@ def _wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     return _beyond(w, ns, link, nexthop, packet)
 
 
+def _vxlan(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
+    """A VXLAN device wraps the packet (cntrace.path.overlay, which imports this module)."""
+    return overlay.encapsulate(w, ns, link, nexthop, packet)
+
+
 EgressHop = Callable[[Walk, Netns, Link, str, Packet], Step]
 EGRESS: dict[str, EgressHop] = {
     "loopback": _loopback,
     "bridge": _bridge_port_of_stack,
     "veth": _pair,
     "netkit": _pair,
+    "vxlan": _vxlan,
 }
 
 
