@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from cntrace.commands._args import integer
 from cntrace.errors import BadInput, Exit
 
 
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     topology(q)
     q.add_argument(
         "--containers",
-        type=int,
+        type=integer(0, 2000, "a number of containers"),
         default=0,
         metavar="N",
         help="add N scaled containers (for benchmarks)",
