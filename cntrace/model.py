@@ -363,6 +363,9 @@ class Snapshot:
     tool_version: str = ""
     warnings: tuple[str, ...] = ()
     drop_reasons: dict[str, str] = field(default_factory=dict)  # kernel's reason id -> name
+    # A snapshot stitched from per-node files (cntrace.sources.stitch): the nodes' names. Their
+    # underlay links are joined by address, as the wire between the machines would.
+    nodes: tuple[str, ...] = ()
 
     _index: dict[int, Netns] = field(default_factory=dict, init=False, repr=False, compare=False)
 
