@@ -39,6 +39,20 @@ CODES: dict[str, Code] = {
         Code("conntrack-full", "error", "the connection-tracking table is full"),
         Code("rule-uncertain", "warning", "a rule could not be evaluated"),
         Code("dns-unresolved", "error", "the name does not resolve"),
+        Code("service-no-endpoints", "error", "the Kubernetes Service has no ready endpoints"),
+        Code(
+            "service-no-local-endpoint",
+            "error",
+            "externalTrafficPolicy: Local and no endpoint on this node",
+        ),
+        Code("service-endpoint-not-ready", "error", "a Service endpoint does not serve the port"),
+        Code("service-hairpin", "info", "a pod reaches itself through its Service"),
+        Code("hostport-clash", "warning", "two pods claim the same hostPort"),
+        Code(
+            "nodeport-address",
+            "error",
+            "a NodePort reached on an address kube-proxy does not serve",
+        ),
     )
 }
 

@@ -292,7 +292,9 @@ def _links(sp: _Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
         peer_netns = None
         if (
             r.link is not None
-            and r.link not in (0, r.ifindex)
+            and r.link != 0
+            # a peer in another namespace may have the same ifindex (two eth0s, index 2)
+            and (r.link != r.ifindex or r.link_netnsid is not None)
             and r.kind in ("veth", "netkit", "macvlan", "macvtap", "vlan", "ipvlan")
         ):
             peer_ifindex = r.link
