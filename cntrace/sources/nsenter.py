@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
 NETNS_RUN_DIR = "/run/netns"
 
 T = TypeVar("T")

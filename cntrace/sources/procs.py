@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _NS_RE = re.compile(r"net:\[(\d+)\]")
@@ -85,6 +86,10 @@ class ProcTable:
             self._ids = ids
         return self._ids
 
+    def pids_in(self, inodes: set[int]) -> list[int]:
+        """Every process whose network namespace is one of ``inodes``."""
+        return [pid for pid, ino in self.netns_of.items() if ino in inodes]
+
     def init_of(self, pids: list[int]) -> int | None:
         """The first process of a group: the one whose parent is outside the group."""
         members = set(pids)
@@ -112,3 +117,26 @@ def comm(pid: int) -> str | None:
 def cmdline(pid: int) -> list[str]:
     text = read_text(f"/proc/{pid}/cmdline")
     return [a for a in text.split("\0") if a] if text else []
+
+
+def socket_owners(pids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """socket inode -> (pid, comm) for the given processes' open fds (the first owner wins).
+
+    The fd links are read directly: psutil's connection tables read the caller's /proc/net, not
+    the namespace each process lives in, and name no inode.
+    """
+    out: dict[int, tuple[int, str]] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        name = comm(pid) or "?"
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.setdefault(int(target[8:-1]), (pid, name))
+    return out

@@ -15,79 +15,17 @@ A failing tool becomes an entry in ``Ruleset.errors``, never an exception.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
 import subprocess
-import threading
 
 from cntrace.model import Ruleset
 from cntrace.sources import nsenter
+from cntrace.sources.libnftables import Libnftables, library
 
 TIMEOUT = 20.0
 _IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
-_NFT_CTX_OUTPUT_JSON = 1 << 4
-
-
-class _Libnftables:
-    """The few libnftables calls needed to list a ruleset as JSON."""
-
-    def __init__(self) -> None:
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        lib = ctypes.CDLL(name, use_errno=True)
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = (ctypes.c_uint32,)
-        lib.nft_ctx_free.argtypes = (ctypes.c_void_p,)
-        lib.nft_ctx_output_set_flags.argtypes = (ctypes.c_void_p, ctypes.c_uint)
-        lib.nft_ctx_buffer_output.argtypes = (ctypes.c_void_p,)
-        lib.nft_ctx_buffer_error.argtypes = (ctypes.c_void_p,)
-        lib.nft_run_cmd_from_buffer.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
-        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
-        lib.nft_ctx_get_output_buffer.argtypes = (ctypes.c_void_p,)
-        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_error_buffer.argtypes = (ctypes.c_void_p,)
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        self.lib = lib
-
-    def run(self, *commands: str) -> list[str]:
-        """JSON output of each nft command, run in the namespace of the calling thread."""
-        lib = self.lib
-        ctx = lib.nft_ctx_new(0)
-        if not ctx:
-            raise OSError("nft_ctx_new failed")
-        try:
-            lib.nft_ctx_output_set_flags(ctx, _NFT_CTX_OUTPUT_JSON)
-            lib.nft_ctx_buffer_output(ctx)
-            lib.nft_ctx_buffer_error(ctx)
-            out: list[str] = []
-            for cmd in commands:
-                rc = lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
-                if rc != 0:
-                    err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
-                    raise OSError(err.strip().splitlines()[-1] if err.strip() else "nft failed")
-                text = lib.nft_ctx_get_output_buffer(ctx) or b""
-                out.append(text.decode("utf-8", "replace"))
-            return out
-        finally:
-            lib.nft_ctx_free(ctx)
-
-
-_LIB: _Libnftables | None = None
-_LIB_FAILED = False
-_LIB_LOCK = threading.Lock()
-
-
-def _libnftables() -> _Libnftables | None:
-    global _LIB, _LIB_FAILED
-    with _LIB_LOCK:
-        if _LIB is None and not _LIB_FAILED:
-            try:
-                _LIB = _Libnftables()
-            except (OSError, AttributeError):
-                _LIB_FAILED = True
-        return _LIB
 
 
 def _read_proc(name: str) -> str:
@@ -147,7 +85,7 @@ def read_ruleset(netns_path: str) -> Ruleset:
     path = nsenter.netns_path(netns_path)
     found: dict[str, str | None] = {}
     errors: list[str] = []
-    lib = _libnftables()
+    lib = library()
 
     def probe() -> tuple[str, str, str | None, str | None, bool]:
         legacy4 = _read_proc("ip_tables_names")
@@ -155,7 +93,7 @@ def read_ruleset(netns_path: str) -> Ruleset:
         tables_json = err = None
         if lib is not None:
             try:
-                (tables_json,) = lib.run("list tables")
+                (tables_json,) = lib.json("list tables")
             except OSError as exc:
                 err = f"libnftables: {exc}"
         has_ipset = os.path.exists("/proc/thread-self/net/ip_set") or os.path.isdir(
@@ -214,14 +152,14 @@ def read_ruleset(netns_path: str) -> Ruleset:
 
 
 def _nft_view(
-    lib: _Libnftables, tables_json: str, tables: set[tuple[str, str]], skip: set[tuple[str, str]]
+    lib: Libnftables, tables_json: str, tables: set[tuple[str, str]], skip: set[tuple[str, str]]
 ) -> str:
     """One `nft -j` document: every native table in full, iptables-nft's tables as chains only."""
     if not skip:
-        (text,) = lib.run("list ruleset")
+        (text,) = lib.json("list ruleset")
         return text
     native = sorted(tables - skip)
-    outputs = lib.run("list chains", *(f"list table {f} {n}" for f, n in native))
+    outputs = lib.json("list chains", *(f"list table {f} {n}" for f, n in native))
     items: list[object] = []
     seen_tables: set[tuple[str, str]] = set()
     table_items = {}

@@ -8,55 +8,31 @@ NLM_F_EXCL tells, without a race, whether it was already there (then it is not o
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cntrace.sources import nsenter
-from cntrace.sources.netlink import NetlinkError, attrs, c_string
-from cntrace.sources.netlink import attr as _attr
+from cntrace.sources.netlink import proto as p
+from cntrace.sources.netlink.proto import (
+    IFLA,
+    RTM,
+    TCA,
+    TCA_BPF,
+    TCMSG,
+    NetlinkError,
+    attr,
+    attrs,
+    c_string,
+    message,
+    nested,
+)
 
-NETLINK_ROUTE = 0
-
-RTM_GETLINK = 18
-RTM_NEWQDISC = 36
-RTM_DELQDISC = 37
-RTM_GETQDISC = 38
-RTM_NEWTFILTER = 44
-RTM_DELTFILTER = 45
-RTM_GETTFILTER = 46
-
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-
-TCA_KIND = 1
-TCA_OPTIONS = 2
-TCA_BPF_FD = 6
-TCA_BPF_NAME = 7
-TCA_BPF_FLAGS = 8
-TCA_BPF_ID = 11
-TCA_BPF_FLAG_ACT_DIRECT = 1
-
-IFLA_IFNAME = 3
-IFLA_LINK_NETNSID = 37
-
+# tc handles (pkt_sched.h)
 TC_H_CLSACT = 0xFFFFFFF1
 CLSACT_HANDLE = 0xFFFF0000
 PARENT_INGRESS = 0xFFFFFFF2
 PARENT_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
-
-_HDR = struct.Struct("<IHHII")
-_TCMSG = struct.Struct("<BxxxiIII")
-_IFINFO = struct.Struct("<BxHiII")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +57,12 @@ class FilterInfo:
     prog_id: int | None = None
 
 
-def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    return iter(attrs(data, 0, len(data)).items())
-
-
 class RouteSocket:
     """A NETLINK_ROUTE socket living in one network namespace."""
 
     def __init__(self, netns_path: str | None = None) -> None:
-        if netns_path:
-            self.sock = nsenter.socket_in(
-                netns_path, socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-            )
-        else:
-            self.sock = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-            )
+        kind = (socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, p.NETLINK_ROUTE)
+        self.sock = nsenter.socket_in(netns_path, *kind) if netns_path else socket.socket(*kind)
         self.sock.bind((0, 0))
         self._seq = 0
 
@@ -115,66 +81,53 @@ class RouteSocket:
         """Send one request; returns (type, payload) of each answer, raising on NLMSG_ERROR."""
         self._seq += 1
         seq = self._seq
-        msg = _HDR.pack(_HDR.size + len(body), mtype, flags | NLM_F_REQUEST, seq, 0) + body
-        self.sock.send(msg)
+        self.sock.send(message(mtype, flags | p.NLM_F_REQUEST, body, seq))
         out: list[tuple[int, bytes]] = []
         while True:
             data = self.sock.recv(1 << 16)
-            pos = 0
-            while pos + _HDR.size <= len(data):
-                length, rtype, _rflags, rseq, _pid = _HDR.unpack_from(data, pos)
-                payload = data[pos + _HDR.size : pos + length]
-                pos += (length + 3) & ~3
+            for rtype, rseq, off, end in p.headers(data):
                 if rseq != seq:
                     continue
-                if rtype == NLMSG_DONE:
+                if rtype == p.NLMSG_DONE:
                     return out
-                if rtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("<i", payload, 0)
-                    if code == 0:
-                        return out  # the ACK
-                    raise NetlinkError(-code, os.strerror(-code))
-                out.append((rtype, payload))
-                if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
+                if rtype == p.NLMSG_ERROR:
+                    p.raise_for(p.error_code(data, off))
+                    return out  # the ACK
+                out.append((rtype, data[off:end]))
+                if not flags & p.NLM_F_DUMP and not flags & p.NLM_F_ACK:
                     return out
 
     # ------------------------------------------------------------------ links
 
     def links(self) -> list[LinkInfo]:
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body = p.IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         found = []
-        for _t, payload in self._request(RTM_GETLINK, NLM_F_DUMP, body):
-            _fam, ltype, index, flags, _change = _IFINFO.unpack_from(payload, 0)
-            name = ""
-            for kind, val in _attrs(payload[_IFINFO.size :]):
-                if kind == IFLA_IFNAME:
-                    name = c_string(val)
-            found.append(LinkInfo(index, name, ltype, bool(flags & 1)))
+        for _t, payload in self._request(RTM.GETLINK, p.NLM_F_DUMP, body):
+            _fam, ltype, index, flags, _change = p.IFINFOMSG.unpack_from(payload, 0)
+            a = attrs(payload, p.IFINFOMSG.size, len(payload))
+            name = c_string(a[IFLA.IFNAME]) if IFLA.IFNAME in a else ""
+            found.append(LinkInfo(index, name, ltype, bool(flags & p.IFF_UP)))
         return found
 
     # ------------------------------------------------------------------ qdiscs
 
     def qdiscs(self, ifindex: int) -> list[tuple[int, int, str]]:
         """(handle, parent, kind) of each qdisc on the link."""
-        body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, 0, 0, 0)
+        body = TCMSG.pack(socket.AF_UNSPEC, ifindex, 0, 0, 0)
         out = []
-        for _t, payload in self._request(RTM_GETQDISC, NLM_F_DUMP, body):
-            _fam, idx, handle, parent, _info = _TCMSG.unpack_from(payload, 0)
+        for _t, payload in self._request(RTM.GETQDISC, p.NLM_F_DUMP, body):
+            _fam, idx, handle, parent, _info = TCMSG.unpack_from(payload, 0)
             if idx != ifindex:
                 continue
-            kind = ""
-            for k, val in _attrs(payload[_TCMSG.size :]):
-                if k == TCA_KIND:
-                    kind = c_string(val)
-            out.append((handle, parent, kind))
+            out.append((handle, parent, _kind(payload)))
         return out
 
     def add_clsact(self, ifindex: int) -> bool:
         """Add a clsact qdisc; False when one (or an ingress qdisc) was already there."""
-        body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0)
-        body += _attr(TCA_KIND, b"clsact\0")
+        body = TCMSG.pack(socket.AF_UNSPEC, ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0)
+        body += attr(TCA.KIND, b"clsact\0")
         try:
-            self._request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+            self._request(RTM.NEWQDISC, p.NLM_F_ACK | p.NLM_F_CREATE | p.NLM_F_EXCL, body)
         except NetlinkError as exc:
             if exc.errno == errno.EEXIST:
                 return False
@@ -182,9 +135,9 @@ class RouteSocket:
         return True
 
     def del_clsact(self, ifindex: int) -> None:
-        body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0)
-        body += _attr(TCA_KIND, b"clsact\0")
-        self._request(RTM_DELQDISC, NLM_F_ACK, body)
+        body = TCMSG.pack(socket.AF_UNSPEC, ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0)
+        body += attr(TCA.KIND, b"clsact\0")
+        self._request(RTM.DELQDISC, p.NLM_F_ACK, body)
 
     # ------------------------------------------------------------------ filters
 
@@ -193,42 +146,45 @@ class RouteSocket:
     ) -> None:
         info = (prio << 16) | socket.htons(ETH_P_ALL)
         opts = (
-            _attr(TCA_BPF_FD, struct.pack("<I", prog_fd))
-            + _attr(TCA_BPF_NAME, name.encode() + b"\0")
-            + _attr(TCA_BPF_FLAGS, struct.pack("<I", TCA_BPF_FLAG_ACT_DIRECT))
+            attr(TCA_BPF.FD, p.U32.pack(prog_fd))
+            + attr(TCA_BPF.NAME, name.encode() + b"\0")
+            + attr(TCA_BPF.FLAGS, p.U32.pack(p.TCA_BPF_FLAG_ACT_DIRECT))
         )
-        body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, handle, parent, info)
-        body += _attr(TCA_KIND, b"bpf\0") + _attr(TCA_OPTIONS | 0x8000, opts)
-        self._request(RTM_NEWTFILTER, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+        body = TCMSG.pack(socket.AF_UNSPEC, ifindex, handle, parent, info)
+        body += attr(TCA.KIND, b"bpf\0") + attr(TCA.OPTIONS | p.NLA_F_NESTED, opts)
+        self._request(RTM.NEWTFILTER, p.NLM_F_ACK | p.NLM_F_CREATE | p.NLM_F_EXCL, body)
 
     def del_filter(self, f: FilterInfo) -> None:
         info = (f.prio << 16) | f.protocol
-        body = _TCMSG.pack(socket.AF_UNSPEC, f.ifindex, f.handle, f.parent, info)
-        body += _attr(TCA_KIND, f.kind.encode() + b"\0")
-        self._request(RTM_DELTFILTER, NLM_F_ACK, body)
+        body = TCMSG.pack(socket.AF_UNSPEC, f.ifindex, f.handle, f.parent, info)
+        body += attr(TCA.KIND, f.kind.encode() + b"\0")
+        self._request(RTM.DELTFILTER, p.NLM_F_ACK, body)
 
     def filters(self, ifindex: int, parent: int) -> list[FilterInfo]:
-        body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, 0, parent, 0)
+        body = TCMSG.pack(socket.AF_UNSPEC, ifindex, 0, parent, 0)
         try:
-            answers = self._request(RTM_GETTFILTER, NLM_F_DUMP, body)
+            answers = self._request(RTM.GETTFILTER, p.NLM_F_DUMP, body)
         except NetlinkError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
                 return []  # no clsact/ingress qdisc there
             raise
         out = []
         for _t, payload in answers:
-            _fam, idx, handle, par, info = _TCMSG.unpack_from(payload, 0)
+            _fam, idx, handle, par, info = TCMSG.unpack_from(payload, 0)
             if handle == 0:
                 continue  # the per-priority chain header, not a filter
-            kind, name, prog_id = "", None, None
-            for k, val in _attrs(payload[_TCMSG.size :]):
-                if k == TCA_KIND:
-                    kind = c_string(val)
-                elif k == TCA_OPTIONS:
-                    for ok, ov in _attrs(val):
-                        if ok == TCA_BPF_NAME:
-                            name = c_string(ov)
-                        elif ok == TCA_BPF_ID:
-                            (prog_id,) = struct.unpack_from("<I", ov, 0)
-            out.append(FilterInfo(idx, par, info >> 16, info & 0xFFFF, handle, kind, name, prog_id))
+            opts = nested(attrs(payload, TCMSG.size, len(payload)).get(TCA.OPTIONS))
+            name = c_string(opts[TCA_BPF.NAME]) if TCA_BPF.NAME in opts else None
+            prog_id = p.u32(opts.get(TCA_BPF.ID))
+            out.append(
+                FilterInfo(
+                    idx, par, info >> 16, info & 0xFFFF, handle, _kind(payload), name, prog_id
+                )
+            )
         return out
+
+
+def _kind(tcmsg: bytes) -> str:
+    """TCA_KIND of a qdisc or filter message ("" when absent)."""
+    kind = attrs(tcmsg, TCMSG.size, len(tcmsg)).get(TCA.KIND)
+    return c_string(kind) if kind is not None else ""

@@ -26,7 +26,8 @@ from labkit import Lab
 from safety import GUARD, ping
 
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources import live, netlink
+from cntrace.sources import live
+from cntrace.sources.netlink import dumps
 from cntrace.sources.runtimes.netns import NetnsSource
 from cntrace.sources.runtimes.pid import PidSource
 from cntrace.topology import Topology, resolve_ref
@@ -386,9 +387,9 @@ def test_lab_ls_lists_its_containers_with_veths_and_bridges(lab: Lab) -> None:
 def test_netlink_errors_are_per_namespace() -> None:
     """A namespace whose socket fails does not fail the others (dump_many slots)."""
     require_root()
-    with netlink.Conn.open("/proc/self/ns/net", diag=True) as conn:
-        no_diag = netlink.Conn(conn.route)  # has no sock_diag socket: its slot is an error
-        results = netlink.dump_many([conn, no_diag, conn], "tcp4")
+    with dumps.Conn.open("/proc/self/ns/net", diag=True) as conn:
+        no_diag = dumps.Conn(conn.route)  # has no sock_diag socket: its slot is an error
+        results = dumps.dump_many([conn, no_diag, conn], "tcp4")
     assert not isinstance(results[0], OSError)
     assert isinstance(results[1], OSError)
     assert not isinstance(results[2], OSError)

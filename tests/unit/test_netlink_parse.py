@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from cntrace.sources import netlink as nl
+from cntrace.sources.netlink import decode as nl
+from cntrace.sources.netlink import proto
 
 
 def attr(atype: int, payload: bytes, nested: bool = False) -> bytes:
@@ -20,7 +21,7 @@ def msg(mtype: int, body: bytes) -> bytes:
 
 
 def done() -> bytes:
-    return msg(nl.NLMSG_DONE, struct.pack("=i", 0))
+    return msg(proto.NLMSG_DONE, struct.pack("=i", 0))
 
 
 def s(text: str) -> bytes:
@@ -91,7 +92,7 @@ def test_bridge_and_macvlan_and_loopback() -> None:
         + attr(3, s("mv0"))
         + attr(18, attr(1, s("macvlan")) + attr(2, attr(1, u32(4)), nested=True), nested=True)
     )
-    lo = struct.pack("=BxHiII", 0, nl.ARPHRD_LOOPBACK, 1, 1, 0) + attr(3, s("lo"))
+    lo = struct.pack("=BxHiII", 0, proto.ARPHRD_LOOPBACK, 1, 1, 0) + attr(3, s("lo"))
     links = nl.parse_links([msg(16, br) + msg(16, mv) + msg(16, lo) + done()])
     assert [lk.kind for lk in links] == ["bridge", "macvlan", "loopback"]
     assert links[0].bridge is not None
@@ -121,7 +122,7 @@ def test_addresses_routes_rules_neighbors_fdb() -> None:
         + attr(1, bytes([198, 51, 100, 0]))
         + attr(15, u32(1000))
     )
-    cloned = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 254, 2, 0, 1, nl.RTM_F_CLONED)
+    cloned = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 254, 2, 0, 1, proto.RTM_F_CLONED)
     routes = nl.parse_routes(
         [msg(24, default) + msg(24, big_table) + msg(24, cloned) + done()], names
     )
@@ -130,7 +131,7 @@ def test_addresses_routes_rules_neighbors_fdb() -> None:
         ("198.51.100.0/24", 1000, None, None, "blackhole", "static"),
     ]
 
-    rule = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 32, 0, 100, 0, 0, 1, nl.FIB_RULE_INVERT)
+    rule = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 32, 0, 100, 0, 0, 1, proto.FIB_RULE_INVERT)
     rule += attr(2, bytes([10, 0, 0, 2])) + attr(6, u32(1000)) + attr(10, u32(7))
     (r,) = nl.parse_rules([msg(32, rule) + done()])
     assert (r.priority, r.table, r.src, r.fwmark, r.invert, r.action) == (
@@ -158,17 +159,17 @@ def test_addresses_routes_rules_neighbors_fdb() -> None:
 
     names = {3: "br0", 5: "veth5"}
     learnt = (
-        struct.pack("=BxxxiHBB", nl.AF_BRIDGE, 5, 0x02, 4, 1)
+        struct.pack("=BxxxiHBB", proto.AF_BRIDGE, 5, 0x02, 4, 1)
         + attr(2, bytes.fromhex("02420a000002"))
         + attr(9, u32(3))
     )
     local = (
-        struct.pack("=BxxxiHBB", nl.AF_BRIDGE, 5, 0x80, 4, 1)
+        struct.pack("=BxxxiHBB", proto.AF_BRIDGE, 5, 0x80, 4, 1)
         + attr(2, bytes.fromhex("02420a000003"))
         + attr(9, u32(3))
         + attr(5, struct.pack("=H", 1))
     )
-    own = struct.pack("=BxxxiHBB", nl.AF_BRIDGE, 5, 0x80, 2, 1) + attr(
+    own = struct.pack("=BxxxiHBB", proto.AF_BRIDGE, 5, 0x80, 2, 1) + attr(
         2, bytes.fromhex("333300000001")
     )
     fdb = nl.parse_fdb([msg(28, learnt) + msg(28, local) + msg(28, own) + done()], names)
@@ -216,7 +217,7 @@ def test_netconf() -> None:
 
 
 def test_error_message_raises() -> None:
-    err = msg(nl.NLMSG_ERROR, struct.pack("=i", -13) + bytes(16))
-    with pytest.raises(nl.NetlinkError) as exc:
+    err = msg(proto.NLMSG_ERROR, struct.pack("=i", -13) + bytes(16))
+    with pytest.raises(proto.NetlinkError) as exc:
         list(nl.each([err]))
     assert exc.value.errno == 13

@@ -31,7 +31,6 @@ CRI_TYPE = "io.kubernetes.cri.container-type"
 CRI_POD = "io.kubernetes.cri.sandbox-name"
 CRI_POD_NS = "io.kubernetes.cri.sandbox-namespace"
 CRI_NAME = "io.kubernetes.cri.container-name"
-CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
 POD_LABEL = "io.kubernetes.pod.name"
 POD_NS_LABEL = "io.kubernetes.pod.namespace"
 

@@ -119,6 +119,23 @@ def _bridge_name(net: dict[str, Any]) -> str | None:
     return str(name) if name else f"br-{str(net.get('Id', ''))[:12]}"
 
 
+def endpoint_network(
+    name: str, driver: str, bridge: str | None, ep: dict[str, Any]
+) -> ContainerNetwork:
+    """One entry of an inspect's NetworkSettings.Networks (Podman's inspect has Docker's shape)."""
+    return ContainerNetwork(
+        name=name,
+        driver=driver,
+        bridge=bridge,
+        ip=ep.get("IPAddress") or None,
+        prefixlen=ep.get("IPPrefixLen") or None,
+        ipv6=ep.get("GlobalIPv6Address") or None,
+        gateway=ep.get("Gateway") or None,
+        mac=ep.get("MacAddress") or None,
+        aliases=tuple(ep.get("Aliases") or ()),
+    )
+
+
 def to_container(
     raw: dict[str, Any],
     networks: dict[str, dict[str, Any]],
@@ -131,19 +148,7 @@ def to_container(
     for name, ep in sorted(((raw.get("NetworkSettings") or {}).get("Networks") or {}).items()):
         net = networks.get(name, {})
         driver = str(net.get("Driver", "bridge"))
-        attached.append(
-            ContainerNetwork(
-                name=name,
-                driver=driver,
-                bridge=_bridge_name(net),
-                ip=ep.get("IPAddress") or None,
-                prefixlen=ep.get("IPPrefixLen") or None,
-                ipv6=ep.get("GlobalIPv6Address") or None,
-                gateway=ep.get("Gateway") or None,
-                mac=ep.get("MacAddress") or None,
-                aliases=tuple(ep.get("Aliases") or ()),
-            )
-        )
+        attached.append(endpoint_network(name, driver, _bridge_name(net), ep))
     ports = tuple(
         PortMapping(
             proto=str(p.get("Type", "tcp")),

@@ -55,53 +55,81 @@ class LabSource:
                 continue
             host = _inode(lab.host_netns)
             labels = {"cntrace.lab": lab.name}
-            # The default lab's containers have short names (web, client...); other labs (tests,
-            # benchmarks) prefix theirs so they never make `web` ambiguous.
-            prefix = "" if lab.name == spec.DEFAULT_NAME else f"{lab.name}."
             for c in lab.containers:
                 net = next((n for n in lab.networks if n.name == c.network), None)
+                network = ContainerNetwork(
+                    name=c.network,
+                    driver="bridge",
+                    bridge=net.bridge if net else None,
+                    ip=c.ip,
+                    prefixlen=c.prefixlen,
+                    gateway=c.gateway,
+                    mac=c.mac,
+                )
+                ports = tuple(
+                    PortMapping(p.proto, p.host_port, p.container_port) for p in c.published
+                )
                 found.append(
-                    Container(
-                        id=f"{lab.name}.{c.name}",
-                        name=f"{prefix}{c.name}",
-                        runtime="lab",
-                        pid=c.pid,
-                        netns=_inode(c.netns),
-                        netns_path=nsenter.netns_path(c.netns),
-                        network_mode="bridge",
-                        networks=(
-                            ContainerNetwork(
-                                name=c.network,
-                                driver="bridge",
-                                bridge=net.bridge if net else None,
-                                ip=c.ip,
-                                prefixlen=c.prefixlen,
-                                gateway=c.gateway,
-                                mac=c.mac,
-                            ),
-                        ),
-                        ports=tuple(
-                            PortMapping(p.proto, p.host_port, p.container_port) for p in c.published
-                        ),
+                    _member(
+                        lab,
+                        host,
+                        c.name,
+                        c.pid,
+                        c.netns,
+                        mode="bridge",
                         labels=labels,
                         image="cntrace-lab/server" if c.full_server else "busybox-httpd",
-                        state="running" if _running(c.pid) else "gone",
-                        host_netns=host,
+                        networks=(network,),
+                        ports=ports,
                     )
                 )
+            upstream = {**labels, "cntrace.lab.role": "upstream"}
             found.append(
-                Container(
-                    id=f"{lab.name}.upstream",
-                    name=f"{prefix}upstream",
-                    runtime="lab",
-                    pid=lab.upstream_pid,
-                    netns=_inode(lab.upstream_netns),
-                    netns_path=nsenter.netns_path(lab.upstream_netns),
-                    network_mode="external",
-                    labels={**labels, "cntrace.lab.role": "upstream"},
+                _member(
+                    lab,
+                    host,
+                    "upstream",
+                    lab.upstream_pid,
+                    lab.upstream_netns,
+                    mode="external",
+                    labels=upstream,
                     image="cntrace-lab/server",
-                    state="running" if _running(lab.upstream_pid) else "gone",
-                    host_netns=host,
                 )
             )
         return found
+
+
+def _member(
+    lab: state.LabState,
+    host: int | None,
+    name: str,
+    pid: int | None,
+    netns: str,
+    *,
+    mode: str,
+    labels: dict[str, str],
+    image: str,
+    networks: tuple[ContainerNetwork, ...] = (),
+    ports: tuple[PortMapping, ...] = (),
+) -> Container:
+    """A lab namespace with its server process, in the lab's host namespace ``host``.
+
+    The default lab's containers have short names (web, client...); other labs (tests,
+    benchmarks) prefix theirs so they never make `web` ambiguous.
+    """
+    prefix = "" if lab.name == spec.DEFAULT_NAME else f"{lab.name}."
+    return Container(
+        id=f"{lab.name}.{name}",
+        name=f"{prefix}{name}",
+        runtime="lab",
+        pid=pid,
+        netns=_inode(netns),
+        netns_path=nsenter.netns_path(netns),
+        network_mode=mode,
+        networks=networks,
+        ports=ports,
+        labels=labels,
+        image=image,
+        state="running" if _running(pid) else "gone",
+        host_netns=host,
+    )

@@ -18,9 +18,10 @@ import tomllib
 from dataclasses import replace
 from typing import Any
 
-from cntrace.model import Container, ContainerNetwork, PortMapping
+from cntrace.model import Container, PortMapping
 from cntrace.sources import procs as procmod
 from cntrace.sources.procs import ProcTable, read_text
+from cntrace.sources.runtimes.docker import endpoint_network
 
 TIMEOUT = 30.0
 
@@ -123,19 +124,7 @@ def to_container(
     networks = []
     for name, ep in sorted((settings.get("Networks") or {}).items()):
         driver, iface = bridges.get(name, ("bridge", ""))
-        networks.append(
-            ContainerNetwork(
-                name=name,
-                driver=driver,
-                bridge=iface or None,
-                ip=ep.get("IPAddress") or None,
-                prefixlen=ep.get("IPPrefixLen") or None,
-                ipv6=ep.get("GlobalIPv6Address") or None,
-                gateway=ep.get("Gateway") or None,
-                mac=ep.get("MacAddress") or None,
-                aliases=tuple(ep.get("Aliases") or ()),
-            )
-        )
+        networks.append(endpoint_network(name, driver, iface or None, ep))
     mode = _mode(
         str(((inspect or {}).get("HostConfig") or {}).get("NetworkMode", "")), ids_to_names
     )

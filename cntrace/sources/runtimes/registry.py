@@ -18,8 +18,6 @@ from cntrace.sources.runtimes.netns import NetnsSource
 from cntrace.sources.runtimes.pid import PidSource
 from cntrace.sources.runtimes.podman import PodmanSource
 
-RUNTIMES = ("docker", "podman", "containerd", "kubernetes", "lab", "netns", "pid")
-
 
 def lab_source() -> RuntimeSource | None:
     """The built-in lab's containers, when cntrace.sources.runtimes.lab is present."""

@@ -1,0 +1,143 @@
+"""Runtime discovery: ask every runtime source for its containers and tie each to a namespace.
+
+The sources (Docker, Podman, containerd, the lab, named namespaces, ``pid:N``) are asked on a
+thread of their own while the namespace walk reads the kernel: their sockets, stats and
+subprocesses wait at the same time as the netlink dumps do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+
+from cntrace.model import Container, Resolver
+from cntrace.sources import nsenter
+from cntrace.sources.namespaces import Space
+from cntrace.sources.procs import netns_inode, read_text
+from cntrace.sources.runtimes import RuntimeSource
+
+
+def ask_runtimes(
+    sources: Iterable[RuntimeSource], warnings: list[str]
+) -> tuple[list[Container], set[int]]:
+    """Every available source's containers, and the namespaces sources claim without listing
+    (a lab's host namespace); a failing source becomes a warning."""
+    out: list[Container] = []
+    claimed: set[int] = set()
+    for source in sources:
+        try:
+            ok, why = source.available()
+            if not ok:
+                warnings.append(why)
+                continue
+            out.extend(source.containers())
+            claim = getattr(source, "claimed_namespaces", None)
+            for path in claim() if callable(claim) else ():
+                with contextlib.suppress(OSError):
+                    claimed.add(nsenter.inode_of(path))
+        except PermissionError as exc:
+            warnings.append(f"{source.name}: permission denied ({exc})")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.append(f"{source.name}: {type(exc).__name__}: {exc}")
+    return out, claimed
+
+
+class RuntimeAsker(threading.Thread):
+    """``ask_runtimes`` on its own thread; ``result`` joins it on the reading thread."""
+
+    def __init__(self, sources: list[RuntimeSource]) -> None:
+        super().__init__(name="cntrace-runtimes", daemon=True)
+        self.sources = sources
+        self.found: list[Container] = []
+        self.claimed: set[int] = set()
+        self.warnings: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.found, self.claimed = ask_runtimes(self.sources, self.warnings)
+        except BaseException as exc:  # handed to the reading thread, raised there
+            self.error = exc
+
+    def result(self, warnings: list[str]) -> tuple[list[Container], set[int]]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        warnings.extend(self.warnings)
+        return self.found, self.claimed
+
+
+def place(c: Container, spaces: dict[int, Space]) -> Container:
+    """Fill the namespace inode and path; a container whose process is gone is marked gone.
+    A namespace only the runtime knew is added to ``spaces``."""
+    inode = c.netns
+    state = c.state
+    if c.pid is not None:
+        # Asked again, not taken from the /proc scan: the runtime listing came later, and the
+        # container may have exited in between.
+        inode = netns_inode(c.pid)
+        if inode is None:
+            state = "gone"
+    if inode is None and c.netns_path and state != "gone":
+        try:
+            inode = nsenter.inode_of(c.netns_path)
+        except OSError:
+            state = "gone"
+    path = c.netns_path
+    if inode is not None:
+        space = spaces.get(inode)
+        if space is None:
+            space = spaces[inode] = Space(inode)
+            if path:
+                space.paths.append(path)
+        if c.pid is not None and c.pid not in space.pids:
+            space.pids.insert(0, c.pid)
+        if path is None:
+            path = space.paths[0] if space.paths else (f"/proc/{c.pid}/ns/net" if c.pid else None)
+    return replace(c, netns=inode, netns_path=path, state=state)
+
+
+def dedupe(containers: list[Container], claimed: set[int]) -> list[Container]:
+    """Drop named-namespace entries for namespaces another runtime already claims."""
+    claimed = claimed | {
+        c.netns for c in containers if c.runtime not in ("netns", "pid") and c.netns is not None
+    }
+    seen_ids: set[tuple[str, str]] = set()
+    out = []
+    for c in containers:
+        if c.runtime == "netns" and c.netns in claimed:
+            continue
+        if (c.runtime, c.id) in seen_ids:
+            continue
+        seen_ids.add((c.runtime, c.id))
+        out.append(c)
+    return out
+
+
+def resolver(pid: int) -> Resolver | None:
+    """The container's resolv.conf and /etc/hosts, seen through /proc/PID/root."""
+    conf = read_text(f"/proc/{pid}/root/etc/resolv.conf")
+    hosts_text = read_text(f"/proc/{pid}/root/etc/hosts")
+    if conf is None and hosts_text is None:
+        return None
+    ns: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in (conf or "").splitlines():
+        parts = line.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if parts[0] == "nameserver" and len(parts) > 1:
+            ns.append(parts[1])
+        elif parts[0] in ("search", "domain"):
+            search.extend(parts[1:])
+        elif parts[0] == "options":
+            options.extend(parts[1:])
+    hosts: dict[str, str] = {}
+    for line in (hosts_text or "").splitlines():
+        parts = line.split("#", 1)[0].split()
+        for name in parts[1:]:
+            hosts.setdefault(name, parts[0])
+    return Resolver(tuple(ns), tuple(search), tuple(options), hosts)

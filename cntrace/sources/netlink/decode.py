@@ -1,0 +1,468 @@
+"""Dumps decoded straight into the model's values, keeping only what cntrace reasons about.
+
+Each ``parse_*`` takes the datagrams of one dump (netlink.dumps) and copies out the few
+attributes the model has a field for with ``struct``; everything else is skipped unread. Link
+messages carry ~50 attributes and a thousand namespaces have thousands of links, so the link
+decoder asks ``attrs`` for its own set only. pyroute2 decodes the same dumps in
+tests/integration/test_netlink_pyroute2.py, field by field.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cntrace.model import (
+    Address,
+    BridgeInfo,
+    BridgePort,
+    FdbEntry,
+    Neighbor,
+    PolicyRule,
+    Route,
+    Socket,
+)
+from cntrace.sources.netlink import proto as p
+from cntrace.sources.netlink.proto import (
+    FRA,
+    IFA,
+    IFLA,
+    IFLA_BR,
+    IFLA_BRPORT,
+    IFLA_INET,
+    IFLA_INFO,
+    IPV4_DEVCONF,
+    NDA,
+    NETCONFA,
+    RTA,
+    attrs,
+    c_string,
+    i32,
+    ip_text,
+    mac_text,
+    nested,
+    u8,
+    u16,
+    u32,
+)
+
+Chunks = list[bytes]
+
+OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
+BRPORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
+MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
+SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+ROUTE_TYPES = (
+    "unspec",
+    "unicast",
+    "local",
+    "broadcast",
+    "anycast",
+    "multicast",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "throw",
+    "nat",
+    "xresolve",
+)
+PROTOCOLS = {
+    0: "unspec",
+    1: "redirect",
+    2: "kernel",
+    3: "boot",
+    4: "static",
+    9: "ra",
+    16: "dhcp",
+    42: "babel",
+    186: "bgp",
+    187: "isis",
+    188: "ospf",
+    189: "rip",
+}
+RULE_ACTIONS = {1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+NUD_STATES = (
+    (0x80, "permanent"),
+    (0x40, "noarp"),
+    (0x20, "failed"),
+    (0x10, "probe"),
+    (0x08, "delay"),
+    (0x04, "stale"),
+    (0x02, "reachable"),
+    (0x01, "incomplete"),
+)
+LOOPBACK_IFINDEX = 1  # every namespace's lo (net/core/dev.c)
+
+
+def each(chunks: Chunks) -> Iterator[tuple[bytes, int, int, int]]:
+    """(datagram, message type, body offset, end) for each data message of a dump."""
+    for buf in chunks:
+        for mtype, off, end in p.messages(buf):
+            if mtype > p.NLMSG_DONE:
+                yield buf, mtype, off, end
+
+
+def count_messages(chunks: Chunks) -> int:
+    return sum(1 for _ in each(chunks))
+
+
+def _family(family: int) -> int:
+    return 4 if family == socket.AF_INET else 6
+
+
+# --------------------------------------------------------------------------- links
+
+
+@dataclass(slots=True)
+class RawLink:
+    """A link as netlink describes it, before the peer's netnsid is turned into an inode."""
+
+    ifindex: int
+    name: str
+    kind: str
+    mac: str | None
+    mtu: int
+    admin_up: bool
+    oper_state: str
+    master: int | None
+    link: int | None  # IFLA_LINK: veth peer / lower device ifindex
+    link_netnsid: int | None  # IFLA_LINK_NETNSID: where that ifindex lives, as this ns names it
+    bridge: BridgeInfo | None
+    bridge_port: BridgePort | None
+    vxlan_id: int | None
+    macvlan_mode: str | None
+    alias: str | None
+    inet_conf: dict[str, int]
+
+
+def _bridge_info(data: dict[int, bytes]) -> BridgeInfo:
+    nf = u8(data.get(IFLA_BR.NF_CALL_IPTABLES))
+    return BridgeInfo(
+        stp=bool(u32(data.get(IFLA_BR.STP_STATE))),
+        vlan_filtering=bool(u8(data.get(IFLA_BR.VLAN_FILTERING))),
+        forward_delay=u32(data.get(IFLA_BR.FORWARD_DELAY)),
+        ageing_time=u32(data.get(IFLA_BR.AGEING_TIME)),
+        nf_call_iptables=None if nf is None else bool(nf),
+    )
+
+
+def _bridge_port(data: dict[int, bytes]) -> BridgePort:
+    state = u8(data.get(IFLA_BRPORT.STATE))
+    return BridgePort(
+        state=BRPORT_STATES[state] if state is not None and state < 5 else str(state),
+        learning=bool(u8(data.get(IFLA_BRPORT.LEARNING))),
+        flood=bool(u8(data.get(IFLA_BRPORT.UNICAST_FLOOD))),
+        hairpin=bool(u8(data.get(IFLA_BRPORT.MODE))),
+        isolated=bool(u8(data.get(IFLA_BRPORT.ISOLATED))),
+        cost=u32(data.get(IFLA_BRPORT.COST)),
+        priority=u16(data.get(IFLA_BRPORT.PRIORITY)),
+    )
+
+
+def _inet_conf(af_spec: bytes | None) -> dict[str, int]:
+    """Forwarding, rp_filter and route_localnet from the AF_INET devconf array."""
+    arr = nested(nested(af_spec).get(socket.AF_INET)).get(IFLA_INET.CONF)
+    if not arr or len(arr) < 4 * IPV4_DEVCONF.ROUTE_LOCALNET:
+        return {}
+    vals = struct.unpack_from(f"={len(arr) // 4}I", arr)
+    return {
+        "forwarding": vals[IPV4_DEVCONF.FORWARDING - 1],
+        "rp_filter": vals[IPV4_DEVCONF.RP_FILTER - 1],
+        "route_localnet": vals[IPV4_DEVCONF.ROUTE_LOCALNET - 1],
+    }
+
+
+_LINK_ATTRS = frozenset(
+    (
+        IFLA.ADDRESS,
+        IFLA.IFNAME,
+        IFLA.MTU,
+        IFLA.LINK,
+        IFLA.MASTER,
+        IFLA.OPERSTATE,
+        IFLA.LINKINFO,
+        IFLA.IFALIAS,
+        IFLA.LINK_NETNSID,
+    )
+)
+_LINK_ATTRS_CONF = _LINK_ATTRS | {IFLA.AF_SPEC}
+
+
+def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
+    """One RTM_NEWLINK message; ``conf`` also decodes the per-interface IPv4 sysctls."""
+    _family, iftype, index, flags, _change = p.IFINFOMSG.unpack_from(buf, off)
+    a = attrs(buf, off + p.IFINFOMSG.size, end, _LINK_ATTRS_CONF if conf else _LINK_ATTRS)
+    info = nested(a.get(IFLA.LINKINFO))
+    kind = c_string(info[IFLA_INFO.KIND]) if IFLA_INFO.KIND in info else None
+    if kind is None:
+        kind = "loopback" if iftype == p.ARPHRD_LOOPBACK else "device"
+    data = nested(info.get(IFLA_INFO.DATA))
+    slave_kind = c_string(info[IFLA_INFO.SLAVE_KIND]) if IFLA_INFO.SLAVE_KIND in info else None
+    oper = u8(a.get(IFLA.OPERSTATE))
+    mac = a.get(IFLA.ADDRESS)
+    alias = a.get(IFLA.IFALIAS)
+    # IFLA_MACVLAN_MODE and IFLA_VXLAN_ID are both attribute 1 of their kind's data
+    mode = u32(data.get(p.IFLA_MACVLAN.MODE)) if kind in ("macvlan", "macvtap") else None
+    return RawLink(
+        ifindex=index,
+        name=c_string(a[IFLA.IFNAME]) if IFLA.IFNAME in a else f"if{index}",
+        kind=kind,
+        mac=mac_text(mac) if mac and len(mac) == 6 else None,
+        mtu=u32(a.get(IFLA.MTU)) or 0,
+        admin_up=bool(flags & p.IFF_UP),
+        oper_state=OPERSTATES[oper] if oper is not None and oper < len(OPERSTATES) else "unknown",
+        master=u32(a.get(IFLA.MASTER)),
+        link=i32(a.get(IFLA.LINK)),
+        link_netnsid=i32(a.get(IFLA.LINK_NETNSID)),
+        bridge=_bridge_info(data) if kind == "bridge" else None,
+        bridge_port=(
+            _bridge_port(nested(info.get(IFLA_INFO.SLAVE_DATA))) if slave_kind == "bridge" else None
+        ),
+        vxlan_id=u32(data.get(p.IFLA_VXLAN.ID)) if kind == "vxlan" else None,
+        macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,
+        alias=c_string(alias) if alias else None,
+        inet_conf=_inet_conf(a.get(IFLA.AF_SPEC)) if conf else {},
+    )
+
+
+def parse_links(chunks: Chunks, conf: bool = True, loopback: bool = True) -> list[RawLink]:
+    """Links of one dump; ``loopback=False`` skips lo without decoding it (a third of the work
+    on a host of single-interface containers, for readers that never show it)."""
+    return [
+        parse_link(buf, off, end, conf)
+        for buf, _t, off, end in each(chunks)
+        if loopback or p.I32.unpack_from(buf, off + 4)[0] != LOOPBACK_IFINDEX
+    ]
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def parse_addresses(chunks: Chunks, loopback: bool = True) -> dict[int, list[Address]]:
+    """Addresses grouped by ifindex (``loopback=False``: lo's are skipped)."""
+    out: dict[int, list[Address]] = {}
+    for buf, _t, off, end in each(chunks):
+        family, prefixlen, _flags, scope, index = p.IFADDRMSG.unpack_from(buf, off)
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        if not loopback and index == LOOPBACK_IFINDEX:
+            continue
+        a = attrs(buf, off + p.IFADDRMSG.size, end)
+        raw = a.get(IFA.LOCAL) or a.get(IFA.ADDRESS)  # IPv6 has only IFA_ADDRESS
+        if raw is None:
+            continue
+        brd = a.get(IFA.BROADCAST)
+        out.setdefault(index, []).append(
+            Address(
+                family=_family(family),
+                address=ip_text(raw),
+                prefixlen=prefixlen,
+                scope=SCOPES.get(scope, str(scope)),
+                broadcast=ip_text(brd) if brd else None,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- routes and rules
+
+
+def _first_hop(mp: bytes) -> tuple[int, bytes | None]:
+    """(ifindex, gateway) of a multipath route's first struct rtnexthop (len, flags, hops,
+    ifindex) and its attributes."""
+    nh_len = p.U16.unpack_from(mp)[0]
+    return p.I32.unpack_from(mp, 4)[0], attrs(mp, 8, nh_len).get(RTA.GATEWAY)
+
+
+def parse_routes(chunks: Chunks, names: dict[int, str]) -> list[Route]:
+    """Routes of every table, IPv4 and IPv6; cloned (cache) entries are skipped.
+
+    A multipath route keeps its first next hop (Route has one gateway); that is noted in
+    docs/discovery.md.
+    """
+    out: list[Route] = []
+    for buf, _t, off, end in each(chunks):
+        family, dst_len, _src_len, _tos, table, proto, scope, rtype, flags = p.RTMSG.unpack_from(
+            buf, off
+        )
+        if family not in (socket.AF_INET, socket.AF_INET6) or flags & p.RTM_F_CLONED:
+            continue
+        a = attrs(buf, off + p.RTMSG.size, end)
+        if RTA.TABLE in a:
+            table = u32(a[RTA.TABLE]) or table
+        dst = a.get(RTA.DST)
+        if dst is None:
+            dst_text = "0.0.0.0" if family == socket.AF_INET else "::"
+        else:
+            dst_text = ip_text(dst)
+        gw = a.get(RTA.GATEWAY)
+        oif = u32(a.get(RTA.OIF))
+        mp = a.get(RTA.MULTIPATH)
+        if mp and len(mp) >= 8 and gw is None:
+            oif, gw = _first_hop(mp)
+        via = a.get(RTA.VIA)
+        if gw is None and via is not None and len(via) > 2:  # u16 family, then the address
+            gw = via[2:]
+        src = a.get(RTA.PREFSRC)
+        out.append(
+            Route(
+                family=_family(family),
+                dst=f"{dst_text}/{dst_len}",
+                table=table,
+                type=ROUTE_TYPES[rtype] if rtype < len(ROUTE_TYPES) else str(rtype),
+                gateway=ip_text(gw) if gw else None,
+                oif=names.get(oif, f"if{oif}") if oif else None,
+                prefsrc=ip_text(src) if src else None,
+                metric=u32(a.get(RTA.PRIORITY)) or 0,
+                scope=SCOPES.get(scope, str(scope)),
+                protocol=PROTOCOLS.get(proto, str(proto)),
+            )
+        )
+    return out
+
+
+def parse_rules(chunks: Chunks) -> list[PolicyRule]:
+    """Policy rules (struct fib_rule_hdr has rtmsg's layout; ``action`` sits where ``type`` is)."""
+    out: list[PolicyRule] = []
+    for buf, _t, off, end in each(chunks):
+        family, dst_len, src_len, _tos, table, _r1, _r2, action, flags = p.RTMSG.unpack_from(
+            buf, off
+        )
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        a = attrs(buf, off + p.RTMSG.size, end)
+        src, dst = a.get(FRA.SRC), a.get(FRA.DST)
+        iif, oif = a.get(FRA.IIFNAME), a.get(FRA.OIFNAME)
+        out.append(
+            PolicyRule(
+                family=_family(family),
+                priority=u32(a.get(FRA.PRIORITY)) or 0,
+                table=u32(a.get(FRA.TABLE)) or table,
+                action=RULE_ACTIONS.get(action, str(action)),
+                src=f"{ip_text(src)}/{src_len}" if src else None,
+                dst=f"{ip_text(dst)}/{dst_len}" if dst else None,
+                iif=c_string(iif) if iif else None,
+                oif=c_string(oif) if oif else None,
+                fwmark=u32(a.get(FRA.FWMARK)),
+                fwmask=u32(a.get(FRA.FWMASK)),
+                invert=bool(flags & p.FIB_RULE_INVERT),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- neighbours and fdb
+
+
+def _nud(state: int) -> str:
+    for bit, name in NUD_STATES:
+        if state & bit:
+            return name
+    return "none"
+
+
+def parse_neighbors(chunks: Chunks, names: dict[int, str]) -> list[Neighbor]:
+    """ARP and NDP entries, as ``ip neigh`` shows them (NOARP and empty entries hidden)."""
+    out: list[Neighbor] = []
+    for buf, _t, off, end in each(chunks):
+        family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
+        if family not in (socket.AF_INET, socket.AF_INET6) or not state or state & p.NUD_NOARP:
+            continue
+        a = attrs(buf, off + p.NDMSG.size, end)
+        dst = a.get(NDA.DST)
+        if dst is None:
+            continue
+        ll = a.get(NDA.LLADDR)
+        out.append(
+            Neighbor(
+                ip=ip_text(dst),
+                ifname=names.get(index, f"if{index}"),
+                state=_nud(state),
+                mac=mac_text(ll) if ll and len(ll) == 6 else None,
+            )
+        )
+    return out
+
+
+def parse_fdb(chunks: Chunks, names: dict[int, str]) -> list[FdbEntry]:
+    """Bridge FDB entries (those with a master bridge); device-own (self) lists are skipped."""
+    out: list[FdbEntry] = []
+    for buf, _t, off, end in each(chunks):
+        family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
+        if family != p.AF_BRIDGE:
+            continue
+        a = attrs(buf, off + p.NDMSG.size, end)
+        master = u32(a.get(NDA.MASTER))
+        ll = a.get(NDA.LLADDR)
+        if master is None or not ll or len(ll) != 6:
+            continue
+        out.append(
+            FdbEntry(
+                mac=mac_text(ll),
+                port=names.get(index, f"if{index}"),
+                bridge=names.get(master, f"if{master}"),
+                vlan=u16(a.get(NDA.VLAN)),
+                local=bool(state & p.NUD_PERMANENT),
+                static=bool(state & p.NUD_NOARP),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- sockets
+
+
+def parse_sockets(chunks: Chunks, proto: str) -> list[Socket]:
+    """Listening TCP / unconnected bound UDP sockets from an inet_diag dump."""
+    out: list[Socket] = []
+    for buf, _t, off, _end in each(chunks):
+        family, state, sport, src, inode = p.INET_DIAG_MSG.unpack_from(buf, off)
+        out.append(
+            Socket(
+                proto=proto,
+                family=_family(family),
+                local_ip=ip_text(src[:4] if family == socket.AF_INET else src),
+                local_port=socket.ntohs(sport),
+                state="listen" if state == p.TCP_LISTEN else "unconn",
+                inode=inode or None,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- netconf
+
+_NETCONF_KEYS = {NETCONFA.FORWARDING: "forwarding", NETCONFA.RP_FILTER: "rp_filter"}
+
+
+def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
+    """Forwarding and rp_filter for all/default/each interface, as dotted sysctl names.
+
+    RTM_GETNETCONF answers from the kernel's devconf directly; reading the same values from
+    /proc/sys costs a quarter of a millisecond per file, which is seconds on a big host.
+    """
+    out: dict[str, str] = {}
+    for buf, _t, off, end in each(chunks):
+        family = buf[off]
+        a = attrs(buf, off + 4, end)  # struct netconfmsg: u8 family, padded
+        index = i32(a.get(NETCONFA.IFINDEX))
+        if index is None:
+            continue
+        if index == p.NETCONFA_IFINDEX_ALL:
+            dev = "all"
+        elif index == p.NETCONFA_IFINDEX_DEFAULT:
+            dev = "default"
+        else:
+            dev = names.get(index, f"if{index}")
+        proto = "ipv4" if family == socket.AF_INET else "ipv6"
+        for key_attr, key in _NETCONF_KEYS.items():
+            if proto == "ipv6" and key == "rp_filter":
+                continue
+            value = i32(a.get(key_attr))
+            if value is not None:
+                out[f"net.{proto}.conf.{dev}.{key}"] = str(value)
+    if "net.ipv4.conf.all.forwarding" in out:
+        out["net.ipv4.ip_forward"] = out["net.ipv4.conf.all.forwarding"]
+    return out
