@@ -422,7 +422,12 @@ def record_k8s_lab() -> None:
             snap = live.read_snapshot()
             wanted = {inode(n) for n in p.namespaces}
             out = K8S_OUT / f"node-{variant}-{mode}.json"
-            recorded.save(keep(snap, wanted, inode(p.node_ns), k8splan.NODE_NAME), str(out))
+            host = inode(p.node_ns)
+            kept = keep(snap, wanted, host, k8splan.NODE_NAME)
+            kept = dataclasses.replace(  # the node is the host, not a named-namespace "container"
+                kept, containers=tuple(c for c in kept.containers if c.netns != host)
+            )
+            recorded.save(kept, str(out))
             if mode == "iptables":
                 text = sh("ip", "netns", "exec", p.node_ns, "iptables-nft-save")
                 (RULESETS / "kube-proxy-lab-iptables.save").write_text(_strip_dates(text))

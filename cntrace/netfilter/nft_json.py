@@ -360,7 +360,7 @@ class _Builder:
         if type(comment) is not str:
             comment = None
         handle = body.get("handle")
-        if type(handle) is not int:
+        if type(handle) is not int or handle < 0:  # nft never prints one; a damaged file may
             handle = None
         rules.append(((exprs, self.index, family, comment), handle, counters, comment))
 
@@ -428,7 +428,8 @@ def _render(rule: Rule) -> str:
 
 
 def _opt_int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    """A handle or counter: a non-negative int (anything else is a damaged document)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 def _key_types(t: Any) -> tuple[str, ...]:
