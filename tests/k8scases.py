@@ -3,8 +3,8 @@ the integration tier (the real node, where every row is also proven by a connect
 
 ``src`` is a pod ref or ``UP`` (the upstream namespace, outside the cluster); ``branches`` lists
 (endpoint pod, status) per branch of a Service fork, in order; ``conn`` is what a real connection
-answers: the pod name the server echoes, ``refused``, ``timeout``, or ``any:a|b`` when the kernel
-may pick either.
+answers: the pod name the server echoes (``http`` for the upstream's web server), ``refused``,
+``timeout``, or ``any:a|b`` when the kernel may pick either.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class K8sCase:
 CASES = (
     K8sCase("pod-to-pod", "tools/client", "default/web-b:8080", "delivered", "web-b",
             dest_pod="web-b"),
-    K8sCase("pod-to-outside", "tools/client", "203.0.113.10:80", "delivered", "internet"),
+    K8sCase("pod-to-outside", "tools/client", "203.0.113.10:80", "delivered", "http"),
     K8sCase("hostport-from-outside", UP, "192.0.2.10:8088", "delivered", "hp",
             finding="hostport-clash", dest_pod="hp"),
     K8sCase("clusterip-two-endpoints", "tools/client", "10.96.0.20:80", "delivered",

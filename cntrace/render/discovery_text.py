@@ -53,7 +53,7 @@ def ls_lines(doc: Doc) -> list[str]:
             for v in row["host_veths"]
         )
         kube = row.get("kubernetes") or {}
-        bridges = ", ".join(row["bridges"]) or ("routed" if kube.get("routes") else "-")
+        bridges = ", ".join(row["bridges"]) or ("routed" if kube.get("routed") else "-")
         rows.append(
             (
                 name,
