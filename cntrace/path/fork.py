@@ -41,8 +41,8 @@ def predict_forked(snap: Snapshot, src: Source, once: Once) -> Path:
             _uncertain(bw, skip=first)
             bpath = replace(bpath, findings=bw.sorted_findings())
             branches.append((_branch(bw, inode, alt, bpath), bw))
-        path, w = once({inode: alts[0].nf})
-        _uncertain(w, skip=first)
+            if len(branches) == 1:
+                path, w = bpath, bw  # the path shown is the first branch's
     else:
         _uncertain(w, skip=None)
     return _kubernetes(src, path, w, branches)
