@@ -30,6 +30,7 @@ COMMANDS = (
     "trace",
     "drops",
     "snapshot",
+    "report",
     "tui",
     "lab",
     "cleanup",

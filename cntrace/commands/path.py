@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from typing import Any
 
 from cntrace.commands._args import PORT, integer, seconds
@@ -34,6 +35,16 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print a cntrace.path/v1 document")
     p.add_argument("--timing", action="store_true", help="print how long each phase took")
     add_snapshot_arg(p)
+    p.add_argument(
+        "--what-if",
+        metavar="CHANGE",
+        action="append",
+        default=[],
+        help="predict as if CHANGE were made (an iptables/nft/ip/sysctl command, an "
+        "iptables-restore fragment, `docker network connect NET C` ...; repeatable, applied in "
+        "order; nothing on the host changes). Prefix `ip netns exec NAME`, `docker exec C`, "
+        "`netns:NAME` or `C:` to name the namespace (default: the path's host)",
+    )
     p.add_argument(
         "--save-snapshot",
         metavar="FILE",
@@ -70,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     live_only = [f"--{k.replace('_', '-')}" for k in ("pcap", "ready_file") if getattr(args, k)]
     if live_only and not args.live:
         raise BadInput(f"{', '.join(live_only)} go with --live")
+    if args.live and args.what_if:
+        raise BadInput("--what-if predicts a change without making it; it cannot use --live")
     t0 = time.perf_counter()
     snap = get_snapshot(args)
     t1 = time.perf_counter()
@@ -82,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
     )
     t2 = time.perf_counter()
     timings = {"snapshot": t1 - t0, "predict": t2 - t1}
+    from cntrace.commands import _whatif
+
+    if args.what_if:
+        return _whatif.run(args, snap, result)
+    # Printed fixes are checked as what-ifs; the --json document stays the prediction itself
+    # (what the console shows and a replay prints).
+    checked = result if args.json else _whatif.with_checked_fixes(snap, result, args)
     if args.live:
         from cntrace.trace.live import trace_path
 
@@ -95,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             size=args.size or 0,
         )
         timings.update(live_timings)
+    result = replace(result, notes=(*result.notes, *checked.notes[len(result.notes) :]))
     if args.json:
         import sys
 

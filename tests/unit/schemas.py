@@ -16,6 +16,7 @@ BY_NAME = {
     "cntrace.rules/v1": "rules.schema.json",
     "cntrace.rules.walk/v1": "rules-walk.schema.json",
     "cntrace.lab-status/v1": "lab-status.schema.json",
+    "cntrace.whatif/v1": "whatif.schema.json",
 }
 
 

@@ -42,7 +42,12 @@ def test_every_schema_the_code_writes_is_published() -> None:
     for path in (REPO / "cntrace").rglob("*.py"):
         written.update(re.findall(r'"(cntrace\.[a-z.-]+/v\d+)"', path.read_text()))
     # Files (snapshot, report, lab state) are inputs, read back by cntrace; documents are output.
-    inputs = {"cntrace.snapshot/v1", "cntrace.report/v1", "cntrace.lab/v1"}
+    inputs = {
+        "cntrace.snapshot/v1",
+        "cntrace.report/v1",
+        "cntrace.lab/v1",
+        "cntrace.redact-map/v1",
+    }
     assert written - inputs == set(BY_NAME), "a --json document without a schema, or vice versa"
     assert {DISCOVERY_SCHEMA, PATH_SCHEMA} <= set(BY_NAME)
     for filename in BY_NAME.values():
@@ -81,3 +86,12 @@ def test_lab_status_matches_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     report = lab_command._status(state)
     validate(report)
     assert report["schema"] == "cntrace.lab-status/v1" and report["missing_namespaces"]
+
+
+def test_whatif_matches_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    snap = str(REPO / "fixtures" / "snapshots" / "lab" / "forward-drop.json")
+    fix = "iptables -D DOCKER-USER -d 203.0.113.0/24 -j DROP"
+    doc = _json(
+        capsys, "path", "--snapshot", snap, "client", "203.0.113.10:80", "--what-if", fix, "--json"
+    )
+    validate(doc)
