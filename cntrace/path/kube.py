@@ -22,7 +22,8 @@ from functools import lru_cache
 
 from cntrace import netfilter
 from cntrace.model import Netns, Packet, RuleRef, Ruleset, ServiceRef
-from cntrace.netfilter.model import Chain, Field, Match, Rule, Table, VerdictMap
+from cntrace.netfilter.model import Chain, Compiled, Rule, RuleForm, Table
+from cntrace.netfilter.steps import Field, Match, Step, VerdictMap
 from cntrace.path import routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Nat, Walk
@@ -87,12 +88,28 @@ def _with_rules(nf: netfilter.Netfilter, ref: RuleRef, new: dict[int, Rule]) -> 
     )
 
 
-def _rebuilt(rule: Rule, steps: tuple[object, ...]) -> Rule:
-    return Rule.of(
-        rule.backend, rule.family, rule.table, rule.chain, rule.position, rule.text,
-        steps,  # type: ignore[arg-type]
-        handle=rule.handle, counters=rule.counters, comment=rule.comment, line=rule.line,
-    )  # fmt: skip
+class _Forced(RuleForm):
+    """A rule of the real ruleset with its random choice made: already compiled, same text."""
+
+    __slots__ = ()
+
+    def __init__(self, steps: tuple[Step, ...], comment: str | None, text: str) -> None:
+        self._compiled = Compiled(steps, comment)
+        self._text = text
+
+    def _compile(self) -> Compiled:
+        assert self._compiled is not None
+        return self._compiled
+
+    def _render(self) -> str:
+        return self._text or ""
+
+    def _source_text(self) -> str:
+        return self._text or ""
+
+
+def _rebuilt(rule: Rule, steps: tuple[Step, ...]) -> Rule:
+    return replace(rule, form=_Forced(steps, rule.comment, rule.text))
 
 
 def _forced_stat(rule: Rule, holds: bool) -> Rule:
