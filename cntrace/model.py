@@ -470,6 +470,10 @@ class Endpoint:
     protocol: str | None = None
     netns: int | None = None
     netns_label: str | None = None
+    pod: str | None = (
+        None  # Kubernetes: the pod's name, when the endpoint is one (or its container)
+    )
+    namespace: str | None = None  # Kubernetes: the pod's namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,3 +512,43 @@ class Path:
     schema: str = PATH_SCHEMA
     stats: dict[str, int] = field(default_factory=dict)  # live: events, lost, ...
     notes: tuple[str, ...] = ()
+    service: ServiceRef | None = None  # Kubernetes: the Service the destination is
+    branches: tuple[Branch, ...] = ()  # a random choice on the way (a Service's endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    """A Kubernetes Service port as kube-proxy's rules name it (``namespace/name:port``)."""
+
+    namespace: str
+    name: str
+    port_name: str
+    kind: str  # ClusterIP | NodePort | ExternalIP
+    address: str  # the address the packet was sent to
+    port: int | None
+    protocol: str
+    proxy: str  # iptables | nftables: kube-proxy's mode, from the rules' shape
+    endpoints: int = 0
+
+    @property
+    def ref(self) -> str:
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One way a random choice can go (a Service endpoint), with its own walk and verdict.
+
+    ``hops`` is the whole path of this branch; the Path's own hops are its first branch's.
+    ``chosen`` is set by a live trace: the branch the kernel took.
+    """
+
+    probability: float
+    endpoint: str | None  # ip:port after the DNAT
+    pod: str | None  # namespace/pod owning the endpoint, when known
+    verdict: Verdict
+    hops: tuple[Hop, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    rule: RuleRef | None = None  # the rule whose random match selects this branch
+    chosen: bool | None = None

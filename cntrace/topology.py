@@ -314,7 +314,9 @@ def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
 
 
 def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
-    """A container by name, id prefix, ``pid:N``, or a namespace by ``netns:NAME``.
+    """A container by name, id prefix, ``pid:N``, a Kubernetes pod by ``pod:NAME`` (or
+    ``pod:NAMESPACE/NAME``), or a namespace by ``netns:NAME``. Pods are also named
+    ``NAMESPACE/POD`` and their containers ``NAMESPACE/POD/CONTAINER``.
 
     Unknown or ambiguous refs raise BadInput (exit 2) with the candidates on the same line.
     """
@@ -335,6 +337,8 @@ def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
             if pid in ns.pids:
                 return ns
         raise BadInput(f"pid:{pid}: no such process (or it left before discovery finished)")
+    if ref.startswith("pod:"):
+        return _pod(containers, ref[4:])
     if ref.startswith("netns:"):
         key = ref[6:]
         for ns in snapshot.netns:
@@ -369,6 +373,27 @@ def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
     raise BadInput(
         f"unknown container {ref!r}; "
         + ("candidates: " + ", ".join(cands) if cands else "no containers found")
+    )
+
+
+def _pod(containers: tuple[Container, ...], key: str) -> Container:
+    """A pod's sandbox by ``name`` (unique across namespaces) or ``namespace/name``."""
+    pods = [
+        c
+        for c in containers
+        if c.runtime == "kubernetes" and not c.network_mode.startswith("container:")
+    ]
+    found = [c for c in pods if c.name == key or ("/" not in key and c.name.endswith("/" + key))]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise BadInput(
+            f"ambiguous pod 'pod:{key}' (in several namespaces); use pod:NAMESPACE/NAME: "
+            + ", ".join(c.name for c in found[:8])
+        )
+    cands = _candidates((c.name for c in pods), key)
+    raise BadInput(
+        f"unknown pod 'pod:{key}'; " + ("candidates: " + ", ".join(cands) if cands else "no pods")
     )
 
 

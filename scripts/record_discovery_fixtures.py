@@ -1,6 +1,7 @@
 """Record the discovery fixtures in fixtures/discovery/ (see the README there for provenance).
 
-Run as root: `.venv/bin/python scripts/record_discovery_fixtures.py [docker|docker-nft|k8s]...`.
+Run as root: `.venv/bin/python scripts/record_discovery_fixtures.py [NAME...]`, NAME one of
+docker, docker-nft, k8s, k8s-lab.
 
 - docker: a real Docker engine (tests/engines.py, in namespace cntrace-engine) with containers
   in every network mode; read live; fully real.
@@ -13,6 +14,10 @@ Run as root: `.venv/bin/python scripts/record_discovery_fixtures.py [docker|dock
   namespaces wired CNI-style (veth into cni0) in a node namespace that holds kube-proxy's
   iptables rules (fixtures/rulesets/src/kube-proxy-iptables.rules, loaded with
   iptables-nft-restore). Everything but the rules' authorship is real.
+- k8s-lab: the k8s-node lab (cntrace.lab.k8s, `cntrace lab up --topology k8s-node`) in its bridge
+  + iptables and ptp + nftables variants: real containerd, real CNI plugins (bridge/ptp,
+  host-local, portmap), kube-proxy's rules generated from its source's shapes; also the node's
+  rules as fixtures/rulesets/kube-proxy-lab-*.
 
 In every file the namespace that played the host is marked is_root (on the recording machine it
 was a named namespace), hostnames are fixed, and only the fixture's namespaces are kept.
@@ -43,6 +48,8 @@ from engines import (  # noqa: E402
     start_docker,
 )
 
+from cntrace.lab.k8s import node  # noqa: E402
+from cntrace.lab.k8s import plan as k8splan  # noqa: E402
 from cntrace.model import Container, ContainerNetwork, PortMapping, Snapshot  # noqa: E402
 from cntrace.sources import live, nsenter, recorded  # noqa: E402
 from cntrace.sources.runtimes.containerd import ContainerdSource  # noqa: E402
@@ -396,11 +403,61 @@ def record_k8s() -> None:
         recorded.save(keep(snap, wanted, inode(node), "k8s-node-1"), str(OUT / "k8s-node.json"))
 
 
+# --------------------------------------------------------------------------- k8s-node lab (real)
+
+K8S_OUT = REPO / "fixtures" / "k8s"
+RULESETS = REPO / "fixtures" / "rulesets"
+
+
+def record_k8s_lab() -> None:
+    """The k8s-node lab (cntrace.lab.k8s) in both variants, read live: a real containerd, pods
+    wired by the real CNI plugins, kube-proxy's rules as cntrace generates them (iptables mode on
+    the bridge variant, nftables mode on the ptp one). The node namespace becomes the root."""
+    K8S_OUT.mkdir(parents=True, exist_ok=True)
+    for variant, mode in (("bridge", "iptables"), ("ptp", "nft")):
+        p = k8splan.plan("fxk8s", variant, mode)
+        node.down(p.name)
+        node.up(p)
+        try:
+            snap = live.read_snapshot()
+            wanted = {inode(n) for n in p.namespaces}
+            out = K8S_OUT / f"node-{variant}-{mode}.json"
+            host = inode(p.node_ns)
+            kept = keep(snap, wanted, host, k8splan.NODE_NAME)
+            kept = dataclasses.replace(  # the node is the host, not a named-namespace "container"
+                kept, containers=tuple(c for c in kept.containers if c.netns != host)
+            )
+            recorded.save(kept, str(out))
+            if mode == "iptables":
+                text = sh("ip", "netns", "exec", p.node_ns, "iptables-nft-save")
+                (RULESETS / "kube-proxy-lab-iptables.save").write_text(_strip_dates(text))
+            else:
+                js = sh("ip", "netns", "exec", p.node_ns, "nft", "-j", "list", "table", "ip",
+                        "kube-proxy")  # fmt: skip
+                (RULESETS / "kube-proxy-lab-nft.nft.json").write_text(js)
+                txt = sh("ip", "netns", "exec", p.node_ns, "nft", "list", "table", "ip",
+                         "kube-proxy")  # fmt: skip
+                (RULESETS / "kube-proxy-lab-nft.nft.txt").write_text(txt)
+        finally:
+            node.down(p.name)
+
+
+def _strip_dates(text: str) -> str:
+    """iptables-save's header and footer carry the time; the fixture should not churn."""
+    return "".join(
+        ln
+        for ln in text.splitlines(keepends=True)
+        if not ln.startswith(("# Generated", "# Completed"))
+    )
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["docker", "docker-nft", "k8s"]
+    which = sys.argv[1:] or ["docker", "docker-nft", "k8s", "k8s-lab"]
+    recorders = {"docker": record_docker, "docker-nft": record_docker_nft, "k8s": record_k8s,
+                 "k8s-lab": record_k8s_lab}  # fmt: skip
     for name in which:
-        {"docker": record_docker, "docker-nft": record_docker_nft, "k8s": record_k8s}[name]()
+        recorders[name]()
         print(f"recorded {name}")
 
 

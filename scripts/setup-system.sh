@@ -17,7 +17,8 @@ PACKAGES=(
   bpfcc-tools python3-bpfcc linux-headers-amd64
   # the runtimes tier: Docker (daemon, containerd, runc) and rootful Podman on both of its network
   # back ends, netavark (+ aardvark-dns) and CNI (containernetworking-plugins); the test image and
-  # Podman's --rootfs are built from busybox-static
+  # Podman's --rootfs are built from busybox-static. The k8s-node lab (docs/kubernetes.md) runs
+  # the same containerd and runc, the CNI plugins in /usr/lib/cni, and util-linux's unshare
   docker.io containerd runc podman conmon netavark aardvark-dns containernetworking-plugins
   busybox-static
   # the terminal tests and the demo

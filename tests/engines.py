@@ -100,32 +100,14 @@ def ensure_netns() -> None:
 
 
 def busybox_rootfs(dest: Path = ROOTFS) -> Path:
-    """A busybox-static root filesystem: /bin/busybox, its applets as symlinks, minimal /etc."""
-    if (dest / "bin" / "sh").exists():
-        return dest
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise EngineUnavailable("busybox (busybox-static) is not installed")
-    tmp = Path(
-        tempfile.mkdtemp(prefix="rootfs-", dir=dest.parent if dest.parent.exists() else None)
-    )
-    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run"):
-        (tmp / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, tmp / "bin" / "busybox")
-    applets = _run(busybox, "--list").stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (tmp / "bin" / applet).symlink_to("busybox")
-    (tmp / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (tmp / "etc" / "group").write_text("root:x:0:\n")
-    (tmp / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
-    (tmp / "etc" / "resolv.conf").write_text("")
-    os.chmod(tmp / "tmp", 0o1777)
-    if dest.exists():
-        shutil.rmtree(tmp)  # another session won the race
-        return dest
-    tmp.rename(dest)
-    return dest
+    """A busybox-static root filesystem (cntrace.lab.k8s.containerd makes it; shared here)."""
+    from cntrace.errors import EnvironmentProblem
+    from cntrace.lab.k8s.containerd import busybox_rootfs as make
+
+    try:
+        return make(dest)
+    except EnvironmentProblem as e:
+        raise EngineUnavailable(str(e)) from None
 
 
 @dataclass

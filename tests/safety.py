@@ -42,6 +42,9 @@ class NetGuard:
     """Destinations this run may send to: loopback plus addresses of namespaces it created."""
 
     netns_paths: set[str] = field(default_factory=set)
+    # Addresses that exist only as DNAT rules inside namespaces this run created (a Kubernetes
+    # Service range): the packet is rewritten or rejected there, or stays inside the lab.
+    virtual: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=dict)
     _cache: set[str] = field(default_factory=set)
 
     def own(self, *paths: str) -> None:
@@ -52,7 +55,15 @@ class NetGuard:
     def own_netns(self, *names: str) -> None:
         self.own(*(f"/run/netns/{n}" for n in names))
 
+    def own_virtual(self, owner: str, cidr: str) -> None:
+        """A virtual range served by rules in namespace ``owner`` (which this run must own)."""
+        if owner not in self.netns_paths:
+            raise DestinationRefused(f"network safety: {owner} was not created by this run")
+        self.virtual[owner] = ipaddress.ip_network(cidr)
+
     def disown(self, *paths: str) -> None:
+        for p in paths:
+            self.virtual.pop(p, None)
         self.netns_paths.difference_update(paths)
         self._cache.clear()
 
@@ -68,6 +79,8 @@ class NetGuard:
     def check(self, destination: str) -> None:
         ip = ipaddress.ip_address(destination.split("%", maxsplit=1)[0])
         if ip.is_loopback or ip.is_unspecified:
+            return
+        if any(ip in net for net in self.virtual.values()):
             return
         if destination in self.allowed():
             return
@@ -127,7 +140,8 @@ try:
         s = socket.create_connection((ip, port), timeout=timeout)
         s.sendall(payload); s.settimeout(timeout)
         data = s.recv(64)
-        print("ok" if data else "closed")
+        text = data.decode(errors="replace").strip()
+        print(("ok:" + text) if sys.argv[6] == "1" and text else ("ok" if data else "closed"))
     else:
         s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(timeout)
         s.connect((ip, port)); s.send(payload)
@@ -144,12 +158,19 @@ except OSError as e:
 
 
 def probe(
-    nspath: str, ip: str, port: int, proto: str = "tcp", timeout: float = 2.0, size: int = 0
+    nspath: str,
+    ip: str,
+    port: int,
+    proto: str = "tcp",
+    timeout: float = 2.0,
+    size: int = 0,
+    echo: bool = False,
 ) -> str:
     """Open a real connection from inside ``nspath`` to ip:port and say how it ended.
 
     TCP sends a line and waits for a reply; UDP sends ``size`` bytes (default a short line) and
-    expects them echoed back whole. Answers ok | refused | timeout | closed | short | <errno>.
+    expects them echoed back whole. Answers ok | refused | timeout | closed | short | <errno>;
+    with ``echo``, a TCP answer is ``ok:<the first line the server sent>``.
     """
     GUARD.check(ip)
     if not any(nspath == p for p in GUARD.netns_paths):
@@ -168,6 +189,7 @@ def probe(
             str(port),
             str(timeout),
             str(size),
+            "1" if echo else "0",
         ],
         capture_output=True,
         text=True,

@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
             "--topology",
             default="docker",
             metavar="NAME",
-            help="docker (default), router, nested, routed or macvlan (see docs/lab.md)",
+            help="docker (default), router, nested, routed, macvlan (see docs/lab.md) or "
+            "k8s-node (docs/kubernetes.md)",
         )
 
     q = lab_sub.add_parser("up", help="create the lab")
@@ -52,6 +53,12 @@ def register(sub: Any) -> None:
         default="nft",
         help="back end for the host's rules (default: nft, as Docker on Debian); nftables: "
         "native nft rules (router topology)",
+    )
+    q.add_argument(
+        "--cni",
+        choices=("bridge", "ptp"),
+        default="bridge",
+        help="k8s-node topology: the CNI plugin that wires the pods (default: bridge)",
     )
     q.add_argument(
         "--print",
@@ -75,11 +82,17 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cntrace.commands import lab_k8s
     from cntrace.lab import build, faults, spec, state, topo, topologies
     from cntrace.render.console import console as make_console
 
     console = make_console()
     action = args.lab_command
+    if getattr(args, "topology", None) == lab_k8s.TOPOLOGY:
+        if action == "faults":
+            console.print("the k8s-node topology has no faults to inject (docs/kubernetes.md)")
+            return int(Exit.OK)
+        return lab_k8s.up(args, console, make_console(stderr=True))
     if action == "faults":
         for f in topologies.get(args.topology).faults.values():
             console.print(f"[bold]{f.name:<20}[/] {f.summary}  [dim]({f.breaks})[/]")
@@ -114,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if action == "down":
         build.require_root()
         names = build.all_labs() if args.all else [name]
+        k8s_nodes = lab_k8s.names() if args.all else [n for n in names if lab_k8s.is_node(n)]
         removed_any = False
-        for n in names:
-            removed = build.down(n)
+        for n in [*names, *k8s_nodes]:
+            removed = lab_k8s.down(n) if n in k8s_nodes else build.down(n)
             removed_any |= bool(removed)
             if removed:
                 console.print(f"lab [bold]{n}[/] is down ({len(removed)} namespaces removed)")
@@ -124,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"lab {name} is not up")
         return int(Exit.OK)
 
+    if action == "status" and lab_k8s.is_node(name):
+        return lab_k8s.status(name, args.json, console)
     loaded = state.load(name)
     if loaded is None:
         raise BadInput(f"lab {name} is not up (`cntrace lab up` first)")

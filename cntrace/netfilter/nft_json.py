@@ -297,7 +297,7 @@ class _Builder:
         if type(comment) is not str:
             comment = None
         handle = body.get("handle")
-        if type(handle) is not int:
+        if type(handle) is not int or handle < 0:  # nft never prints one; a damaged file may
             handle = None
         rules.append((NftForm(exprs, self.index, family, comment, self.doc), handle, counters))
 
@@ -393,7 +393,8 @@ class NftForm(RuleForm):
 
 
 def _opt_int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    """A handle or counter: a non-negative int (anything else is a damaged document)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 __all__ = ["IPTABLES_TABLES", "ParsedNft", "expr_text", "parse", "stmt_text"]

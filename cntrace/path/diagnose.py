@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cntrace.model import Hop, Link, Netns, Packet, RuleRef, Socket
-from cntrace.path import routing
+from cntrace.path import kube, routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Walk
 
@@ -177,6 +177,8 @@ def rule_uncertain(w: Walk, ns: Netns, hook: str, ref: RuleRef, why: str) -> Non
 
 def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
     """A drop in a hook other than FORWARD: ``code`` is input-drop, output-drop or forward-drop."""
+    if kube.explain_drop(w, ns, end):
+        return
     rule = end.rule
     hook = {"input-drop": "INPUT", "output-drop": "OUTPUT"}.get(code, "")
     w.add(
@@ -192,6 +194,8 @@ def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
 
 def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> None:
     """A FORWARD drop is isolation when Docker's or netavark's isolation chains decided it."""
+    if kube.explain_drop(w, ns, end):
+        return
     rule = end.rule
     chain = rule.chain if rule else ""
     text = rule.text if rule else "the FORWARD chain's policy"

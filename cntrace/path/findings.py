@@ -45,6 +45,20 @@ CODES: dict[str, Code] = {
         Code("vxlan-mtu", "error", "the wrapped packet is larger than an underlay MTU"),
         Code("vxlan-dropped", "error", "a rule drops the tunnel's outer packets"),
         Code("no-node-route", "error", "a node has no route to another node's pod subnet"),
+        Code("service-no-endpoints", "error", "the Kubernetes Service has no ready endpoints"),
+        Code(
+            "service-no-local-endpoint",
+            "error",
+            "externalTrafficPolicy: Local and no endpoint on this node",
+        ),
+        Code("service-endpoint-not-ready", "error", "a Service endpoint does not serve the port"),
+        Code("service-hairpin", "info", "a pod reaches itself through its Service"),
+        Code("hostport-clash", "warning", "two pods claim the same hostPort"),
+        Code(
+            "nodeport-address",
+            "error",
+            "a NodePort reached on an address kube-proxy does not serve",
+        ),
     )
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cntrace import netfilter
 from cntrace.model import Netns, Packet, RuleRef
-from cntrace.path import diagnose
+from cntrace.path import diagnose, kube
 from cntrace.path.walk import End, Nat, Walk
 
 
@@ -27,7 +27,7 @@ def run(
     """Run one netfilter hook; returns (the packet after NAT, the End if it is dropped)."""
     if ns.ruleset.empty:
         return packet, None
-    nf = netfilter.load(ns.ruleset)
+    nf = w.netfilter(ns)
     facts = w.facts.get(ns.inode)
     if facts is None:  # a host with 1,000 veths: worth building once per walk
         facts = w.facts[ns.inode] = netfilter.facts_for(ns)
@@ -47,6 +47,10 @@ def run(
         original=original,
     )
     for ref, why in res.uncertain:
+        if kube.is_random(nf, ref):  # a random choice: the predictor forks the walk there
+            if w.request and (ns.inode, hook, ref) not in w.choices:
+                w.choices.append((ns.inode, hook, ref))
+            continue
         diagnose.rule_uncertain(w, ns, hook, ref, why)
     where = "bridged " if physdev_in else ""
     if res.verdict in ("drop", "reject"):

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cntrace.model import Endpoint, Netns, Packet, Path, Snapshot, Verdict
-from cntrace.path import diagnose, overlay, reply, routing, stack
-from cntrace.path.endpoints import resolve_destination, resolve_source
+from cntrace.netfilter import Netfilter
+from cntrace.path import diagnose, fork, overlay, reply, routing, stack
+from cntrace.path.endpoints import Destination, Source, resolve_destination, resolve_source
 from cntrace.path.walk import LEFT_HOST, End, Step, Walk
 from cntrace.topology import Topology
 
@@ -39,11 +40,32 @@ def predict(
     port: int | None = None,
     size: int | None = None,
 ) -> Path:
-    """The predicted path of one packet from ``source`` to ``destination``, with its reply."""
+    """The predicted path of one packet from ``source`` to ``destination``, with its reply.
+
+    Where a rule picks at random (a Kubernetes Service's endpoints), the walk forks: every way is
+    walked and listed as a Branch (cntrace.path.fork).
+    """
     topo = Topology(snap)
     src = resolve_source(snap, topo, source, destination)
     dst = resolve_destination(snap, topo, src, destination, port=port, proto=proto)
-    w = Walk(snap, topo, size or DEFAULT_SIZES[dst.proto])
+
+    def once(forced: dict[int, Netfilter]) -> tuple[Path, Walk]:
+        return _predict_once(snap, topo, src, dst, destination, size, forced)
+
+    return fork.predict_forked(snap, src, once)
+
+
+def _predict_once(
+    snap: Snapshot,
+    topo: Topology,
+    src: Source,
+    dst: Destination,
+    destination: str,
+    size: int | None,
+    forced: dict[int, Netfilter],
+) -> tuple[Path, Walk]:
+    """One walk (request, then reply) with the given random choices made."""
+    w = Walk(snap, topo, size or DEFAULT_SIZES[dst.proto], forced=forced)
     w.endpoints = (src.container, dst.container or topo.owner(dst.endpoint.netns))
     for f in dst.findings:
         w.add(f)
@@ -54,7 +76,7 @@ def predict(
             dst.findings[0].summary if dst.findings else f"cannot resolve {destination}",
             reason="name-resolution",
         )
-        return Path(src.endpoint, dst.endpoint, (), verdict, tuple(w.findings))
+        return Path(src.endpoint, dst.endpoint, (), verdict, tuple(w.findings)), w
     packet = Packet(
         proto=dst.proto,
         src="",
@@ -65,6 +87,7 @@ def predict(
         icmp_type=8 if dst.proto == "icmp" else None,
     )
     end = _walk(w, src.netns, packet)
+    w.request_end = end
     if end.status == "delivered" and end.reason != LEFT_HOST:
         end = reply.outcome(end, _walk(w, *reply.turn(w, end)))
     elif end.reason == LEFT_HOST and w.unmasqueraded is not None:
@@ -73,10 +96,8 @@ def predict(
     diagnose.mtu_warnings(w, src.netns)
     src_ep = replace(src.endpoint, ip=src.endpoint.ip or (w.hops[0].packet.src if w.hops else None))
     verdict = Verdict(end.status, end.hop, end.summary, end.reason, end.rule)
-    findings = sorted(w.findings, key=lambda f: {"error": 0, "warning": 1}.get(f.severity, 2))
-    return Path(
-        src_ep, _final_destination(dst.endpoint, w), tuple(w.hops), verdict, tuple(findings)
-    )
+    path = Path(src_ep, _final_destination(dst.endpoint, w), tuple(w.hops), verdict)
+    return replace(path, findings=w.sorted_findings()), w
 
 
 def _walk(w: Walk, start: Netns, packet: Packet) -> End:

@@ -82,6 +82,15 @@ class Walk:
     facts: dict[int, netfilter.NetnsFacts] = field(default_factory=dict)
     endpoints: tuple[Container | None, Container | None] = (None, None)
     tunnel: Tunnel | None = None  # set between a VXLAN device's wrap and unwrap
+    # A namespace's ruleset with a random choice made (one branch of a fork): inode -> model.
+    forced: dict[int, netfilter.Netfilter] = field(default_factory=dict)
+    choices: list[tuple[int, str, RuleRef]] = field(default_factory=list)  # random rules met
+    request_end: End | None = None  # how the request's walk ended (before the reply's)
+
+    def netfilter(self, ns: Netns) -> netfilter.Netfilter:
+        """The ruleset this walk evaluates in ``ns`` (the forced one on a branch)."""
+        forced = self.forced.get(ns.inode)
+        return forced if forced is not None else netfilter.load(ns.ruleset)
 
     @property
     def request(self) -> bool:
@@ -161,6 +170,11 @@ class Walk:
         if ns.is_root:
             return "host"
         return ns.label
+
+    def sorted_findings(self) -> tuple[Finding, ...]:
+        """Errors first, then warnings, then the rest (stable within each)."""
+        order = {"error": 0, "warning": 1}
+        return tuple(sorted(self.findings, key=lambda f: order.get(f.severity, 2)))
 
     def add(self, f: Finding) -> None:
         if all(x.code != f.code or x.summary != f.summary for x in self.findings):

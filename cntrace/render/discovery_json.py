@@ -111,6 +111,57 @@ def ls_row(topo: Topology, c: Container) -> Doc:
         ],
         "bridges": sorted({a.bridge.link.name for a in atts if a.bridge is not None}),
         "ports": [_port(p) for p in c.ports],
+        **({"kubernetes": _kubernetes(topo, c, atts)} if c.runtime == "kubernetes" else {}),
+    }
+
+
+def _kubernetes(topo: Topology, c: Container, atts: list[Attachment]) -> Doc:
+    """A pod's place on its node: the node's address, the pod's link there, routes to it.
+
+    ``ls`` reads no routes (docs/performance.md): the node address is then the first global
+    address on a node link that is neither a bridge nor a pod's veth, and ``routed`` says that
+    the pod's link is not a bridge port (a routed CNI such as ptp)."""
+    peer = next((a.peer for a in atts if a.kind == "veth" and a.peer is not None), None)
+    bridged = any(a.bridge is not None for a in atts)
+    node = peer.netns if peer is not None else topo.ns(c.host_netns)
+    node_ip = None
+    routes: list[str] = []
+    if node is not None:
+        default = next((r for r in node.routes if r.dst in ("default", "0.0.0.0/0")), None)
+        uplink = node.link(default.oif) if default is not None and default.oif else None
+        if uplink is None:  # no routes read: the first address not facing a pod or bridge
+            pods = {x.netns for x in topo.snapshot.containers if x.runtime == "kubernetes"}
+            uplink = next(
+                (
+                    lk
+                    for lk in node.links
+                    if lk.kind not in ("bridge", "loopback")
+                    and lk.peer_netns not in pods
+                    and any(a.scope == "global" and a.family == 4 for a in lk.addresses)
+                ),
+                None,
+            )
+        if uplink is not None:
+            node_ip = next(
+                (a.address for a in uplink.addresses if a.scope == "global" and a.family == 4),
+                None,
+            )
+        pod_ips = {ip.split("/")[0] for ip in container_ips(topo, c)}
+        routes = [
+            f"{r.dst} dev {peer.link.name}"
+            for r in node.routes
+            if peer is not None and r.oif == peer.link.name and r.dst.split("/")[0] in pod_ips
+        ]
+    sandbox = not c.network_mode.startswith("container:")
+    name = c.name.split("/")
+    return {
+        "pod": c.labels.get("io.kubernetes.pod.name", name[1] if len(name) > 1 else c.name),
+        "namespace": c.labels.get("io.kubernetes.pod.namespace", name[0]),
+        "container": None if sandbox else c.labels.get("io.kubernetes.cri.container-name"),
+        "node_ip": node_ip,
+        "cni_interface": peer.link.name if peer is not None else None,
+        "routed": peer is not None and not bridged,
+        "routes": routes,
     }
 
 

@@ -52,6 +52,8 @@ def ls_lines(doc: Doc) -> list[str]:
             v["name"] if v["netns_label"] == "host" else f"{v['name']}@{v['netns_label']}"
             for v in row["host_veths"]
         )
+        kube = row.get("kubernetes") or {}
+        bridges = ", ".join(row["bridges"]) or ("routed" if kube.get("routed") else "-")
         rows.append(
             (
                 name,
@@ -59,7 +61,7 @@ def ls_lines(doc: Doc) -> list[str]:
                 str(row["pid"] or "-"),
                 ", ".join(row["ips"]) or "-",
                 veths or "-",
-                ", ".join(row["bridges"]) or "-",
+                bridges,
                 _ports(row["ports"]) or "-",
                 row["network_mode"],
             )
@@ -75,6 +77,13 @@ def print_ls(doc: Doc) -> None:
     doc = clean(doc)
     if doc["containers"]:
         sys.stdout.write("\n".join(ls_lines(doc)) + "\n")
+        nodes: dict[str, int] = {}
+        for row in doc["containers"]:
+            kube = row.get("kubernetes")
+            if kube and kube["container"] is None:
+                nodes[kube["node_ip"] or "?"] = nodes.get(kube["node_ip"] or "?", 0) + 1
+        for ip, count in nodes.items():
+            sys.stdout.write(f"kubernetes node {ip}: {count} pods\n")
     else:
         sys.stdout.write("no containers found\n")
     _warnings(doc)

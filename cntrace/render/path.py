@@ -37,6 +37,15 @@ def to_json(path: Path) -> str:
 def to_document(path: Path) -> dict[str, Any]:
     """The `cntrace.path/v1` document (docs/schemas/path.schema.json)."""
     doc: dict[str, Any] = codec.to_plain(path)
+    # The Kubernetes keys are present only where they say something (schema: optional).
+    if doc.get("service") is None:
+        doc.pop("service", None)
+    if not doc.get("branches"):
+        doc.pop("branches", None)
+    for end in (doc["source"], doc["destination"]):
+        for key in ("pod", "namespace"):
+            if end.get(key) is None:
+                end.pop(key, None)
     return doc
 
 
@@ -151,6 +160,7 @@ def render(path: Path, console: Console) -> None:
                 style="dim",
             )
         )
+    _service(path, console)
     for f in path.findings:
         mark, color = SEVERITY_MARK.get(f.severity, ("-", "white"))
         t = Text(f"\n {mark} ", style=f"bold {color}")
@@ -166,3 +176,50 @@ def render(path: Path, console: Console) -> None:
     if path.stats:
         stats = ", ".join(f"{k}={v}" for k, v in sorted(path.stats.items()))
         console.print(Text(f"trace: {stats}", style="dim"))
+
+
+def _fork_hop(path: Path) -> int | None:
+    """The first hop where the branches part (the random choice)."""
+    if len(path.branches) < 2:
+        return None
+    a, b = path.branches[0].hops, path.branches[1].hops
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i + 1
+    return min(len(a), len(b)) or None
+
+
+def _service(path: Path, console: Console) -> None:
+    """The Kubernetes Service and, when the walk forked, every endpoint with its verdict."""
+    svc = path.service
+    if svc is not None:
+        count = f", {svc.endpoints} endpoint{'s' if svc.endpoints != 1 else ''}"
+        console.print(
+            Text(
+                f"service: {svc.ref} ({svc.kind} {_addr(svc.address, svc.port)}/{svc.protocol}, "
+                f"kube-proxy {svc.proxy} mode{count})",
+                style="bold",
+            )
+        )
+    if not path.branches:
+        return
+    at = _fork_hop(path)
+    console.print(
+        Text(
+            f"fork{f' at hop {at}' if at else ''}: the kernel picks one way per connection "
+            f"at random; the hops above are branch 1's",
+            style="dim",
+        )
+    )
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for col in ("", "chance", "endpoint", "pod", "verdict"):
+        table.add_column(col, no_wrap=col != "verdict")
+    for i, b in enumerate(path.branches, 1):
+        verdict = Text(b.verdict.status.upper(), style=STATUS_STYLE.get(b.verdict.status, "bold"))
+        verdict.append(f": {b.verdict.summary}")
+        if b.chosen:
+            verdict.append("  <- the kernel chose this", style="bold green")
+        elif b.chosen is False:
+            verdict.append("  (not taken)", style="dim")
+        table.add_row(f"  {i}", f"{b.probability:.0%}", b.endpoint or "-", b.pod or "-", verdict)
+    console.print(table)

@@ -166,7 +166,10 @@ class TraceResult:
                 return "refused", f"RST from {s.packet.src} seen at {s.target.name}"
         for s in reversed(self.sightings):
             if s.is_reply and s.match == "icmp-quote":
-                return "unreachable", (
+                # Port unreachable (IPv4 3/3, IPv6 1/4) is how a REJECT or a closed UDP port
+                # answers: the sender's connect() or recv() fails with "connection refused".
+                port_unreachable = (s.packet.icmp_type, s.icmp_code) in ((3, 3), (1, 4))
+                return "refused" if port_unreachable else "unreachable", (
                     f"ICMP type {s.packet.icmp_type} code {s.icmp_code} from {s.packet.src} "
                     f"seen at {s.target.name}"
                 )

@@ -52,7 +52,9 @@ def plan_for(
         raise BadInput("cannot enter the source's namespace (it has no path cntrace can open)")
     targets: list[TraceTarget] = []
     seen: set[Key] = set()
-    for h in sorted(path.hops, key=lambda h: h.direction != "request"):
+    # A fork (a Service's endpoints) is watched on every branch: the kernel picks one.
+    every = [*path.hops, *(h for b in path.branches[1:] for h in b.hops)]
+    for h in sorted(every, key=lambda h: h.direction != "request"):
         if h.tap is None or h.interface is None or h.netns is None:
             continue
         key = (h.netns, h.interface)
@@ -204,7 +206,9 @@ def _ruleref(e: RuleEvent) -> RuleRef | None:
 
 def merge(predicted: Path, result: TraceResult) -> Path:
     """The predicted Path with every hop marked seen / not seen / not watched, and a verdict
-    from what was observed."""
+    from what was observed. On a fork, the branch the kernel took (the one whose endpoint the
+    probe was seen going to after its DNAT) becomes the path, and is marked chosen."""
+    predicted = _taken_branch(predicted, result)
     by_target: dict[tuple[Key, str, bool], list[Sighting]] = {}
     for s in result.sightings:
         by_target.setdefault((_key(s.target), s.direction, s.is_reply), []).append(s)
@@ -295,6 +299,32 @@ def _wrapped(hops: list[Hop], result: TraceResult) -> list[str]:
                 + f"): outer {d.packet}, VNI {d.vni}, inner {d.inner}"
             )
     return out
+def _taken_branch(predicted: Path, result: TraceResult) -> Path:
+    """The fork's branch the kernel chose, from the rewrite the probe was seen with."""
+    if not predicted.branches:
+        return predicted
+    seen = {
+        (s.packet.dst, s.packet.dport)
+        for s in result.sightings
+        if not s.is_reply and s.direction in ("ingress", "egress")
+    }
+    taken = None
+    for i, b in enumerate(predicted.branches):
+        if b.endpoint is None:
+            continue
+        ip, _, port = b.endpoint.rpartition(":")
+        if (ip, int(port)) in seen:
+            taken = i
+            break
+    if taken is None:
+        return predicted  # not seen past the DNAT: the observation cannot say
+    branches = tuple(
+        dataclasses.replace(b, chosen=i == taken) for i, b in enumerate(predicted.branches)
+    )
+    chosen = branches[taken]
+    return dataclasses.replace(
+        predicted, hops=chosen.hops, verdict=chosen.verdict, branches=branches
+    )
 
 
 def _infer_untapped(hops: list[Hop], result: TraceResult) -> list[Hop]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,44 @@ def test_podman_run_root_from_the_storage_conf_podman_reads(tmp_path: Path) -> N
     assert podman.storage_runroot({"CONTAINERS_STORAGE_CONF": str(conf)}) == podman.RUNROOT
     missing = {"CONTAINERS_STORAGE_CONF": str(tmp_path / "none.conf")}
     assert podman.storage_runroot(missing) == podman.RUNROOT
+
+
+def test_containerd_flags_and_config() -> None:
+    from cntrace.sources.runtimes import containerd_find as cf
+
+    argv = ["containerd", "-c", "/etc/k3s.toml", "--state=/run/k3s/containerd", "-a", "/s.sock"]
+    assert cf.parse_args(argv) == {
+        "config": "/etc/k3s.toml",
+        "state": "/run/k3s/containerd",
+        "address": "/s.sock",
+    }
+    conf = 'version = 2\nstate = "/run/x"\nroot = "/var/x"\n[grpc]\n  address = "/run/x/c.sock"\n'
+    assert cf.parse_config(conf) == {
+        "state": "/run/x",
+        "root": "/var/x",
+        "address": "/run/x/c.sock",
+    }
+    assert cf.parse_config("not = [toml") == {}
+    me = os.getpid()  # a process whose root this test may read
+    files = {f"/proc/{me}/root/etc/c.toml": conf}
+    inst = cf.from_process(me, ["containerd", "--config", "/etc/c.toml"], read=files.get)
+    assert (inst.state, inst.address, inst.prefix) == (
+        "/run/x",
+        "/run/x/c.sock",
+        f"/proc/{me}/root",
+    )
+    assert inst.task_root == f"/proc/{me}/root/run/x/io.containerd.runtime.v2.task"
+    # flags win over the config; no config: the default state
+    inst = cf.from_process(
+        me, ["containerd", "--config", "/etc/c.toml", "--state", "/s"], files.get
+    )
+    assert inst.state == "/s"
+    assert cf.from_process(me, ["containerd"], read=files.get).state == "/run/containerd"
+
+
+def test_containerd_override(tmp_path: Path) -> None:
+    from cntrace.sources.runtimes import containerd_find as cf
+
+    found = cf.instances({cf.ENV_OVERRIDE: f"{tmp_path}:{tmp_path}"})
+    assert [(i.state, i.found_by) for i in found][:1] == [(str(tmp_path), "override")]
+    assert len([i for i in found if i.found_by == "override"]) == 1

@@ -26,3 +26,17 @@ def test_sockets_of_the_test_process_are_guarded() -> None:
         s.connect(("198.51.100.7", 80))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(DestinationRefused):
         s.sendto(b"x", ("192.0.2.99", 53))
+
+
+def test_virtual_range_needs_an_owned_namespace() -> None:
+    from safety import NetGuard
+
+    g = NetGuard()
+    with pytest.raises(DestinationRefused):
+        g.own_virtual("/run/netns/not-mine", "10.96.0.0/16")
+    g.own("/run/netns/mine")
+    g.own_virtual("/run/netns/mine", "10.96.0.0/16")
+    g.check("10.96.0.20")  # a Service address the owned node's rules translate
+    g.disown("/run/netns/mine")
+    with pytest.raises(DestinationRefused):
+        g.check("10.96.0.20")

@@ -1,5 +1,8 @@
 """containerd containers and Kubernetes pods, from containerd's task state on disk.
 
+Every containerd is found by its process (cntrace.sources.runtimes.containerd_find): the lab's,
+a kind node's inside a container, k3s', microk8s', and the system's, each with its own state.
+
 Every running containerd task has a directory ``<state>/io.containerd.runtime.v2.task/<ns>/<id>``
 holding ``init.pid`` and the OCI ``config.json``; the spec's annotations are where CRI writes a
 pod's identity (``io.kubernetes.cri.container-type`` sandbox|container, ``...sandbox-name``,
@@ -20,11 +23,8 @@ from typing import Any
 
 from cntrace.model import Container
 from cntrace.sources.procs import ProcTable, read_text
+from cntrace.sources.runtimes.containerd_find import Instance, PidMapper, instances
 
-STATE_ROOTS = (
-    "/run/containerd/io.containerd.runtime.v2.task",
-    "/run/k3s/containerd/io.containerd.runtime.v2.task",
-)
 SKIP_NAMESPACES = ("moby",)
 
 CRI_TYPE = "io.kubernetes.cri.container-type"
@@ -89,28 +89,50 @@ def task_to_container(namespace: str, cid: str, spec: dict[str, Any], pid: int |
 
 
 class ContainerdSource:
-    """Running containerd tasks (all namespaces but Docker's) and the Kubernetes pods among them."""
+    """Running containerd tasks (all namespaces but Docker's) and the Kubernetes pods among them.
+
+    ``roots`` names task directories outright (tests, recordings); without it every containerd
+    found by its process, and the known places, are read.
+    """
 
     name = "containerd"
 
-    def __init__(self, procs: ProcTable | None = None, roots: tuple[str, ...] = STATE_ROOTS):
+    def __init__(self, procs: ProcTable | None = None, roots: tuple[str, ...] | None = None):
         self.procs = procs
         self.roots = roots
+        self._found: list[Instance] | None = None
+        self._tasks: dict[int, str] = {}
+
+    def instances(self) -> list[Instance]:
+        if self._found is None:
+            if self.roots is not None:
+                self._found = [
+                    Instance(state=os.path.dirname(r.rstrip("/")), found_by="override")
+                    for r in self.roots
+                ]
+                self._tasks = {id(i): r for i, r in zip(self._found, self.roots, strict=True)}
+            else:
+                self._found = instances()
+        return self._found
+
+    def _task_root(self, inst: Instance) -> str:
+        return self._tasks.get(id(inst), inst.task_root)
 
     def available(self) -> tuple[bool, str]:
-        if any(os.path.isdir(r) for r in self.roots):
+        found = self.instances()
+        if any(i.pid is not None or os.path.isdir(self._task_root(i)) for i in found):
             return True, ""
-        if os.path.exists("/run/containerd/containerd.sock"):
-            return True, ""  # running, no v2 task yet
-        return False, "containerd: no task state under /run/containerd (not running)"
+        return False, "containerd: no containerd process or task state found (not running)"
 
     def containers(self) -> list[Container]:
         out = []
-        for root in self.roots:
+        for inst in self.instances():
+            root = self._task_root(inst)
             try:
                 namespaces = sorted(os.listdir(root))
             except OSError:
                 continue
+            mapper = PidMapper(inst)
             for ns in namespaces:
                 if ns in SKIP_NAMESPACES:
                     continue
@@ -119,12 +141,14 @@ class ContainerdSource:
                 except OSError:
                     continue
                 for cid in ids:
-                    c = self._task(root, ns, cid)
+                    c = self._task(inst, root, ns, cid, mapper)
                     if c is not None:
                         out.append(c)
         return out
 
-    def _task(self, root: str, ns: str, cid: str) -> Container | None:
+    def _task(
+        self, inst: Instance, root: str, ns: str, cid: str, mapper: PidMapper
+    ) -> Container | None:
         base = os.path.join(root, ns, cid)
         text = read_text(os.path.join(base, "config.json"))
         if text is None:
@@ -134,8 +158,14 @@ class ContainerdSource:
         except ValueError:
             return None
         pid_text = (read_text(os.path.join(base, "init.pid")) or "").strip()
-        pid = int(pid_text) if pid_text.isdigit() else None
+        pid = mapper(int(pid_text)) if pid_text.isdigit() else None
         c = task_to_container(ns, cid, spec, pid)
+        labels = {**c.labels, "containerd.state": inst.state}
+        if inst.address:
+            labels["containerd.address"] = inst.address
+        c = replace(c, labels=labels)
+        if c.netns_path:
+            c = replace(c, netns_path=inst.local(c.netns_path))
         if pid is None or not os.path.exists(f"/proc/{pid}"):
             c = replace(c, state="gone")
         return c
