@@ -299,6 +299,8 @@ def _wrapped(hops: list[Hop], result: TraceResult) -> list[str]:
                 + f"): outer {d.packet}, VNI {d.vni}, inner {d.inner}"
             )
     return out
+
+
 def _taken_branch(predicted: Path, result: TraceResult) -> Path:
     """The fork's branch the kernel chose, from the rewrite the probe was seen with."""
     if not predicted.branches:
