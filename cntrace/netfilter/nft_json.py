@@ -20,7 +20,7 @@ from cntrace.netfilter.model import Chain, Compiled, NamedSet, Rule, RuleForm, T
 from cntrace.netfilter.nft_expr import TYPE_KIND, Malformed, element, key_types, lower_verdict
 from cntrace.netfilter.nft_statements import lower_statement
 from cntrace.netfilter.nft_text import expr_text, stmt_text, value_text
-from cntrace.netfilter.steps import Atom, Verdict
+from cntrace.netfilter.steps import Atom, Step, Unsupported, Verdict
 from cntrace.netfilter.values import RulesetError
 
 HOOK_NAMES = {"prerouting", "input", "forward", "output", "postrouting", "ingress", "egress"}
@@ -282,6 +282,8 @@ class _Builder:
             raise Malformed(f"rule in {chain}: expr must be a list")
         counters = None
         for e in exprs:
+            if type(e) is str:
+                continue  # a statement nft prints as text (e.g. "update @m { ... }"): opaque
             if type(e) is not dict or len(e) != 1:
                 raise Malformed(f"rule in {chain}: each statement must be an object with one key")
             c = e.get("counter")
@@ -362,13 +364,7 @@ class NftForm(RuleForm):
         """Lower the rule's statements (once, on first use)."""
         index, doc = self.index, self.doc
         try:
-            steps = tuple(
-                lower_statement(k, v, self.family) for e in self.exprs for k, v in e.items()
-            )
-        except Malformed as exc:
-            raise RulesetError(
-                f"nftables[{index}]: {exc}", _line_of_item(doc.text, index), source=doc.source
-            ) from None
+            steps = tuple(_lower_one(e, self.family) for e in self.exprs)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
             raise RulesetError(
                 f"nftables[{index}]: {type(exc).__name__}: {exc}",
@@ -380,7 +376,11 @@ class NftForm(RuleForm):
     def _render(self) -> str:
         """The rule in ``nft list`` syntax (rendered only when someone reads it)."""
         try:
-            texts = [stmt_text(k, v) for e in self.exprs for k, v in e.items()]
+            texts = [
+                e if isinstance(e, str) else stmt_text(k, v)
+                for e in self.exprs
+                for k, v in ([("", None)] if isinstance(e, str) else e.items())
+            ]
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError):
             texts = [json.dumps(self.exprs)]
         text = " ".join(x for x in texts if x)
@@ -390,6 +390,24 @@ class NftForm(RuleForm):
 
     def _source_text(self) -> str:
         return repr(self.exprs)
+
+
+def _lower_one(e: Any, family: str) -> Step:
+    """One statement as a Step; a construct not understood is an opaque, uncertain step naming it.
+
+    One unknown statement must not make the whole ruleset unreadable: the rest still evaluates.
+    """
+    if isinstance(e, str):
+        return Unsupported(e, f"statement {e!r} is not modelled (nft prints it only as text)")
+    ((k, v),) = e.items()
+    try:
+        return lower_statement(k, v, family)
+    except Malformed as exc:
+        try:
+            text = stmt_text(k, v)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError):
+            text = json.dumps(e)
+        return Unsupported(text or k, f"not understood: {exc}")
 
 
 def _opt_int(v: Any) -> int | None:
