@@ -115,6 +115,8 @@ class Topology:
         """The other end of a veth, or the lower device of a macvlan/vlan."""
         if link.peer_ifindex is None:
             return None
+        if link.peer_netns is None and link.peer_nsid is not None:
+            return None  # in a namespace discovery could not identify, not in this one
         where = link.peer_netns if link.peer_netns is not None else ns.inode
         other_ns = self.ns(where)
         if other_ns is None:

@@ -296,9 +296,11 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
     for r in sp.raw_links:
         peer_ifindex = None
         peer_netns = None
+        # Both ends of a veth made inside namespaces often share an ifindex (2 and 2): IFLA_LINK
+        # equal to the link's own index names itself only when the peer is in this namespace.
         if (
-            r.link is not None
-            and r.link not in (0, r.ifindex)
+            r.link
+            and (r.link != r.ifindex or r.link_netnsid is not None)
             and r.kind in ("veth", "netkit", "macvlan", "macvtap", "vlan", "ipvlan")
         ):
             peer_ifindex = r.link
@@ -316,6 +318,9 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
                 master=r.master,
                 peer_ifindex=peer_ifindex,
                 peer_netns=peer_netns,
+                peer_nsid=r.link_netnsid
+                if peer_ifindex is not None and peer_netns is None
+                else None,
                 addresses=tuple(sp.addresses.get(r.ifindex, ())),
                 bridge=r.bridge,
                 bridge_port=r.bridge_port,
