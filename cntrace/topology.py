@@ -104,12 +104,27 @@ class Topology:
         return ns.label
 
     def owner(self, inode: int | None) -> Container | None:
-        """The container that best names a namespace: not one sharing another's namespace."""
-        found = self.containers_in(inode)
-        for c in found:
-            if not c.network_mode.startswith("container:"):
-                return c
+        """The container that owns a namespace, None when none does. A container sharing one
+        (host mode, ``container:X``) is a sharer, never the owner: the root namespace is the
+        host's whoever runs in it. A runtime's record comes before a bare ``pid:N``."""
+        ns = self.ns(inode)
+        if ns is not None and ns.is_root:
+            return None
+        found = [
+            c
+            for c in self.containers_in(inode)
+            if c.network_mode != "host" and not c.network_mode.startswith("container:")
+        ]
+        found.sort(key=lambda c: c.runtime in PLAIN)
         return found[0] if found else None
+
+    def sharers(self, inode: int | None) -> list[Container]:
+        """Containers that share a namespace another owns (host mode, ``container:X``)."""
+        return [
+            c
+            for c in self.containers_in(inode)
+            if c.network_mode == "host" or c.network_mode.startswith("container:")
+        ]
 
     def peer(self, ns: Netns, link: Link) -> LinkRef | None:
         """The other end of a veth, or the lower device of a macvlan/vlan."""
@@ -316,7 +331,8 @@ def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
 
 
 def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
-    """A container by name, id prefix, ``pid:N``, or a namespace by ``netns:NAME``.
+    """A container by name, id prefix, ``pid:N``, a namespace by ``netns:NAME``, or ``host``
+    (the root namespace, unless a container is named so).
 
     Unknown or ambiguous refs raise BadInput (exit 2) with the candidates on the same line.
     """
@@ -366,6 +382,8 @@ def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
             f"ambiguous container {ref!r}; candidates: "
             + ", ".join(_describe(c) for c in exact[:8])
         )
+    if ref == "host" and snapshot.root is not None:
+        return snapshot.root  # the root namespace, whoever shares it
     names = [c.name for c in containers if c.runtime != "pid"]
     cands = _candidates(names, ref)
     raise BadInput(

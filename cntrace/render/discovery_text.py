@@ -120,6 +120,10 @@ def print_show(doc: Doc) -> None:
         tree.add("[red]network namespace unknown[/]")
     else:
         line = f"netns: {ns['inode']} {escape(ns['path'] or '')}"
+        mode = c.get("network_mode") or ""
+        sharer = mode == "host" or mode.startswith("container:")
+        if sharer and ns["label"] not in (c["name"], *ns["shared_with"]):
+            line += f" ({escape(ns['label'])}'s, shared)"  # a sharer never names the namespace
         if ns["shared_with"]:
             line += f" (shared with {escape(', '.join(ns['shared_with']))})"
         if ns.get("error"):

@@ -32,6 +32,7 @@ from cntrace.sources.netlink import proto as nlp
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
 
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
+INIT_NET_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO (include/linux/proc_ns.h) on recent kernels
 PIDS_KEPT = 4
 # Read from /proc/sys only in namespaces that act as a host (root, bridges, netfilter tables):
 # each /proc/sys open costs ~0.25 ms. Forwarding and rp_filter come from RTM_GETNETCONF instead.
@@ -114,8 +115,10 @@ def find_namespaces(procs: ProcTable) -> tuple[dict[int, Space], int | None]:
     for inode, pids in procs.by_netns().items():
         spaces.setdefault(inode, Space(inode)).pids.extend(pids[: PIDS_KEPT * 4])
     # PID 1's namespace; kthreadd (PID 2) lives in init_net too and is readable where PID 1 is
-    # shielded (some sandboxes).
+    # shielded (some sandboxes); kernels since 6.x give init_net a fixed inode as a last resort.
     root = procs.netns_of.get(1) or netns_inode(1) or procs.netns_of.get(2) or netns_inode(2)
+    if root is None and INIT_NET_INODE in spaces:
+        root = INIT_NET_INODE
     if root is not None and root in spaces:
         spaces[root].is_root = True
     return spaces, root

@@ -109,3 +109,18 @@ def test_pid_of_a_host_process_names_the_host() -> None:
     assert getattr(target, "netns", None) == int(here[5:-1])
     if root.inode == int(here[5:-1]):
         assert Topology(snap).label(root.inode) == "host"
+
+
+def test_pid_1_names_the_host_or_says_proc_denies_it() -> None:
+    require_root()
+    from cntrace.sources.procs import netns_denied
+
+    res = _cntrace("show", "pid:1")
+    if netns_denied(1) is not None:  # this sandbox shields PID 1's ns links
+        assert res.returncode == 3, res.stderr
+        assert "/proc/1/ns/net is not readable" in res.stderr
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    else:
+        assert res.returncode == 0 and res.stdout.startswith("host")
+    host = _cntrace("show", "host")
+    assert host.returncode == 0 and host.stdout.startswith("host"), host.stderr
