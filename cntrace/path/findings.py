@@ -39,6 +39,8 @@ CODES: dict[str, Code] = {
         Code("conntrack-full", "error", "the connection-tracking table is full"),
         Code("rule-uncertain", "warning", "a rule could not be evaluated"),
         Code("dns-unresolved", "error", "the name does not resolve"),
+        Code("proxy-arp-off", "error", "a routed veth's gateway is neither held nor proxied"),
+        Code("missing-host-route", "error", "no route to a container behind its routed veth"),
     )
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, routing
+from cntrace.path import diagnose, hooks, routed, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -37,9 +37,11 @@ def _bridge_port_of_stack(w: Walk, ns: Netns, link: Link, nexthop: str, packet: 
 
 
 def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
-    """A veth or netkit: the packet enters the peer's namespace."""
-    _leaves(w, ns, link, packet)
+    """A veth or netkit: the packet enters the peer's namespace (once it answers ARP)."""
     peer = w.topo.peer(ns, link)
+    if peer is not None and (end := routed.unanswered_arp(w, ns, link, peer, nexthop, packet)):
+        return end
+    _leaves(w, ns, link, packet)
     if peer is None:
         return _beyond(w, ns, link, nexthop, packet)
     return _cross(w, peer, nexthop, packet)
