@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from cntrace.commands._args import COUNT, WEEK, seconds
 from cntrace.errors import EnvironmentProblem, Exit, NeedsPrivilege
 
 
@@ -23,8 +24,8 @@ def register(sub: Any) -> None:
         "container and interface. Ctrl-C stops.",
     )
     p.add_argument("ref", nargs="?", help="only drops in this container's namespace")
-    p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N drops")
-    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-c", "--count", type=COUNT, metavar="N", help="stop after N drops")
+    p.add_argument("--timeout", type=seconds(0, WEEK), metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per drop (JSON lines)")
     p.add_argument("--ready-file", metavar="PATH", help="write PATH once the probe is armed")
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         from cntrace.trace.session import write_ready_file
 
         write_ready_file(args.ready_file)
+    from cntrace.render.safe import term
+
     count = 0
     try:
         for d in watch.drops(args.timeout):
@@ -147,9 +150,8 @@ def run(args: argparse.Namespace) -> int:
                 t_ns = watch.t0_realtime_ns + d.t_ns
                 stamp = time.strftime("%H:%M:%S", time.localtime(t_ns // 1_000_000_000))
                 stamp += f".{t_ns // 1000 % 1_000_000:06d}"
-                sys.stdout.write(
-                    f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}\n"
-                )
+                line = f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}"
+                sys.stdout.write(term(line) + "\n")  # names from discovery: escaped
             sys.stdout.flush()
             count += 1
             if args.count and count >= args.count:

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from cntrace.commands._args import PORT, integer, seconds
 from cntrace.commands._source import add_snapshot_arg, get_snapshot
 from cntrace.errors import BadInput, Exit
 
@@ -23,10 +24,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--proto", choices=("tcp", "udp", "icmp"), help="default: tcp with a port, icmp without"
     )
-    p.add_argument("--port", type=int, help="destination port (or DEST:PORT)")
+    p.add_argument("--port", type=PORT, help="destination port (or DEST:PORT)")
     p.add_argument(
         "--size",
-        type=int,
+        type=integer(28, 65535, "a size in bytes"),
         metavar="BYTES",
         help="IP packet size to reason about (default: a small probe)",
     )
@@ -48,7 +49,7 @@ def register(sub: Any) -> None:
     live.add_argument("--backend", choices=("auto", "ebpf", "capture"), default="auto")
     live.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(0, 3600),
         default=1.0,
         metavar="SECONDS",
         help="how long to wait for the probe and its reply (default 1s)",
@@ -64,16 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from cntrace.render import path as render_path
     from cntrace.render.console import console
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise BadInput(f"bad port {args.port}")
-    if args.size is not None and not 28 <= args.size <= 65535:
-        raise BadInput("--size must be between 28 and 65535 bytes")
-    if args.live and args.snapshot:
+    if args.live and args.snapshot is not None:
         raise BadInput("--live traces the live host; it cannot use --snapshot")
+    live_only = [f"--{k.replace('_', '-')}" for k in ("pcap", "ready_file") if getattr(args, k)]
+    if live_only and not args.live:
+        raise BadInput(f"{', '.join(live_only)} go with --live")
     t0 = time.perf_counter()
     snap = get_snapshot(args)
     t1 = time.perf_counter()
-    if args.save_snapshot:
+    if args.save_snapshot is not None:
         from cntrace.sources import recorded
 
         recorded.save(snap, args.save_snapshot)

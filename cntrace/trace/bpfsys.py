@@ -39,9 +39,7 @@ BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 
-MAP_HASH = 1
 MAP_ARRAY = 2
-MAP_LRU_HASH = 9
 MAP_RINGBUF = 27
 
 PROG_SCHED_CLS = 3
@@ -54,7 +52,6 @@ _LD_IMM64 = 0x18
 _PERF_TYPE_TRACEPOINT = 2
 _PERF_FLAG_FD_CLOEXEC = 8
 _PERF_EVENT_IOC_ENABLE = 0x2400
-_PERF_EVENT_IOC_DISABLE = 0x2401
 _PERF_EVENT_IOC_SET_BPF = 0x40042408
 
 _RINGBUF_BUSY = 1 << 31
@@ -135,39 +132,36 @@ def map_info(fd: int) -> MapSpec:
     return MapSpec(name, type_, key, value, entries, flags)
 
 
-def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+def _map_elem(
+    cmd: int, fd: int, key: bytes, value: ctypes.Array[ctypes.c_char] | None, what: str, flags: int
+) -> bool:
+    """One command on one element of a map; False where the key is not in it."""
     k = ctypes.create_string_buffer(key, len(key))
-    v = ctypes.create_string_buffer(value, len(value))
     attr = _attr()
-    struct.pack_into("<IIQQQ", attr, 0, fd, 0, _addr(k), _addr(v), flags)
-    _bpf(BPF_MAP_UPDATE_ELEM, attr, "map update")
-
-
-def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
-    k = ctypes.create_string_buffer(key, len(key))
-    v = ctypes.create_string_buffer(value_size)
-    attr = _attr()
-    struct.pack_into("<IIQQ", attr, 0, fd, 0, _addr(k), _addr(v))
+    v = _addr(value) if value is not None else 0
+    struct.pack_into("<IIQQQ", attr, 0, fd, 0, _addr(k), v, flags)
     try:
-        _bpf(BPF_MAP_LOOKUP_ELEM, attr, "map lookup")
-    except BpfError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    return v.raw
-
-
-def map_delete(fd: int, key: bytes) -> bool:
-    k = ctypes.create_string_buffer(key, len(key))
-    attr = _attr()
-    struct.pack_into("<IIQ", attr, 0, fd, 0, _addr(k))
-    try:
-        _bpf(BPF_MAP_DELETE_ELEM, attr, "map delete")
+        _bpf(cmd, attr, what)
     except BpfError as exc:
         if exc.errno == errno.ENOENT:
             return False
         raise
     return True
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    v = ctypes.create_string_buffer(value, len(value))
+    if not _map_elem(BPF_MAP_UPDATE_ELEM, fd, key, v, "map update", BPF_ANY):
+        raise BpfError(errno.ENOENT, "map update")
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    v = ctypes.create_string_buffer(value_size)
+    return v.raw if _map_elem(BPF_MAP_LOOKUP_ELEM, fd, key, v, "map lookup", 0) else None
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    return _map_elem(BPF_MAP_DELETE_ELEM, fd, key, None, "map delete", 0)
 
 
 def map_keys(fd: int, key_size: int) -> list[bytes]:

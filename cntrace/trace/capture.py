@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from cntrace.sources import nsenter
+from cntrace.trace.collector import Seen, Trace
 from cntrace.trace.events import Direction, Sighting, TraceTarget, Unwatched
 from cntrace.trace.events_c import CNT_MAGIC
 from cntrace.trace.packet import Matcher, Parsed, parse_ip, tcp_flag_text
@@ -79,85 +80,74 @@ def marker_filter(nonce: int, reply_port: int | None) -> bytes:
     """A socket filter accepting IP packets that may carry the marker (the user-space match
     decides): TCP seq/ack, payload magic + nonce, ICMP errors quoting either, UDP to
     ``reply_port``. Offsets are from the IP header (SOCK_DGRAM)."""
-    ack = (nonce + 1) & 0xFFFFFFFF
     a = _Asm()
     a.op(_LD_B_ABS, 0)
     a.op(_ALU_AND_K, 0xF0)
     a.jump(_JEQ_K, 0x40, "v4", 0)
     a.jump(_JEQ_K, 0x60, "v6", "reject")
 
-    # IPv4: X = header length
+    # IPv4: X = header length, L4 loads relative to it
     a.label("v4")
     a.op(_LD_H_ABS, 6)
     a.jump(_JSET_K, 0x1FFF, "reject", 0)
     a.op(_LDX_B_MSH, 0)
     a.op(_LD_B_ABS, 9)
-    a.jump(_JEQ_K, 6, "tcp4", 0)
-    a.jump(_JEQ_K, 17, "udp4", 0)
-    a.jump(_JEQ_K, 1, "icmp4", "reject")
-    a.label("tcp4")
-    a.op(_LD_W_IND, 4)
-    a.jump(_JEQ_K, nonce, "accept", 0)
-    a.op(_LD_W_IND, 8)
-    a.jump(_JEQ_K, ack, "accept", "reject")
-    a.label("udp4")
-    a.op(_LD_W_IND, 8)
-    a.jump(_JEQ_K, CNT_MAGIC, "nonce4", 0)
-    a.op(_LD_H_IND, 2)
-    a.jump(_JEQ_K, reply_port or 0, "accept" if reply_port else "reject", "reject")
-    a.label("nonce4")
-    a.op(_LD_W_IND, 12)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
-    a.label("icmp4")
-    a.op(_LD_W_IND, 8)
-    a.jump(_JEQ_K, CNT_MAGIC, "inonce4", 0)
-    a.op(_LD_W_IND, 32)  # quoted TCP seq (20-byte quoted IP header)
-    a.jump(_JEQ_K, nonce, "accept", 0)
-    a.op(_LD_W_IND, 36)  # quoted UDP/ICMP payload
-    a.jump(_JEQ_K, CNT_MAGIC, 0, "reject")
-    a.op(_LD_W_IND, 40)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
-    a.label("inonce4")
-    a.op(_LD_W_IND, 12)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
-
+    _l4_tests(a, "4", (6, 17, 1), _LD_W_IND, _LD_H_IND, 0, 20, nonce, reply_port)
     # IPv6 (no extension headers): L4 at 40
     a.label("v6")
     a.op(_LD_B_ABS, 6)
-    a.jump(_JEQ_K, 6, "tcp6", 0)
-    a.jump(_JEQ_K, 17, "udp6", 0)
-    a.jump(_JEQ_K, 58, "icmp6", "reject")
-    a.label("tcp6")
-    a.op(_LD_W_ABS, 44)
-    a.jump(_JEQ_K, nonce, "accept", 0)
-    a.op(_LD_W_ABS, 48)
-    a.jump(_JEQ_K, ack, "accept", "reject")
-    a.label("udp6")
-    a.op(_LD_W_ABS, 48)
-    a.jump(_JEQ_K, CNT_MAGIC, "nonce6", 0)
-    a.op(_LD_H_ABS, 42)
-    a.jump(_JEQ_K, reply_port or 0, "accept" if reply_port else "reject", "reject")
-    a.label("nonce6")
-    a.op(_LD_W_ABS, 52)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
-    a.label("icmp6")
-    a.op(_LD_W_ABS, 48)
-    a.jump(_JEQ_K, CNT_MAGIC, "inonce6", 0)
-    a.op(_LD_W_ABS, 92)  # quoted TCP seq (40-byte quoted IPv6 header)
-    a.jump(_JEQ_K, nonce, "accept", 0)
-    a.op(_LD_W_ABS, 96)
-    a.jump(_JEQ_K, CNT_MAGIC, 0, "reject")
-    a.op(_LD_W_ABS, 100)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
-    a.label("inonce6")
-    a.op(_LD_W_ABS, 52)
-    a.jump(_JEQ_K, nonce, "accept", "reject")
+    _l4_tests(a, "6", (6, 17, 58), _LD_W_ABS, _LD_H_ABS, 40, 40, nonce, reply_port)
 
     a.label("accept")
     a.op(_RET_K, SNAPLEN)
     a.label("reject")
     a.op(_RET_K, 0)
     return a.assemble()
+
+
+def _l4_tests(
+    a: _Asm,
+    v: str,
+    protos: tuple[int, int, int],
+    ld_w: int,
+    ld_h: int,
+    l4: int,
+    ip_len: int,
+    nonce: int,
+    reply_port: int | None,
+) -> None:
+    """The marker tests of one IP version, with the protocol number loaded: ``ld_w``/``ld_h``
+    load from L4 offset ``l4`` + k; ``ip_len`` is the quoted IP header's size in ICMP errors."""
+    tcp, udp, icmp = protos
+    a.jump(_JEQ_K, tcp, f"tcp{v}", 0)
+    a.jump(_JEQ_K, udp, f"udp{v}", 0)
+    a.jump(_JEQ_K, icmp, f"icmp{v}", "reject")
+    a.label(f"tcp{v}")
+    a.op(ld_w, l4 + 4)
+    a.jump(_JEQ_K, nonce, "accept", 0)
+    a.op(ld_w, l4 + 8)
+    a.jump(_JEQ_K, (nonce + 1) & 0xFFFFFFFF, "accept", "reject")
+    a.label(f"udp{v}")
+    a.op(ld_w, l4 + 8)
+    a.jump(_JEQ_K, CNT_MAGIC, f"nonce{v}", 0)
+    a.op(ld_h, l4 + 2)
+    a.jump(_JEQ_K, reply_port or 0, "accept" if reply_port else "reject", "reject")
+    a.label(f"nonce{v}")
+    a.op(ld_w, l4 + 12)
+    a.jump(_JEQ_K, nonce, "accept", "reject")
+    a.label(f"icmp{v}")
+    a.op(ld_w, l4 + 8)
+    a.jump(_JEQ_K, CNT_MAGIC, f"inonce{v}", 0)
+    quoted = l4 + 8 + ip_len  # the quoted L4 header
+    a.op(ld_w, quoted + 4)  # its TCP seq
+    a.jump(_JEQ_K, nonce, "accept", 0)
+    a.op(ld_w, quoted + 8)  # its UDP/ICMP payload
+    a.jump(_JEQ_K, CNT_MAGIC, 0, "reject")
+    a.op(ld_w, quoted + 12)
+    a.jump(_JEQ_K, nonce, "accept", "reject")
+    a.label(f"inonce{v}")
+    a.op(ld_w, l4 + 12)
+    a.jump(_JEQ_K, nonce, "accept", "reject")
 
 
 def can_run() -> tuple[bool, str]:
@@ -184,13 +174,9 @@ class CaptureTracer:
     def __init__(self) -> None:
         self._taps: list[_Tap] = []
         self.unwatched: list[Unwatched] = []
-        self.sightings: list[Sighting] = []
         self.lost = 0
         # CLOCK_REALTIME (socket timestamps) -> CLOCK_MONOTONIC (everything else)
         self._rt_to_mono = time.monotonic_ns() - time.time_ns()
-
-    def start(self, targets: tuple[TraceTarget, ...], nonce: int, reply_port: int | None) -> None:
-        self.open(targets, marker_filter(nonce, reply_port))
 
     def open(self, targets: tuple[TraceTarget, ...], code: bytes) -> None:
         """One socket per interface carrying the classic BPF program ``code``."""
@@ -244,7 +230,6 @@ class CaptureTracer:
                     frame_hex=data[:128].hex(),
                 )
             )
-        self.sightings.extend(new)
         return new
 
     def receive(self) -> list[tuple[int, TraceTarget, Direction, bytes, Parsed]]:
@@ -288,3 +273,40 @@ class CaptureTracer:
                 s.close()
 
         threading.Thread(target=_close, name="cntrace-capture-close", daemon=True).start()
+
+
+class CaptureCollector:
+    """The capture back end as a collector: sockets per trace, sightings only."""
+
+    name = "capture"
+
+    def __init__(self) -> None:
+        self._tracer: CaptureTracer | None = None
+
+    def can_run(self) -> tuple[bool, str]:
+        return can_run()
+
+    def attach(self, trace: Trace) -> list[Unwatched]:
+        self._tracer = tracer = CaptureTracer()
+        probe = trace.probe
+        reply_port = probe.sport if probe.proto == "udp" else None
+        tracer.open(trace.plan.targets, marker_filter(trace.nonce, reply_port))
+        return [*tracer.unwatched, Unwatched("drops", "the capture back end cannot see drops")]
+
+    def start(self, trace: Trace) -> list[int]:
+        return [s.fileno() for s in self._tracer.sockets()] if self._tracer else []
+
+    def drain(self, trace: Trace) -> Seen:
+        if self._tracer is None:
+            return Seen()
+        return Seen(sightings=tuple(self._tracer.drain(trace.matcher, trace.t0_ns)))
+
+    def stop(self, trace: Trace | None = None) -> int:
+        tracer, self._tracer = self._tracer, None
+        if tracer is None:
+            return 0
+        tracer.stop()
+        return tracer.lost
+
+    def close(self) -> None:
+        self.stop()

@@ -327,7 +327,6 @@ class LoadedProbes:
     map_specs: dict[str, bpfsys.MapSpec]
     prog_fds: dict[str, int]
     ring: bpfsys.RingBuffer
-    load_s: float = 0.0
     _tp_fd: int | None = None
     _markers: dict[int, int] = field(default_factory=dict)  # nonce -> proto
     _cfg_flags: int = 0
@@ -336,7 +335,6 @@ class LoadedProbes:
 
     @classmethod
     def load(cls, b: Build, facts: KernelFacts) -> LoadedProbes:
-        t0 = time.monotonic()
         map_fds: dict[str, int] = {}
         prog_fds: dict[str, int] = {}
         try:
@@ -356,7 +354,7 @@ class LoadedProbes:
             tail = "\n".join(exc.log.strip().splitlines()[-8:]) if exc.log else ""
             raise ProbeBuildError(f"{exc}" + (f"\nverifier: {tail}" if tail else "")) from exc
         specs = {n: s for n, (s, _fd) in b.maps.items()}
-        return cls(map_fds, specs, prog_fds, ring, load_s=time.monotonic() - t0)
+        return cls(map_fds, specs, prog_fds, ring)
 
     # ------------------------------------------------------------------ configuration
 
@@ -400,15 +398,6 @@ class LoadedProbes:
     def attach_kfree(self, tp_id: int) -> None:
         if self._tp_fd is None:
             self._tp_fd = bpfsys.attach_tracepoint(tp_id, self.prog_fds["cntrace_kfree"])
-
-    def detach_kfree(self) -> None:
-        if self._tp_fd is not None:
-            os.close(self._tp_fd)
-            self._tp_fd = None
-
-    @property
-    def kfree_attached(self) -> bool:
-        return self._tp_fd is not None
 
     def close(self, wait: bool = False) -> None:
         """Release programs, maps and the tracepoint attachment.

@@ -140,13 +140,6 @@ class TraceResult:
     ended: str = "timeout"  # what ended collection: reply | drop | quiet | timeout
     t0_realtime_ns: int = 0  # wall-clock time of the injection (t_ns values count from it)
 
-    def seen_at(self, target: TraceTarget, *, reply: bool | None = None) -> tuple[Sighting, ...]:
-        return tuple(
-            s
-            for s in self.sightings
-            if s.target == target and (reply is None or s.is_reply == reply)
-        )
-
     def watched(self, target: TraceTarget) -> bool:
         return not any(u.target == target and not u.partial for u in self.unwatched)
 

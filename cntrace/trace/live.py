@@ -16,6 +16,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 from cntrace.errors import BadInput, EnvironmentProblem
 from cntrace.model import Hop, Path, RuleRef, Snapshot, Verdict
@@ -82,10 +83,10 @@ def plan_for(
     first = path.hops[0].packet
     probe = dataclasses.replace(first, src="", sport=None)
     return TracePlan(
-        source_netns_path=source,
-        packet=probe,
-        targets=tuple(targets),
-        nft_namespaces=tuple(nft_namespaces),
+        source,
+        probe,
+        tuple(targets),
+        tuple(nft_namespaces),
         timeout_s=timeout,
         backend=backend,
         ready_file=ready_file,
@@ -93,27 +94,26 @@ def plan_for(
     )
 
 
+class PlanOptions(TypedDict, total=False):
+    """plan_for's options, as trace_path passes them on."""
+
+    backend: Backend
+    timeout: float
+    ready_file: str | None
+    size: int
+
+
 def trace_path(
     snap: Snapshot,
     predicted: Path,
     *,
-    backend: Backend = "auto",
-    timeout: float = 1.0,
     pcap: str | None = None,
-    ready_file: str | None = None,
     notice: Callable[[str], None] | None = None,
-    size: int = 0,
+    **options: Unpack[PlanOptions],
 ) -> tuple[Path, dict[str, float]]:
     """Run the live trace for ``predicted`` and return the merged Path and the phase timings."""
     t = time.perf_counter()
-    plan = plan_for(
-        snap,
-        predicted,
-        backend=backend,
-        timeout=timeout,
-        ready_file=ready_file,
-        size=size,
-    )
+    plan = plan_for(snap, predicted, **options)
     planned = time.perf_counter() - t
     try:
         result = run_trace(plan, notice=notice)

@@ -15,8 +15,6 @@ sysctls. Namespaces with legacy tables are reported as not watched for rules.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import os
 import re
@@ -24,15 +22,12 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cntrace.model import Packet
 from cntrace.sources import nsenter
-from cntrace.trace import nftlib, state
-from cntrace.trace.events import RuleEvent, Unwatched
-from cntrace.trace.packet import Matcher, Parsed, parse_ip, parse_l4
-from cntrace.trace.tcattach import signals_deferred
+from cntrace.trace import nftlib
+from cntrace.trace.packet import Parsed, parse_ip, parse_l4
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTRACE = 9
@@ -121,16 +116,6 @@ def table_script(table: str, nonce: int, packet: Packet) -> str:
         lines.append(f"add rule inet {table} pre {rule}")
         lines.append(f"add rule inet {table} out {rule}")
     return "\n".join(lines) + "\n"
-
-
-def legacy_tables(netns_path: str) -> list[str]:
-    """iptables-legacy tables loaded in the namespace (their rules escape nftrace)."""
-    found = []
-    with contextlib.suppress(OSError), nsenter.entered(netns_path):
-        for name in ("ip_tables_names", "ip6_tables_names"):
-            with contextlib.suppress(OSError), open(f"/proc/thread-self/net/{name}") as fh:
-                found += [f"{name.split('_')[0]}:{t.strip()}" for t in fh if t.strip()]
-    return found
 
 
 # --------------------------------------------------------------------------- netlink events
@@ -307,207 +292,3 @@ def iptables_rules(netns_path: str, family: str) -> dict[tuple[str, str], list[s
         nsenter.command_in(netns_path, [tool]), capture_output=True, text=True, check=False
     )
     return parse_iptables_save(proc.stdout)
-
-
-# --------------------------------------------------------------------------- the tracer
-
-
-@dataclass
-class _Netns:
-    path: str
-    inode: int
-    table: str
-    record: int
-    sock: socket.socket | None = None
-    raw: list[RawTrace] = field(default_factory=list)
-
-
-class NftTracer:
-    """Trace tables and their event sockets for one trace."""
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self._ns: list[_Netns] = []
-        self._done: list[_Netns] = []
-        self.errors: list[str] = []
-        self._table_of: dict[str, str] = {}
-        self.unwatched: list[Unwatched] = []
-        self.lost = 0
-
-    def start(self, namespaces: tuple[str, ...], nonce: int, packet: Packet) -> None:
-        """Listen to trace events, then add a trace table, in each namespace."""
-        ledger = state.ledger()
-        todo: list[_Netns] = []
-        seen: set[int] = set()
-        for i, path in enumerate(namespaces):
-            try:
-                inode = nsenter.inode_of(nsenter.netns_path(path))
-            except OSError as exc:
-                self.unwatched.append(Unwatched(f"nftrace {path}", f"namespace gone: {exc}"))
-                continue
-            if inode in seen:
-                continue
-            seen.add(inode)
-            try:
-                sock = nsenter.socket_in(
-                    path, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER
-                )
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
-                # bound first: the kernel skips port id 0 (its own) when it multicasts
-                sock.bind((0, 0))
-                sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
-                sock.setblocking(False)
-            except OSError as exc:
-                self.unwatched.append(
-                    Unwatched(f"nftrace {path}", f"no trace socket: {exc.strerror}")
-                )
-                continue
-            table = f"{state.TABLE_PREFIX}{ledger.pid}_{self.seq}_{i}"
-            todo.append(_Netns(path, inode, table, 0, sock))
-        if not todo:
-            return
-        for ns in todo:
-            # Record, table and the bookkeeping that undoes them land together: an interrupt
-            # between them would leave a table (or a record) stop() does not know about.
-            with signals_deferred():
-                rid = ledger.add(
-                    state.Record("nft_table", ns.path, ns.inode, family="inet", name=ns.table)
-                )
-                ns.record = rid
-                code, _out, err = nftlib.run(ns.path, table_script(ns.table, nonce, packet))
-                if code == 0:
-                    self._ns.append(ns)
-                    self._table_of[ns.path] = ns.table
-                else:
-                    ledger.remove_many([rid])
-            if code != 0:
-                if ns.sock:
-                    ns.sock.close()
-                why = err.strip().splitlines()[0] if err.strip() else "nft failed"
-                self.unwatched.append(Unwatched(f"nftrace {ns.path}", why))
-                continue
-            legacy = legacy_tables(ns.path)
-            if legacy:
-                self.unwatched.append(
-                    Unwatched(
-                        f"iptables-legacy rules in {ns.path}",
-                        f"tables {', '.join(legacy)} are iptables-legacy: their rules are not "
-                        "traced (TRACE needs the root-namespace sysctl nf_log_all_netns)",
-                    )
-                )
-
-    def sockets(self) -> list[socket.socket]:
-        return [ns.sock for ns in self._ns if ns.sock is not None]
-
-    def drain(self) -> int:
-        """Read what is waiting on every socket; returns how many trace events arrived."""
-        n = 0
-        for ns in self._ns:
-            if ns.sock is None:
-                continue
-            while True:
-                try:
-                    data = ns.sock.recv(1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.ENOBUFS:
-                        self.lost += 1  # the socket overflowed: some events are gone
-                        continue
-                    raise
-                evs = [
-                    t
-                    for t in parse_trace_messages(data, time.monotonic_ns())
-                    if t.table != ns.table
-                ]
-                ns.raw.extend(evs)
-                n += len(evs)
-        return n
-
-    def stop(self) -> None:
-        """Delete the tables (all namespaces at once) and close the sockets."""
-        if not self._ns:
-            return
-        for ns in self._ns:
-            if ns.sock is not None:
-                ns.sock.close()
-                ns.sock = None
-        with signals_deferred():
-            results = nftlib.each(
-                [ns.path for ns in self._ns],
-                lambda p: nftlib.delete_table(p, "inet", self._table_of[p]),
-            )
-            gone = []
-            for ns, (ok, err) in zip(self._ns, results, strict=True):
-                if ok:
-                    gone.append(ns.record)
-                else:
-                    self.errors.append(f"could not delete nft table {ns.table} in {ns.path}: {err}")
-            state.ledger().remove_many(gone)
-        self._done.extend(self._ns)
-        self._ns = []
-
-    def events(self, matcher: Matcher, t0_ns: int) -> list[RuleEvent]:
-        """The trace events as RuleEvents, with rule text looked up in each namespace."""
-        out: list[RuleEvent] = []
-        for ns in self._done + self._ns:
-            if not ns.raw:
-                continue
-            texts = ruleset_rules(ns.path)
-            ipt: dict[str, dict[tuple[str, str], list[str]]] = {}
-            # The kernel puts the packet's headers only in the first event of a trace id (one per
-            # hook); later events of the same id are the same packet, so they share its direction.
-            direction: dict[int, bool] = {}
-            for t in ns.raw:
-                parsed = trace_packet(t)
-                m = matcher.match(parsed, learn=False) if parsed else None
-                if m is not None:
-                    direction[t.trace_id] = bool(m[2])
-                if t.type == "rule" and t.handle is None:
-                    continue  # the packet's entry into a chain, not a rule
-                key = (t.family, t.table, t.chain)
-                chain_texts = texts.get(key, {})
-                position, text = chain_texts.get(t.handle or -1, (None, None))
-                if text is not None and position is not None and t.family in ("ip", "ip6"):
-                    if t.family not in ipt:
-                        ipt[t.family] = iptables_rules(ns.path, t.family)
-                    lines = ipt[t.family].get((t.table, t.chain), [])
-                    if len(lines) == len(chain_texts):
-                        text = lines[position - 1]  # iptables-nft's own rule: its own syntax
-                out.append(
-                    RuleEvent(
-                        netns_path=ns.path,
-                        netns_inode=ns.inode,
-                        family=t.family,
-                        table=t.table,
-                        chain=t.chain,
-                        handle=t.handle,
-                        verdict=t.verdict,
-                        rule_text=text,
-                        t_ns=t.t_ns - t0_ns,
-                        kind=t.type,
-                        position=position,
-                        is_reply=direction.get(t.trace_id, False),
-                        packet=parsed.to_packet(t.mark) if parsed else None,
-                        iif=_ifname(ns.path, t.iif),
-                        oif=_ifname(ns.path, t.oif),
-                        mark=t.mark,
-                    )
-                )
-        return out
-
-
-_IFNAMES: dict[tuple[str, int], str | None] = {}
-
-
-def _ifname(netns_path: str, ifindex: int | None) -> str | None:
-    if not ifindex:
-        return None
-    key = (netns_path, ifindex)
-    if key not in _IFNAMES:
-        name: str | None = None
-        with contextlib.suppress(OSError), nsenter.entered(netns_path):
-            name = socket.if_indextoname(ifindex)
-        _IFNAMES[key] = name
-    return _IFNAMES[key]

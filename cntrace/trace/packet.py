@@ -132,34 +132,19 @@ def parse_l4(
             family, proto, src, dst, sport, dport, pay0=pay0, pay1=pay1, ip_id=ip_id, length=length
         )
     icmp_type, icmp_code = th16[0], th16[1]
+    ident, inner, tag0, tag1 = 0, None, 0, 0
     if not _is_icmp_error(proto, icmp_type) or quoted:
-        ident = struct.unpack_from("!H", th16, 4)[0]
-        return Parsed(
-            family,
-            proto,
-            src,
-            dst,
-            ident,
-            0,
-            icmp_type=icmp_type,
-            icmp_code=icmp_code,
-            pay0=pay0,
-            pay1=pay1,
-            ip_id=ip_id,
-            length=length,
-        )
-    inner = parse_ip(th[8:], quoted=True)
-    tag0 = tag1 = 0
-    if inner is not None:
-        if inner.proto == P_TCP:
-            tag0 = inner.seq
-        else:
-            tag0, tag1 = inner.pay0, inner.pay1
+        ident = struct.unpack_from("!H", th16, 4)[0]  # an echo's id stands in for the port
+    else:
+        inner = parse_ip(th[8:], quoted=True)
+        if inner is not None:
+            tag0, tag1 = (inner.seq, 0) if inner.proto == P_TCP else (inner.pay0, inner.pay1)
     return Parsed(
         family,
         proto,
         src,
         dst,
+        ident,
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         pay0=pay0,

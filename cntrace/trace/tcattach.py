@@ -94,9 +94,6 @@ class TcAttacher:
     def filter_name(self) -> str:
         return f"{state.FILTER_PREFIX}{state.ledger().pid}:{self._seq}"
 
-    def is_attached(self, target: TraceTarget) -> bool:
-        return (target.netns_inode, target.ifindex) in self._attached
-
     def attach(self, target: TraceTarget) -> list[tuple[str, str]]:
         """Attach on both directions; returns (direction, why) for each one that failed."""
         key = (target.netns_inode, target.ifindex)
@@ -183,12 +180,6 @@ class TcAttacher:
             # Known to close() before a held Ctrl-C can land: else its filters would outlive us.
             self._attached[key] = att
         return failed
-
-    def detach(self, target: TraceTarget) -> None:
-        att = self._attached.pop((target.netns_inode, target.ifindex), None)
-        if att is not None:
-            with signals_deferred():
-                state.ledger().remove_many(self._detach(att))
 
     def _detach(self, att: _Attachment) -> list[int]:
         """Remove the attachment's objects; returns the ledger ids now free to drop."""
