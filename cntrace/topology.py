@@ -65,6 +65,7 @@ class Topology:
         self._by_name: dict[int, dict[str, Link]] = {
             ns.inode: {link.name: link for link in ns.links} for ns in snapshot.netns
         }
+        self._children: dict[tuple[int, int], list[LinkRef]] | None = None
         self._containers_by_netns: dict[int, list[Container]] = {}
         for c in snapshot.containers:
             if c.netns is not None:
@@ -142,6 +143,20 @@ class Topology:
         if link.kind in VETH_LIKE and other.peer_ifindex not in (None, link.ifindex):
             return None  # an ifindex collision, not the real peer
         return LinkRef(other_ns, other)
+
+    def children(self, ns: Netns, link: Link) -> list[LinkRef]:
+        """The macvlan (and macvtap) devices whose lower device is ``link``, in any namespace."""
+        if self._children is None:
+            index: dict[tuple[int, int], list[LinkRef]] = {}
+            for other in self.snapshot.netns:
+                for lk in other.links:
+                    if lk.kind in ("macvlan", "macvtap"):
+                        lower = self.peer(other, lk)
+                        if lower is not None:
+                            key = (lower.netns.inode, lower.link.ifindex)
+                            index.setdefault(key, []).append(LinkRef(other, lk))
+            self._children = index
+        return self._children.get((ns.inode, link.ifindex), [])
 
     def master(self, ns: Netns, link: Link) -> Link | None:
         return self.link(ns.inode, link.master) if link.master is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, routed, routing
+from cntrace.path import diagnose, hooks, macvlan, routed, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -24,7 +24,9 @@ def transmit(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> St
         return _down(w, "interface", ns, link, packet, f"{link.name} is down")
     if packet.family == 4 and w.size > link.mtu:
         return _too_big(w, "interface", ns, link.name, link, packet)
-    return EGRESS.get(link.kind, _wire)(w, ns, link, nexthop, packet)
+    if (end := macvlan.parent_to_child(w, ns, link, nexthop, packet)) is not None:
+        return end
+    return EGRESS.get(link.kind, wire)(w, ns, link, nexthop, packet)
 
 
 def _loopback(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
@@ -43,14 +45,14 @@ def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
         return end
     _leaves(w, ns, link, packet)
     if peer is None:
-        return _beyond(w, ns, link, nexthop, packet)
+        return beyond(w, ns, link, nexthop, packet)
     return _cross(w, peer, nexthop, packet)
 
 
-def _wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
+def wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     """Any other link: the packet leaves this host (or the snapshot)."""
     _leaves(w, ns, link, packet)
-    return _beyond(w, ns, link, nexthop, packet)
+    return beyond(w, ns, link, nexthop, packet)
 
 
 EgressHop = Callable[[Walk, Netns, Link, str, Packet], Step]
@@ -59,6 +61,8 @@ EGRESS: dict[str, EgressHop] = {
     "bridge": _bridge_port_of_stack,
     "veth": _pair,
     "netkit": _pair,
+    "macvlan": macvlan.egress,
+    "macvtap": macvlan.egress,
 }
 
 
@@ -66,7 +70,7 @@ def _leaves(w: Walk, ns: Netns, link: Link, packet: Packet) -> None:
     w.hop("interface", ns, link.name, packet, f"leaves {w.label(ns)} by {link.name}", tap="egress")
 
 
-def _beyond(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> End:
+def beyond(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> End:
     return End(
         status="delivered",
         summary=f"leaves by {link.name} towards {nexthop}; beyond this host cntrace cannot see",
@@ -85,6 +89,8 @@ def _cross(w: Walk, peer: LinkRef, nexthop: str, packet: Packet) -> Step:
     if packet.family == 4 and w.size > link.mtu + VETH_OVERHEAD:
         return _too_big(w, "veth", ns, link.name, link, packet)
     w.hop("veth", ns, link.name, packet, f"enters {w.label(ns)} by {link.name}", tap="ingress")
+    if (child := macvlan.to_child(w, ns, link, nexthop, packet)) is not None:
+        return child
     master = w.topo.master(ns, link)
     enslaved = ENSLAVED.get(master.kind) if master is not None else None
     if master is None or enslaved is None:

@@ -44,6 +44,8 @@ def unanswered_arp(
         return None
     if nexthop in routing.local_addresses(far_ns) or proxies(far_ns, far, nexthop):
         return None
+    if any(nexthop in {a.address for a in c.link.addresses} for c in w.topo.children(far_ns, far)):
+        return None  # a macvlan child of the far end answers for itself
     where = f"{far.name}@{w.label(far_ns)}"
     end = w.fail(
         "interface",
