@@ -245,8 +245,13 @@ class Topology:
         for att in self.attachments(container):
             if att.peer is not None and att.peer.netns.inode != container.netns:
                 votes[att.peer.netns.inode] = votes.get(att.peer.netns.inode, 0) + 1
+        # A node (a host inside a host) also has veths into its own pods: a namespace whose
+        # every veth or lower device leads here is this one's child, not its host.
+        outward = {k: v for k, v in votes.items() if not self._leaf_of(k, container.netns)}
+        if outward:
+            votes = outward
         if votes:
-            return max(votes, key=lambda k: votes[k])
+            return max(votes, key=lambda k: (votes[k], self._hub(k)))
         bridges = {n.bridge for n in container.networks if n.bridge}
         if not bridges:
             for other in self.snapshot.containers:
@@ -257,6 +262,32 @@ class Topology:
                 return ns.inode
         root = self.snapshot.root
         return root.inode if root is not None else None
+
+    def _leaf_of(self, inode: int, of: int | None) -> bool:
+        """Whether every veth peer and lower device of namespace ``inode`` is in ``of``."""
+        ns = self.ns(inode)
+        if ns is None or of is None:
+            return False
+        sides = [self.peer(ns, lk) for lk in ns.links if lk.peer_ifindex is not None]
+        return bool(sides) and all(s is not None and s.netns.inode == of for s in sides)
+
+    def _hub(self, inode: int) -> tuple[bool, bool, int]:
+        """How host-like a namespace is: the root, holding bridges, with many peers."""
+        ns = self.ns(inode)
+        if ns is None:
+            return (False, False, 0)
+        peers = sum(1 for lk in ns.links if lk.peer_netns is not None)
+        return (ns.is_root, bool(self.bridges(ns)), peers)
+
+    def inside(self, ns: Netns) -> Netns | None:
+        """The host a host namespace lives in: a node (kind, Docker-in-Docker) that is itself a
+        container plugged into another host. None for the root and for top-level hosts."""
+        if ns.is_root:
+            return None
+        for c in self.containers_in(ns.inode):
+            if c.host_netns not in (None, ns.inode):
+                return self.ns(c.host_netns)
+        return None
 
     def infer_mode(self, container: Container) -> str:
         """A network mode for namespaces no runtime describes, from how they are wired."""
