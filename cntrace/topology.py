@@ -8,12 +8,11 @@ whether the bridge has learnt the container's MAC there, and which namespace is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cntrace.errors import BadInput
 from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, RuleRef, Snapshot
+from cntrace.refs import resolve_ref as resolve_ref  # noqa: PLC0414  (re-exported)
 
 VETH_LIKE = ("veth", "netkit")
 PLAIN = ("netns", "pid")  # "runtimes" that only name a namespace, not a container engine
@@ -357,85 +356,7 @@ class Topology:
         ]
 
 
-# --------------------------------------------------------------------------- refs
-
-
-def _describe(c: Container) -> str:
-    if c.id.startswith(c.runtime):
-        return c.name
-    short = c.id[:12] if all(ch in "0123456789abcdef" for ch in c.id) else c.id
-    return f"{c.name} ({c.runtime} {short})"
-
-
-def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
-    import difflib  # noqa: PLC0415  (only on the error path)
-
-    pool = sorted(set(names))
-    near = [n for n in pool if ref.lower() in n.lower()]
-    near += [n for n in difflib.get_close_matches(ref, pool, n=limit) if n not in near]
-    return (near or pool)[:limit]
-
-
-def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
-    """A container by name, id prefix, ``pid:N``, a namespace by ``netns:NAME``, or ``host``
-    (the root namespace, unless a container is named so).
-
-    Unknown or ambiguous refs raise BadInput (exit 2) with the candidates on the same line.
-    """
-    ref = ref.strip()
-    if not ref:
-        raise BadInput("empty container ref")
-    containers = snapshot.containers
-    if ref.startswith("pid:"):
-        try:
-            pid = int(ref[4:])
-        except ValueError:
-            raise BadInput(f"bad ref {ref!r}: pid:N needs a number") from None
-        owned = [c for c in containers if c.pid == pid]
-        owned.sort(key=lambda c: c.runtime == "pid")  # a runtime's own record first
-        if owned:
-            return owned[0]
-        for ns in snapshot.netns:
-            if pid in ns.pids:
-                return ns
-        raise BadInput(f"pid:{pid}: no such process (or it left before discovery finished)")
-    if ref.startswith("netns:"):
-        key = ref[6:]
-        for ns in snapshot.netns:
-            if key in (ns.name, str(ns.inode)) or key in ns.paths:
-                return ns
-        raise BadInput(
-            f"unknown namespace {ref!r}; candidates: "
-            + ", ".join(
-                "netns:" + n
-                for n in _candidates((ns.name for ns in snapshot.netns if ns.name), key)
-            )
-        )
-    exact = [c for c in containers if c.name == ref and c.runtime != "pid"]
-    if len(exact) == 1:
-        return exact[0]
-    if not exact:
-        exact = [c for c in containers if c.id.startswith(ref) and c.runtime != "pid"]
-        if len(exact) == 1:
-            return exact[0]
-    if not exact:
-        # Kubernetes pods are named namespace/pod: accept the bare pod name when unique.
-        exact = [c for c in containers if c.runtime == "kubernetes" and c.name.endswith("/" + ref)]
-        if len(exact) == 1:
-            return exact[0]
-    if len(exact) > 1:
-        raise BadInput(
-            f"ambiguous container {ref!r}; candidates: "
-            + ", ".join(_describe(c) for c in exact[:8])
-        )
-    if ref == "host" and snapshot.root is not None:
-        return snapshot.root  # the root namespace, whoever shares it
-    names = [c.name for c in containers if c.runtime != "pid"]
-    cands = _candidates(names, ref)
-    raise BadInput(
-        f"unknown container {ref!r}; "
-        + ("candidates: " + ", ".join(cands) if cands else "no containers found")
-    )
+# --------------------------------------------------------------------------- labels
 
 
 def label_of(snapshot: Snapshot, inode: int | None) -> str:

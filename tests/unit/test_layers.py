@@ -16,7 +16,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "cntrace"
 
-CORE = ("model", "codec", "errors", "topology", "netfilter", "path", "findings")
+CORE = ("model", "codec", "errors", "refs", "topology", "netfilter", "path", "findings")
 SYSTEM_FACING = ("sources", "trace", "lab", "tui", "render", "commands", "cli")
 SYSTEM_LIBS = (
     "subprocess",
