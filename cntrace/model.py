@@ -77,7 +77,9 @@ class Link:
 
     ``peer_ifindex`` / ``peer_netns`` name the other end of a veth (or the lower device of a
     macvlan/vlan); ``peer_netns`` is the peer's namespace inode when it lives elsewhere, or None
-    when it is in the same namespace or unknown.
+    when it is in the same namespace or unknown. ``peer_nsid`` (the kernel's IFLA_LINK_NETNSID, the
+    peer's namespace as this namespace numbers it) is kept only when that namespace could not be
+    identified: it says the peer is elsewhere, not in this namespace.
     """
 
     ifindex: int
@@ -90,6 +92,7 @@ class Link:
     master: int | None = None  # ifindex of the bridge (or bond/vrf) this link is enslaved to
     peer_ifindex: int | None = None
     peer_netns: int | None = None
+    peer_nsid: int | None = None
     addresses: tuple[Address, ...] = ()
     bridge: BridgeInfo | None = None
     bridge_port: BridgePort | None = None

@@ -8,12 +8,11 @@ whether the bridge has learnt the container's MAC there, and which namespace is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cntrace.errors import BadInput
 from cntrace.model import BridgePort, Container, FdbEntry, Link, Netns, RuleRef, Snapshot
+from cntrace.refs import resolve_ref as resolve_ref  # noqa: PLC0414  (re-exported)
 
 VETH_LIKE = ("veth", "netkit")
 PLAIN = ("netns", "pid")  # "runtimes" that only name a namespace, not a container engine
@@ -65,6 +64,7 @@ class Topology:
         self._by_name: dict[int, dict[str, Link]] = {
             ns.inode: {link.name: link for link in ns.links} for ns in snapshot.netns
         }
+        self._children: dict[tuple[int, int], list[LinkRef]] | None = None
         self._containers_by_netns: dict[int, list[Container]] = {}
         for c in snapshot.containers:
             if c.netns is not None:
@@ -104,17 +104,34 @@ class Topology:
         return ns.label
 
     def owner(self, inode: int | None) -> Container | None:
-        """The container that best names a namespace: not one sharing another's namespace."""
-        found = self.containers_in(inode)
-        for c in found:
-            if not c.network_mode.startswith("container:"):
-                return c
+        """The container that owns a namespace, None when none does. A container sharing one
+        (host mode, ``container:X``) is a sharer, never the owner: the root namespace is the
+        host's whoever runs in it. A runtime's record comes before a bare ``pid:N``."""
+        ns = self.ns(inode)
+        if ns is not None and ns.is_root:
+            return None
+        found = [
+            c
+            for c in self.containers_in(inode)
+            if c.network_mode != "host" and not c.network_mode.startswith("container:")
+        ]
+        found.sort(key=lambda c: c.runtime in PLAIN)
         return found[0] if found else None
+
+    def sharers(self, inode: int | None) -> list[Container]:
+        """Containers that share a namespace another owns (host mode, ``container:X``)."""
+        return [
+            c
+            for c in self.containers_in(inode)
+            if c.network_mode == "host" or c.network_mode.startswith("container:")
+        ]
 
     def peer(self, ns: Netns, link: Link) -> LinkRef | None:
         """The other end of a veth, or the lower device of a macvlan/vlan."""
         if link.peer_ifindex is None:
             return None
+        if link.peer_netns is None and link.peer_nsid is not None:
+            return None  # in a namespace discovery could not identify, not in this one
         where = link.peer_netns if link.peer_netns is not None else ns.inode
         other_ns = self.ns(where)
         if other_ns is None:
@@ -125,6 +142,20 @@ class Topology:
         if link.kind in VETH_LIKE and other.peer_ifindex not in (None, link.ifindex):
             return None  # an ifindex collision, not the real peer
         return LinkRef(other_ns, other)
+
+    def children(self, ns: Netns, link: Link) -> list[LinkRef]:
+        """The macvlan (and macvtap) devices whose lower device is ``link``, in any namespace."""
+        if self._children is None:
+            index: dict[tuple[int, int], list[LinkRef]] = {}
+            for other in self.snapshot.netns:
+                for lk in other.links:
+                    if lk.kind in ("macvlan", "macvtap"):
+                        lower = self.peer(other, lk)
+                        if lower is not None:
+                            key = (lower.netns.inode, lower.link.ifindex)
+                            index.setdefault(key, []).append(LinkRef(other, lk))
+            self._children = index
+        return self._children.get((ns.inode, link.ifindex), [])
 
     def master(self, ns: Netns, link: Link) -> Link | None:
         return self.link(ns.inode, link.master) if link.master is not None else None
@@ -213,8 +244,13 @@ class Topology:
         for att in self.attachments(container):
             if att.peer is not None and att.peer.netns.inode != container.netns:
                 votes[att.peer.netns.inode] = votes.get(att.peer.netns.inode, 0) + 1
+        # A node (a host inside a host) also has veths into its own pods: a namespace whose
+        # every veth or lower device leads here is this one's child, not its host.
+        outward = {k: v for k, v in votes.items() if not self._leaf_of(k, container.netns)}
+        if outward:
+            votes = outward
         if votes:
-            return max(votes, key=lambda k: votes[k])
+            return max(votes, key=lambda k: (votes[k], self._hub(k)))
         bridges = {n.bridge for n in container.networks if n.bridge}
         if not bridges:
             for other in self.snapshot.containers:
@@ -225,6 +261,32 @@ class Topology:
                 return ns.inode
         root = self.snapshot.root
         return root.inode if root is not None else None
+
+    def _leaf_of(self, inode: int, of: int | None) -> bool:
+        """Whether every veth peer and lower device of namespace ``inode`` is in ``of``."""
+        ns = self.ns(inode)
+        if ns is None or of is None:
+            return False
+        sides = [self.peer(ns, lk) for lk in ns.links if lk.peer_ifindex is not None]
+        return bool(sides) and all(s is not None and s.netns.inode == of for s in sides)
+
+    def _hub(self, inode: int) -> tuple[bool, bool, int]:
+        """How host-like a namespace is: the root, holding bridges, with many peers."""
+        ns = self.ns(inode)
+        if ns is None:
+            return (False, False, 0)
+        peers = sum(1 for lk in ns.links if lk.peer_netns is not None)
+        return (ns.is_root, bool(self.bridges(ns)), peers)
+
+    def inside(self, ns: Netns) -> Netns | None:
+        """The host a host namespace lives in: a node (kind, Docker-in-Docker) that is itself a
+        container plugged into another host. None for the root and for top-level hosts."""
+        if ns.is_root:
+            return None
+        for c in self.containers_in(ns.inode):
+            if c.host_netns not in (None, ns.inode):
+                return self.ns(c.host_netns)
+        return None
 
     def infer_mode(self, container: Container) -> str:
         """A network mode for namespaces no runtime describes, from how they are wired."""
@@ -294,107 +356,7 @@ class Topology:
         ]
 
 
-# --------------------------------------------------------------------------- refs
-
-
-def _describe(c: Container) -> str:
-    if c.id.startswith(c.runtime):
-        return c.name
-    short = c.id[:12] if all(ch in "0123456789abcdef" for ch in c.id) else c.id
-    return f"{c.name} ({c.runtime} {short})"
-
-
-def _candidates(names: Iterable[str], ref: str, limit: int = 8) -> list[str]:
-    import difflib  # noqa: PLC0415  (only on the error path)
-
-    pool = sorted(set(names))
-    near = [n for n in pool if ref.lower() in n.lower()]
-    near += [n for n in difflib.get_close_matches(ref, pool, n=limit) if n not in near]
-    return (near or pool)[:limit]
-
-
-def resolve_ref(snapshot: Snapshot, ref: str) -> Container | Netns:
-    """A container by name, id prefix, ``pid:N``, a Kubernetes pod by ``pod:NAME`` (or
-    ``pod:NAMESPACE/NAME``), or a namespace by ``netns:NAME``. Pods are also named
-    ``NAMESPACE/POD`` and their containers ``NAMESPACE/POD/CONTAINER``.
-
-    Unknown or ambiguous refs raise BadInput (exit 2) with the candidates on the same line.
-    """
-    ref = ref.strip()
-    if not ref:
-        raise BadInput("empty container ref")
-    containers = snapshot.containers
-    if ref.startswith("pid:"):
-        try:
-            pid = int(ref[4:])
-        except ValueError:
-            raise BadInput(f"bad ref {ref!r}: pid:N needs a number") from None
-        owned = [c for c in containers if c.pid == pid]
-        owned.sort(key=lambda c: c.runtime == "pid")  # a runtime's own record first
-        if owned:
-            return owned[0]
-        for ns in snapshot.netns:
-            if pid in ns.pids:
-                return ns
-        raise BadInput(f"pid:{pid}: no such process (or it left before discovery finished)")
-    if ref.startswith("pod:"):
-        return _pod(containers, ref[4:])
-    if ref.startswith("netns:"):
-        key = ref[6:]
-        for ns in snapshot.netns:
-            if key in (ns.name, str(ns.inode)) or key in ns.paths:
-                return ns
-        raise BadInput(
-            f"unknown namespace {ref!r}; candidates: "
-            + ", ".join(
-                "netns:" + n
-                for n in _candidates((ns.name for ns in snapshot.netns if ns.name), key)
-            )
-        )
-    exact = [c for c in containers if c.name == ref and c.runtime != "pid"]
-    if len(exact) == 1:
-        return exact[0]
-    if not exact:
-        exact = [c for c in containers if c.id.startswith(ref) and c.runtime != "pid"]
-        if len(exact) == 1:
-            return exact[0]
-    if not exact:
-        # Kubernetes pods are named namespace/pod: accept the bare pod name when unique.
-        exact = [c for c in containers if c.runtime == "kubernetes" and c.name.endswith("/" + ref)]
-        if len(exact) == 1:
-            return exact[0]
-    if len(exact) > 1:
-        raise BadInput(
-            f"ambiguous container {ref!r}; candidates: "
-            + ", ".join(_describe(c) for c in exact[:8])
-        )
-    names = [c.name for c in containers if c.runtime != "pid"]
-    cands = _candidates(names, ref)
-    raise BadInput(
-        f"unknown container {ref!r}; "
-        + ("candidates: " + ", ".join(cands) if cands else "no containers found")
-    )
-
-
-def _pod(containers: tuple[Container, ...], key: str) -> Container:
-    """A pod's sandbox by ``name`` (unique across namespaces) or ``namespace/name``."""
-    pods = [
-        c
-        for c in containers
-        if c.runtime == "kubernetes" and not c.network_mode.startswith("container:")
-    ]
-    found = [c for c in pods if c.name == key or ("/" not in key and c.name.endswith("/" + key))]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise BadInput(
-            f"ambiguous pod 'pod:{key}' (in several namespaces); use pod:NAMESPACE/NAME: "
-            + ", ".join(c.name for c in found[:8])
-        )
-    cands = _candidates((c.name for c in pods), key)
-    raise BadInput(
-        f"unknown pod 'pod:{key}'; " + ("candidates: " + ", ".join(cands) if cands else "no pods")
-    )
+# --------------------------------------------------------------------------- labels
 
 
 def label_of(snapshot: Snapshot, inode: int | None) -> str:

@@ -18,11 +18,13 @@ import argparse
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cntrace.lab import spec, state, topologies
 from cntrace.model import Snapshot
 from cntrace.sources import live, recorded
+from cntrace.topology import Topology
 
 LAB = spec.DEFAULT_NAME
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "fixtures" / "snapshots"
@@ -37,6 +39,29 @@ def only_lab(snap: Snapshot) -> Snapshot:
 
 def cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "cntrace", "lab", *args, "--name", LAB], check=True)
+
+
+def settled() -> Snapshot:
+    """The lab's snapshot once link states have settled: the kernel reports a veth's operstate
+    through linkwatch up to a second after its carrier came up, and a snapshot taken in between
+    says "down" for a link that carries traffic."""
+    for _ in range(20):
+        snap = only_lab(live.read_snapshot())
+        topo = Topology(snap)
+        pending = [
+            lk
+            for ns in snap.netns
+            for lk in ns.links
+            if lk.kind == "veth"
+            and lk.admin_up
+            and lk.oper_state == "down"
+            and (peer := topo.peer(ns, lk)) is not None
+            and peer.link.admin_up
+        ]
+        if not pending:
+            return snap
+        time.sleep(0.25)
+    return snap
 
 
 def main() -> None:
@@ -54,10 +79,10 @@ def main() -> None:
     up = ["up", "--iptables", args.iptables]
     cli(*up, *(["--topology", kind.name] if kind.name != topologies.DEFAULT else []))
     try:
-        recorded.save(only_lab(live.read_snapshot()), str(out / "healthy.json"))
+        recorded.save(settled(), str(out / "healthy.json"))
         for name in kind.faults:
             cli("break", name)
-            recorded.save(only_lab(live.read_snapshot()), str(out / f"{name}.json"))
+            recorded.save(settled(), str(out / f"{name}.json"))
             cli("fix", name)
     finally:
         cli("down")

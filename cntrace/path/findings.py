@@ -59,6 +59,11 @@ CODES: dict[str, Code] = {
             "error",
             "a NodePort reached on an address kube-proxy does not serve",
         ),
+        Code("proxy-arp-off", "error", "a routed veth's gateway is neither held nor proxied"),
+        Code("missing-host-route", "error", "no route to a container behind its routed veth"),
+        Code("macvlan-parent", "error", "a macvlan's parent namespace cannot reach its child"),
+        Code("macvlan-private", "error", "a private-mode macvlan talks to no sibling"),
+        Code("macvlan-vepa", "warning", "vepa-mode macvlan siblings need a reflecting switch"),
     )
 }
 

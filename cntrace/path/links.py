@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, overlay, routing
+from cntrace.path import diagnose, hooks, macvlan, overlay, routed, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -24,7 +24,9 @@ def transmit(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> St
         return _down(w, "interface", ns, link, packet, f"{link.name} is down")
     if packet.family == 4 and w.size > link.mtu:
         return _too_big(w, "interface", ns, link.name, link, packet)
-    return EGRESS.get(link.kind, _wire)(w, ns, link, nexthop, packet)
+    if (end := macvlan.parent_to_child(w, ns, link, nexthop, packet)) is not None:
+        return end
+    return EGRESS.get(link.kind, wire)(w, ns, link, nexthop, packet)
 
 
 def _loopback(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
@@ -37,22 +39,25 @@ def _bridge_port_of_stack(w: Walk, ns: Netns, link: Link, nexthop: str, packet: 
 
 
 def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
-    """A veth or netkit: the packet enters the peer's namespace."""
+    """A veth or netkit: the packet enters the peer's namespace (once it answers ARP)."""
+    peer = w.topo.peer(ns, link)
+    if peer is not None and (end := routed.unanswered_arp(w, ns, link, peer, nexthop, packet)):
+        return end
     _leaves(w, ns, link, packet)
-    peer = w.topo.peer(ns, link) or _across_nodes(w, ns, link, nexthop)
+    peer = peer or _across_nodes(w, ns, link, nexthop)
     if peer is None:
-        return _beyond(w, ns, link, nexthop, packet)
+        return beyond(w, ns, link, nexthop, packet)
     return _cross(w, peer, nexthop, packet)
 
 
-def _wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
+def wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     """Any other link: the packet leaves this host (or the snapshot), unless the snapshot was
     stitched from several nodes and another node holds the next hop on the same network."""
     _leaves(w, ns, link, packet)
     far = _across_nodes(w, ns, link, nexthop)
     if far is not None:
         return _cross(w, far, nexthop, packet)
-    return _beyond(w, ns, link, nexthop, packet)
+    return beyond(w, ns, link, nexthop, packet)
 
 
 def _across_nodes(w: Walk, ns: Netns, link: Link, nexthop: str) -> LinkRef | None:
@@ -86,6 +91,8 @@ EGRESS: dict[str, EgressHop] = {
     "veth": _pair,
     "netkit": _pair,
     "vxlan": _vxlan,
+    "macvlan": macvlan.egress,
+    "macvtap": macvlan.egress,
 }
 
 
@@ -93,7 +100,7 @@ def _leaves(w: Walk, ns: Netns, link: Link, packet: Packet) -> None:
     w.hop("interface", ns, link.name, packet, f"leaves {w.label(ns)} by {link.name}", tap="egress")
 
 
-def _beyond(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> End:
+def beyond(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> End:
     return End(
         status="delivered",
         summary=f"leaves by {link.name} towards {nexthop}; beyond this host cntrace cannot see",
@@ -112,6 +119,8 @@ def _cross(w: Walk, peer: LinkRef, nexthop: str, packet: Packet) -> Step:
     if packet.family == 4 and w.size > link.mtu + VETH_OVERHEAD:
         return _too_big(w, "veth", ns, link.name, link, packet)
     w.hop("veth", ns, link.name, packet, f"enters {w.label(ns)} by {link.name}", tap="ingress")
+    if (child := macvlan.to_child(w, ns, link, nexthop, packet)) is not None:
+        return child
     master = w.topo.master(ns, link)
     enslaved = ENSLAVED.get(master.kind) if master is not None else None
     if master is None or enslaved is None:

@@ -164,12 +164,11 @@ class Walk:
         return End(status="delivered", summary=why, netns=ns, packet=packet, hop=idx)
 
     def label(self, ns: Netns) -> str:
-        owner = self.topo.owner(ns.inode)
-        if owner is not None:
-            return owner.name
+        """``host`` for the root namespace (whoever shares it), else its owner's name."""
         if ns.is_root:
             return "host"
-        return ns.label
+        owner = self.topo.owner(ns.inode)
+        return owner.name if owner is not None else ns.label
 
     def sorted_findings(self) -> tuple[Finding, ...]:
         """Errors first, then warnings, then the rest (stable within each)."""

@@ -107,7 +107,9 @@ def ls_row(topo: Topology, c: Container) -> Doc:
         "network_mode": c.network_mode,
         "ips": container_ips(topo, c),
         "host_veths": [
-            _link_ref(a.peer, topo) for a in atts if a.kind == "veth" and a.peer is not None
+            _link_ref(a.peer, topo)
+            for a in atts
+            if a.kind == "veth" and a.peer is not None and not _inward(topo, c, a)
         ],
         "bridges": sorted({a.bridge.link.name for a in atts if a.bridge is not None}),
         "ports": [_port(p) for p in c.ports],
@@ -163,6 +165,15 @@ def _kubernetes(topo: Topology, c: Container, atts: list[Attachment]) -> Doc:
         "routed": peer is not None and not bridged,
         "routes": routes,
     }
+
+
+def _inward(topo: Topology, c: Container, att: Attachment) -> bool:
+    """A veth of a node into its own pods (a port of its own bridge), not towards its host."""
+    return (
+        att.peer is not None
+        and att.peer.netns.inode != c.host_netns
+        and att.interface.link.master is not None
+    )
 
 
 def ls_doc(snap: Snapshot, *, runtime: str | None = None, name: str | None = None) -> Doc:
@@ -479,10 +490,14 @@ def topo_doc(snap: Snapshot) -> Doc:
             for c in snap.containers
             if c.netns == ns.inode and c.network_mode == "host" and c.runtime != "netns"
         ]
+        parent = topo.inside(ns)
+        if parent is not None and parent.inode not in {h.inode for h in topo.hosts()}:
+            parent = None
         hosts.append(
             {
                 "netns": _ns_ref(topo, ns.inode),
                 "is_root": ns.is_root,
+                "inside": _ns_ref(topo, parent.inode) if parent is not None else None,
                 "uplinks": [
                     {"name": u.name, "addresses": _cidrs(u.addresses), "up": u.is_up}
                     for u in topo.uplinks(ns)

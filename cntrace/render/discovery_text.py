@@ -144,6 +144,10 @@ def print_show(doc: Doc) -> None:
         tree.add("[red]network namespace unknown[/]")
     else:
         line = f"netns: {ns['inode']} {ns['path'] or ''}"
+        mode = c.get("network_mode") or ""
+        sharer = mode == "host" or mode.startswith("container:")
+        if sharer and ns["label"] not in (c["name"], *ns["shared_with"]):
+            line += f" ({ns['label']}'s, shared)"  # a sharer never names the namespace
         if ns["shared_with"]:
             line += f" (shared with {', '.join(ns['shared_with'])})"
         if ns.get("error"):
@@ -238,9 +242,22 @@ def print_show(doc: Doc) -> None:
 def print_topo(doc: Doc) -> None:
     raw, doc = doc, _markup_safe(doc)
     root = Tree(f"[bold]{doc['host']['hostname']}[/] (kernel {doc['host']['kernel']})")
+    hosts = {h["netns"]["inode"]: h for h in doc["hosts"]}
+    placed: dict[int, Tree] = {}
+
+    def place(host: Doc) -> Tree:
+        """A host's node: under the host it lives in (a node inside a host), else the root."""
+        inode = host["netns"]["inode"]
+        if inode not in placed:
+            inside = host.get("inside")
+            outer = hosts.get(inside["inode"]) if inside else None
+            parent = place(outer) if outer is not None and outer is not host else root
+            label = f"[bold]{host['netns']['label']}[/] (netns {inode})"
+            placed[inode] = parent.add(label + (" [dim]host inside a host[/]" if outer else ""))
+        return placed[inode]
+
     for host in doc["hosts"]:
-        ns = host["netns"]
-        node = root.add(f"[bold]{ns['label']}[/] (netns {ns['inode']})")
+        node = place(host)
         fwd = host["sysctls"].get("net.ipv4.ip_forward")
         if fwd is not None:
             node.add(

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from cntrace import __version__
-from cntrace.errors import BadInput, NeedsPrivilege
+from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
 from cntrace.sources import nsenter
 from cntrace.sources.containers import RuntimeAsker, dedupe, place, resolver
@@ -32,7 +32,7 @@ from cntrace.sources.namespaces import (
 )
 from cntrace.sources.netlink import decode, dumps
 from cntrace.sources.peers import resolve_peers
-from cntrace.sources.procs import ProcTable, socket_owners
+from cntrace.sources.procs import ProcTable, netns_denied, socket_owners
 from cntrace.sources.runtimes import RuntimeSource
 from cntrace.sources.runtimes.registry import default_sources
 from cntrace.topology import Topology, resolve_ref
@@ -67,6 +67,12 @@ def read_snapshot(
     for ref in refs or ():
         if ref.startswith("pid:") and ref[4:].isdigit():
             extra_pids.add(int(ref[4:]))
+            denied = netns_denied(int(ref[4:]))
+            if denied is not None:
+                raise EnvironmentProblem(
+                    f"{ref}: {denied}, so cntrace cannot tell which network namespace it is in",
+                    hint="name the root namespace as `host`, or use another of its processes",
+                )
     procs = ProcTable.scan()
     spaces, root = find_namespaces(procs)
     warnings: list[str] = []

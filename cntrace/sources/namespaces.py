@@ -33,6 +33,7 @@ from cntrace.sources.netlink import proto as nlp
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
 
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
+INIT_NET_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO (include/linux/proc_ns.h) on recent kernels
 PIDS_KEPT = 4
 # Read from /proc/sys only in namespaces that act as a host (root, bridges, netfilter tables):
 # each /proc/sys open costs ~0.25 ms. Forwarding and rp_filter come from RTM_GETNETCONF instead.
@@ -115,8 +116,10 @@ def find_namespaces(procs: ProcTable) -> tuple[dict[int, Space], int | None]:
     for inode, pids in procs.by_netns().items():
         spaces.setdefault(inode, Space(inode)).pids.extend(pids[: PIDS_KEPT * 4])
     # PID 1's namespace; kthreadd (PID 2) lives in init_net too and is readable where PID 1 is
-    # shielded (some sandboxes).
+    # shielded (some sandboxes); kernels since 6.x give init_net a fixed inode as a last resort.
     root = procs.netns_of.get(1) or netns_inode(1) or procs.netns_of.get(2) or netns_inode(2)
+    if root is None and INIT_NET_INODE in spaces:
+        root = INIT_NET_INODE
     if root is not None and root in spaces:
         spaces[root].is_root = True
     return spaces, root
@@ -297,11 +300,10 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
     for r in sp.raw_links:
         peer_ifindex = None
         peer_netns = None
+        # Both ends of a veth made inside namespaces often share an ifindex (2 and 2): IFLA_LINK
+        # equal to the link's own index names itself only when the peer is in this namespace.
         if (
-            r.link is not None
-            and r.link != 0
-            # the same ifindex is a peer when it lives in another namespace (both ends born in
-            # fresh namespaces, as a cable between two lab nodes)
+            r.link
             and (r.link != r.ifindex or r.link_netnsid is not None)
             and r.kind in ("veth", "netkit", "macvlan", "macvtap", "vlan", "ipvlan")
         ):
@@ -320,6 +322,9 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
                 master=r.master,
                 peer_ifindex=peer_ifindex,
                 peer_netns=peer_netns,
+                peer_nsid=r.link_netnsid
+                if peer_ifindex is not None and peer_netns is None
+                else None,
                 addresses=tuple(sp.addresses.get(r.ifindex, ())),
                 bridge=r.bridge,
                 bridge_port=r.bridge_port,

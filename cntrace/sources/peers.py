@@ -1,9 +1,11 @@
 """Which namespace each veth's peer (and each macvlan's lower device) lives in.
 
-A veth end names its peer by ifindex plus a netnsid only meaningful inside its own namespace.
-Peers are matched by the mutual reference (A.link == B.ifindex and B.link == A.ifindex); that
-also teaches each namespace's netnsid map, which resolves macvlan lower devices. Anything
-ambiguous is settled by asking the kernel (RTM_GETNSID with the candidate's fd).
+A veth end names its peer by ifindex plus a netnsid only meaningful inside its own namespace
+(ids are per namespace: B may be 0 in A and 3 in C). Peers are matched by the mutual reference
+(A.link == B.ifindex and B.link == A.ifindex); that also teaches each namespace's netnsid map,
+which resolves macvlan lower devices. Anything ambiguous (both ends of veths made inside
+namespaces often have ifindex 2, so several pairs mirror each other) or contradictory is settled
+by asking the kernel (RTM_GETNSID with the candidate's fd), whichever namespace holds either end.
 """
 
 from __future__ import annotations
@@ -42,14 +44,26 @@ def resolve_peers(spaces: list[Space]) -> dict[tuple[int, int], int]:
                     pending.append((sp, lk, mutual))
                     continue
             pending.append((sp, lk, [o for o in by_index.get(lk.link, ()) if o is not sp]))
+    # One netnsid names one namespace: a mutual match that contradicts another (two unrelated
+    # pairs whose indexes happen to mirror each other) is settled by the kernel instead.
+    by_inode = {sp.inode: sp for sp in spaces}
+    for sp in spaces:
+        for lk in sp.raw_links:
+            seen = nsid_map.get(sp.inode, {}).get(
+                -1 if lk.link_netnsid is None else lk.link_netnsid, set()
+            )
+            if len(seen) > 1 and (sp.inode, lk.ifindex) in resolved:
+                del resolved[(sp.inode, lk.ifindex)]
+                pending.append((sp, lk, [by_inode[i] for i in sorted(seen)]))
     unsettled: dict[int, list[tuple[decode.RawLink, list[Space]]]] = {}
     for sp, lk, cands in pending:
-        known = nsid_map.get(sp.inode, {}).get(lk.link_netnsid or -1, set())
+        known = nsid_map.get(sp.inode, {}).get(
+            -1 if lk.link_netnsid is None else lk.link_netnsid, set()
+        )
         if len(known) == 1:
             resolved[(sp.inode, lk.ifindex)] = next(iter(known))
         elif cands:
             unsettled.setdefault(sp.inode, []).append((lk, cands))
-    by_inode = {sp.inode: sp for sp in spaces}
     for inode, items in unsettled.items():
         conn = by_inode[inode].conn
         if conn is None:

@@ -36,6 +36,20 @@ def netns_inode(pid: int | str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def netns_denied(pid: int) -> str | None:
+    """Why /proc will not say which network namespace ``pid`` is in, when it exists but its
+    ns link is shielded (PID 1 in some sandboxes); None when readable or when there is no such
+    process (the ref's own error says that)."""
+    try:
+        os.readlink(f"/proc/{pid}/ns/net")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.exists(f"/proc/{pid}"):
+            return f"/proc/{pid}/ns/net is not readable ({exc.strerror})"
+    return None
+
+
 @dataclass
 class ProcTable:
     """pid -> netns inode for every process, plus cached per-process look-ups."""

@@ -20,6 +20,7 @@ CORE = (
     "model",
     "codec",
     "errors",
+    "refs",
     "topology",
     "netfilter",
     "path",

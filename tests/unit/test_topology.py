@@ -199,3 +199,25 @@ def test_infer_mode() -> None:
 
     snap2 = replace(snap, netns=(*snap.netns, mv))
     assert Topology(snap2).infer_mode(Container("z", "z", "netns", netns=3000)) == "macvlan"
+
+
+def test_sharers_never_own_a_namespace() -> None:
+    snap = world()
+    topo = Topology(snap)
+    assert topo.owner(HOST) is None  # hostnet runs there in host mode: the root is the host's
+    assert topo.label(HOST) == "host"
+    owner = topo.owner(C1)
+    assert owner is not None and owner.name == "web"  # not side, which shares web's
+    assert [c.name for c in topo.sharers(C1)] == ["side"]
+    lone = Snapshot(
+        netns=snap.netns,
+        containers=(Container("e" * 64, "only", "docker", netns=C2, network_mode="container:x"),),
+    )
+    assert Topology(lone).owner(C2) is None and Topology(lone).label(C2) == "c2"
+
+
+def test_host_ref_is_the_root_namespace() -> None:
+    from cntrace.topology import resolve_ref
+
+    snap = world()
+    assert resolve_ref(snap, "host") == snap.root

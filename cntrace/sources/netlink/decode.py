@@ -477,11 +477,16 @@ def parse_sockets(chunks: Chunks, proto: str) -> list[Socket]:
 
 # --------------------------------------------------------------------------- netconf
 
-_NETCONF_KEYS = {NETCONFA.FORWARDING: "forwarding", NETCONFA.RP_FILTER: "rp_filter"}
+_NETCONF_KEYS = {
+    NETCONFA.FORWARDING: "forwarding",
+    NETCONFA.RP_FILTER: "rp_filter",
+    NETCONFA.PROXY_NEIGH: "proxy_arp",  # IPv6: proxy_ndp
+}
 
 
 def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
-    """Forwarding and rp_filter for all/default/each interface, as dotted sysctl names.
+    """Forwarding, rp_filter and (when on) proxy_arp for all/default/each interface, as dotted
+    sysctl names.
 
     RTM_GETNETCONF answers from the kernel's devconf directly; reading the same values from
     /proc/sys costs a quarter of a millisecond per file, which is seconds on a big host.
@@ -504,6 +509,8 @@ def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
             if proto == "ipv6" and key == "rp_filter":
                 continue
             value = i32(a.get(key_attr))
+            if key == "proxy_arp" and (proto == "ipv6" or not value):
+                continue  # off is the default: a thousand veths need not say so
             if value is not None:
                 out[f"net.{proto}.conf.{dev}.{key}"] = str(value)
     if "net.ipv4.conf.all.forwarding" in out:

@@ -167,7 +167,7 @@ class NDA:
 class NETCONFA:
     """RTM_GETNETCONF attributes (netconf.h); IFINDEX -1 is "all", -2 "default"."""
 
-    IFINDEX, FORWARDING, RP_FILTER = 1, 2, 3
+    IFINDEX, FORWARDING, RP_FILTER, PROXY_NEIGH = 1, 2, 3, 5
 
 
 NETCONFA_IFINDEX_ALL, NETCONFA_IFINDEX_DEFAULT = -1, -2

@@ -72,7 +72,7 @@ class LabSource:
                 found.append(
                     _member(
                         lab,
-                        host,
+                        _inode(c.attached_to) if c.attached_to else host,  # a node's pods
                         c.name,
                         c.pid,
                         c.netns,
