@@ -82,10 +82,11 @@ def run(args: argparse.Namespace) -> int:
     )
     t2 = time.perf_counter()
     timings = {"snapshot": t1 - t0, "predict": t2 - t1}
-    if args.live:
-        from cntrace.trace.live import trace_path
+    problem = None
+    if args.live:  # always answers: a trace that could not run is the prediction, saying so
+        from cntrace.trace.live import trace_live
 
-        result, live_timings = trace_path(
+        answer = trace_live(
             snap,
             result,
             backend=args.backend,
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             ready_file=args.ready_file,
             size=args.size or 0,
         )
-        timings.update(live_timings)
+        result, problem = answer.path, answer.problem
+        timings.update(answer.timings)
     if args.json:
         import sys
 
@@ -106,4 +108,9 @@ def run(args: argparse.Namespace) -> int:
 
         parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
         sys.stderr.write(f"timing: {parts}\n")
+    if problem is not None:
+        import sys
+
+        sys.stderr.write(f"cntrace: error: {problem}\n")
+        return int(problem.exit_code)
     return int(Exit.OK if result.verdict.status == "delivered" else Exit.FAILED)

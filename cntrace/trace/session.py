@@ -17,6 +17,7 @@ under 300 ms); run_trace() is the one-shot form that leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import time
@@ -31,13 +32,23 @@ from cntrace.trace import cleanup as cleanup_mod
 from cntrace.trace import inject
 from cntrace.trace.bpfsys import BpfError, prog_run_stats
 from cntrace.trace.capture import CaptureCollector
-from cntrace.trace.collector import Collector, Requirement, Seen, StopRule, ending
+from cntrace.trace.collector import (
+    Collector,
+    Requirement,
+    Seen,
+    StopRule,
+    ending,
+    neigh_deadline,
+)
 from cntrace.trace.ebpf import ProbeBuildError
 from cntrace.trace.events import (
     Backend,
     Drop,
+    NeighEntry,
+    NeighFrame,
     RuleEvent,
     Sighting,
+    SourceEvent,
     TracePlan,
     TraceResult,
     TraceTarget,
@@ -45,6 +56,7 @@ from cntrace.trace.events import (
 )
 from cntrace.trace.events_c import CNT_CFG_ALL_DROPS
 from cntrace.trace.kallsyms import Kallsyms
+from cntrace.trace.neigh import NeighCollector
 from cntrace.trace.nftwatch import LegacyTraceCollector, NftraceCollector
 from cntrace.trace.packet import Matcher, reverse
 from cntrace.trace.probes import KfreeCollector, ProbeModule, TcCollector
@@ -77,6 +89,7 @@ class ArmedTrace:
         src_inode: int,
         t_start: float,
         notices: Sequence[str] = (),
+        sender: inject.Sender | None = None,
     ) -> None:
         self.t_start = t_start
         self.collectors = tuple(collectors)
@@ -95,6 +108,11 @@ class ArmedTrace:
         self.drops: list[Drop] = []
         self.rules: list[RuleEvent] = []
         self.notices = list(notices)
+        self.sender = sender
+        self.source: list[SourceEvent] = []
+        self.neigh: list[NeighFrame] = []
+        self.neigh_entries: list[NeighEntry] = []
+        self.waited = ""
         self.ended = "timeout"
         self._fds: list[int] = []
         self._stopping: list[Collector] = []
@@ -136,15 +154,40 @@ class ArmedTrace:
             raise first
 
     def inject(self) -> inject.Injected:
+        """Send the probe. A refusal by the source's kernel (EPERM from a netfilter drop, no
+        route, EMSGSIZE...) is not a failure of the trace: it is what was observed."""
         t0 = time.monotonic()
+        sender = self.sender or inject.Sender(self.plan.source_netns_path, self.probe)
         try:
-            self.sent = inject.send(
-                self.plan.source_netns_path, self.probe, self.marker, self.plan.size
-            )
+            self.sent = sender.send(self.marker, self.plan.size)
         except OSError as exc:
-            raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
+            if exc.errno not in SEND_ERRORS:
+                raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            mtu = sender.path_mtu() if exc.errno == errno.EMSGSIZE else None
+            self.source.append(
+                SourceEvent("send-error", 0, name, os.strerror(exc.errno or 0), mtu=mtu)
+            )
+            self.sent = inject.Injected(
+                sender.packet, self.marker, time.monotonic_ns(), b"", time.time_ns()
+            )
+        finally:
+            if self.sender is None:
+                sender.close()
         self.timings["inject"] = time.monotonic() - t0
         return self.sent
+
+    def _source_news(self) -> tuple[SourceEvent, ...]:
+        if self.sender is None:
+            return ()
+        out = []
+        for n in self.sender.news():
+            name = errno.errorcode.get(n.errno or 0) if n.errno else None
+            why = os.strerror(n.errno) if n.errno else ""
+            out.append(
+                SourceEvent(n.kind, n.t_ns, name, why, n.icmp_type, n.icmp_code, n.offender, n.mtu)
+            )
+        return tuple(out)
 
     def _drain(self) -> Seen:
         """Every collector's news, kept; returns the news for the stop rule."""
@@ -154,26 +197,42 @@ class ArmedTrace:
             tuple(d for g in got for d in g.drops),
             tuple(r for g in got for r in g.rules),
             tuple(n for g in got for n in g.notices),
+            tuple(f for g in got for f in g.neigh),
+            tuple(e for g in got for e in g.neigh_entries),
+            self._source_news(),
         )
         self.sightings += new.sightings
         self.drops += new.drops
         self.rules += new.rules
         self.notices += new.notices
+        self.neigh += new.neigh
+        self.neigh_entries += new.neigh_entries
+        self.source += new.source
         return new
 
     def gather_until_outcome(self) -> None:
-        """Gather events until the outcome is known (plus a short settle) or the timeout."""
+        """Gather events until the outcome is known (plus a short settle) or the timeout; past
+        the timeout only while the kernel still solicits a neighbour the probe waits for
+        (within ``plan.neigh_wait_s``; collector.neigh_deadline)."""
         assert self.sent is not None, "inject() first"
         t0 = time.monotonic()
         rule = StopRule.of(self.plan, self.src_inode, self.sent.packet)
         poller = select.poll()
-        for fd in dict.fromkeys(self._fds):
-            poller.register(fd, select.POLLIN)
-        deadline = self.sent.t_ns + int(self.plan.timeout_s * 1e9)
+        fds = [*self._fds, *([self.sender.fileno()] if self.sender is not None else [])]
+        for fd in dict.fromkeys(f for f in fds if f >= 0):
+            poller.register(fd, select.POLLIN | select.POLLERR)
+        timeout_at = self.sent.t_ns + int(self.plan.timeout_s * 1e9)
+        bound_ns = int(max(self.plan.timeout_s, self.plan.neigh_wait_s) * 1e9)
         settle_at: int | None = None
         last_event = time.monotonic_ns()
+        if self.source:  # the kernel refused to send it: the outcome is known already
+            self.ended, settle_at = "send-error", time.monotonic_ns() + rule.settle_ns
+        waited_for: NeighFrame | None = None
         while True:
             now = time.monotonic_ns()
+            deadline, waited_for = neigh_deadline(
+                self.neigh, timeout_at, self.sent.t_ns, bound_ns, NEIGH_MARGIN_NS
+            )
             if (settle_at is not None and now >= settle_at) or now >= deadline:
                 break
             wait_ns = min(deadline, settle_at or deadline) - now
@@ -185,6 +244,10 @@ class ArmedTrace:
                 end = ending(rule, new, self.sightings, time.monotonic_ns() - last_event)
                 if end is not None:
                     self.ended, settle_at = end[0], time.monotonic_ns() + end[1]
+        if waited_for is not None and self.ended == "timeout":
+            self.ended = "neigh-wait"
+        if waited_for is not None:
+            self.waited = _waited_text(waited_for, time.monotonic_ns() - self.sent.t_ns, bound_ns)
         self.timings["collect"] = time.monotonic() - t0
 
     def result(self) -> TraceResult:
@@ -213,6 +276,10 @@ class ArmedTrace:
             notices=tuple(self.notices),
             ended=self.ended,
             t0_realtime_ns=sent.t_realtime_ns,
+            source=tuple(self.source),
+            neigh=tuple(sorted(self.neigh, key=lambda f: f.t_ns)),
+            neigh_entries=tuple(self.neigh_entries),
+            waited=self.waited,
         )
 
 
@@ -246,9 +313,10 @@ class TraceEngine:
         self.nft = NftraceCollector(self.seq)
         self.legacy = LegacyTraceCollector()
         self.capture = CaptureCollector()
+        self.neigh = NeighCollector()
         self.backends: dict[str, tuple[Collector, ...]] = {
-            "ebpf": (self.tc, self.kfree, self.nft),
-            "capture": (self.capture, self.nft),
+            "ebpf": (self.tc, self.kfree, self.nft, self.neigh),
+            "capture": (self.capture, self.nft, self.neigh),
         }
         if backends is not None:
             self.backends = {k: tuple(v) for k, v in backends.items()}
@@ -278,7 +346,14 @@ class TraceEngine:
     # ------------------------------------------------------------------ requirements
 
     def requirements(self) -> list[Requirement]:
-        probed: tuple[_Probed, ...] = (self.tc, self.kfree, self.nft, self.legacy, self.capture)
+        probed: tuple[_Probed, ...] = (
+            self.tc,
+            self.kfree,
+            self.nft,
+            self.legacy,
+            self.capture,
+            self.neigh,
+        )
         return [Requirement(c.name, *c.can_run()) for c in probed]
 
     def backend(self) -> str:
@@ -336,20 +411,41 @@ class TraceEngine:
         except ValueError as exc:
             raise BadInput(str(exc)) from exc
         except OSError as exc:
-            raise BadInput(f"no route from the source to {plan.packet.dst}: {exc}") from exc
+            if exc.errno not in SEND_ERRORS:
+                raise BadInput(f"no route from the source to {plan.packet.dst}: {exc}") from exc
+            # No source address without a route: the send fails the same way, and says so.
+            probe = inject.complete(
+                plan.source_netns_path, replace(plan.packet, src=""), route=False
+            )
+        try:
+            sender = inject.Sender(plan.source_netns_path, probe)
+        except PermissionError as exc:
+            raise EnvironmentProblem(f"cannot open the probe's socket: {exc.strerror}") from exc
+        except OSError as exc:
+            raise BadInput(f"source namespace {plan.source_netns_path}: {exc.strerror}") from exc
+        probe = sender.packet
 
-        backend = self.backend()
+        try:
+            backend = self.backend()
+        except BaseException:
+            sender.close()
+            raise
         notices, self._notices = self._notices, []
         collectors = self.backends[backend]
         marker = inject.new_marker()
-        a = ArmedTrace(collectors, plan, probe, marker, backend, src_inode, t_start, notices)
+        a = ArmedTrace(
+            collectors, plan, probe, marker, backend, src_inode, t_start, notices, sender
+        )
         a.timings["compile"] = self.compile_s if self._traces == 0 else 0.0
         self._traces += 1
         try:
             a.arm()
             yield a
         finally:
-            a.disarm()
+            try:
+                a.disarm()
+            finally:
+                sender.close()
 
     def trace(self, plan: TracePlan) -> TraceResult:
         """Inject one probe and report what was seen of it."""
@@ -373,6 +469,35 @@ class TraceEngine:
                 c.close()
             self._module.close()
             self._backend = None
+
+
+# What the source's kernel may answer a send with: each is an observation, not a failure.
+SEND_ERRORS = frozenset(
+    {
+        errno.EPERM,  # a netfilter rule of the source dropped it (NF_DROP on OUTPUT/POSTROUTING)
+        errno.EACCES,  # a prohibit route
+        errno.ENETUNREACH,  # no route
+        errno.EHOSTUNREACH,  # an unreachable route, or a neighbour the kernel gave up on
+        errno.EMSGSIZE,  # larger than the path MTU (the route's, or one learned from ICMP)
+        errno.ECONNREFUSED,  # an ICMP error for this flow arrived before (connected UDP)
+        errno.EINVAL,  # a blackhole route
+    }
+)
+NEIGH_MARGIN_NS = 500_000_000  # after the kernel's last solicitation, for its NEIGH_FAILED
+
+
+def _waited_text(f: NeighFrame, waited_ns: int, bound_ns: int) -> str:
+    """What the trace waited for past its timeout, in words."""
+    what = "ARP" if f.family == 4 else "neighbour discovery"
+    gives_up = (f.t_ns + f.retry_ns) / 1e9
+    text = (
+        f"waited {waited_ns / 1e9:.1f}s for {what} on {f.target.name} to resolve "
+        f"{f.target_ip} (the kernel gives up ~{gives_up:.1f}s after the probe"
+    )
+    if f.t_ns + f.retry_ns + NEIGH_MARGIN_NS > bound_ns:
+        bound = bound_ns / 1e9
+        return f"{text}; longer than the trace's bound of {bound:.1f}s: the entry was read)"
+    return text + ")"
 
 
 def write_ready_file(path: str) -> None:

@@ -177,7 +177,15 @@ def test_udp_reply_is_matched(topo: Topo, backend: str) -> None:
 def test_udp_closed_port_icmp_error_quotes_the_probe(topo: Topo, backend: str) -> None:
     r = trace(topo, Packet("udp", "", SRV_IP, None, 54), backend)
     status, detail = r.outcome()
-    assert status == "unreachable", detail
+    assert status == "refused" and "port unreachable" in detail, detail  # UDP's refusal
+    # the source's connected socket heard it too (IP_RECVERR): ECONNREFUSED, from the server
+    (heard,) = [e for e in r.source if e.kind == "icmp-error"]
+    assert (heard.errno, heard.icmp_type, heard.icmp_code, heard.offender) == (
+        "ECONNREFUSED",
+        3,
+        3,
+        SRV_IP,
+    )
     (err,) = seen(r, "trc0", "ingress", reply=True)
     assert err.proto == "icmp" and err.icmp_type == 3 and err.src == SRV_IP
     assert [s.match for s in r.sightings if s.is_reply] == ["icmp-quote"] * 4
