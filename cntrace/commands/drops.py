@@ -27,6 +27,21 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per drop (JSON lines)")
     p.add_argument("--ready-file", metavar="PATH", help="write PATH once the probe is armed")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also show the benign drops hidden by default (multicast not joined, frames for "
+        "other hosts: the list is in docs/tracing.md)",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="counts by reason, location and container instead of lines, refreshed like top "
+        "(--json: one document at the end)",
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="--summary refresh (default 1s)"
+    )
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -123,12 +138,27 @@ def run(args: argparse.Namespace) -> int:
         from cntrace.trace.session import write_ready_file
 
         write_ready_file(args.ready_file)
+    from cntrace.trace.droptally import DropTally
+
+    tally = DropTally()
     count = 0
+    shown_at = 0.0
     try:
         for d in watch.drops(args.timeout):
             label = namer.label(d.netns_inode)
             ifname = namer.ifname(d.netns_inode, d.ifindex)
-            if args.json:
+            if not tally.add(d, label, show_all=args.all):
+                continue
+            count += 1
+            if args.summary:
+                if (
+                    sys.stdout.isatty()
+                    and not args.json
+                    and time.monotonic() - shown_at >= args.interval
+                ):
+                    _show_summary(tally, clear=True)
+                    shown_at = time.monotonic()
+            elif args.json:
                 doc = {
                     "time": (watch.t0_realtime_ns + d.t_ns) / 1e9,
                     "reason": d.reason,
@@ -151,7 +181,6 @@ def run(args: argparse.Namespace) -> int:
                     f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}\n"
                 )
             sys.stdout.flush()
-            count += 1
             if args.count and count >= args.count:
                 break
     except KeyboardInterrupt:
@@ -159,6 +188,41 @@ def run(args: argparse.Namespace) -> int:
     finally:
         lost = watch.lost()
         watch.close()
+    if args.summary:
+        if args.json:
+            sys.stdout.write(json.dumps({**tally.document(), "lost": lost}) + "\n")
+        else:
+            _show_summary(tally, clear=sys.stdout.isatty())
+    if tally.hidden:
+        sys.stderr.write(
+            f"cntrace: {tally.hidden} benign drop(s) hidden (multicast not joined, frames for "
+            "other hosts); --all shows them\n"
+        )
     if lost:
         sys.stderr.write(f"cntrace: {lost} drop event(s) lost (ring buffer full)\n")
     return int(Exit.OK)
+
+
+def _show_summary(tally: Any, clear: bool) -> None:
+    """The counts as three columns of (count, key), largest first."""
+    from rich.table import Table
+
+    from cntrace.render.console import console
+
+    out = console()
+    if clear:
+        out.clear()
+    table = Table(title=f"{tally.total} drops ({tally.hidden} benign hidden)", box=None)
+    for column in ("reason", "location", "where"):
+        table.add_column("n", justify="right")
+        table.add_column(column)
+    columns = [
+        [(str(n), key) for col, key, n in tally.rows() if col == column]
+        for column in ("reason", "location", "where")
+    ]
+    for i in range(max((len(c) for c in columns), default=0)):
+        cells: list[str] = []
+        for c in columns:
+            cells += list(c[i]) if i < len(c) else ["", ""]
+        table.add_row(*cells)
+    out.print(table)
