@@ -8,13 +8,17 @@ Each sub-command lives in cntrace/commands/<name>.py and exposes ``register(subp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
+import traceback
 from types import ModuleType
 
 from cntrace import __version__
 from cntrace.errors import CntraceError, Exit
+from cntrace.render.safe import term
 
 # Order is the order of `cntrace --help`.
 COMMANDS = (
@@ -26,6 +30,7 @@ COMMANDS = (
     "trace",
     "drops",
     "snapshot",
+    "report",
     "tui",
     "lab",
     "cleanup",
@@ -36,8 +41,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits with Exit.BAD_INPUT and a one-line message on bad usage."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"cntrace: error: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"cntrace: error: {_safe(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(Exit.BAD_INPUT)
+
+
+def _safe(text: str, limit: int = 2000) -> str:
+    """One printable line: messages quote names from snapshots and the user's own arguments."""
+    text = term(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load(name: str) -> ModuleType | None:
@@ -69,8 +80,35 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    """Run one command; every outcome is an exit code of README.md's table, never a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    _tolerant_streams()
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        code = _run(parser, args, extra)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except CntraceError as exc:
+        sys.stderr.write(f"cntrace: error: {_safe(str(exc))}\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("cntrace: interrupted\n")
+        return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # `cntrace path ... | grep -q delivered`: the reader has its answer.
+        _silence_stdout()
+        return int(Exit.OK)
+    except SystemExit:
+        raise
+    except Exception as exc:  # the last resort: one line and a code of its own
+        if os.environ.get("CNTRACE_DEBUG"):
+            raise
+        _report_bug(argv, exc)
+        return int(Exit.INTERNAL)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         # `cntrace trace web --count 5 tcp port 80`: a filter's words may follow options.
         if getattr(args, "command", None) == "trace" and not any(e.startswith("-") for e in extra):
@@ -83,13 +121,42 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     module = _load(args.command)
     assert module is not None
+    return int(module.run(args))
+
+
+def _tolerant_streams() -> None:
+    """A lone surrogate that slipped past every check is printed escaped, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not complain."""
     try:
-        return int(module.run(args))
-    except CntraceError as exc:
-        sys.stderr.write(f"cntrace: error: {exc}\n")
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("cntrace: interrupted\n")
-        return int(Exit.INTERRUPTED)
-    except BrokenPipeError:
-        return int(Exit.OK)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _report_bug(argv: list[str], exc: BaseException) -> None:
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "cntrace" in f.filename.replace("\\", "/").split("/")[-3:-1]]
+    if ours or frames:
+        f = (ours or frames)[-1]
+        parts = f.filename.replace("\\", "/").split("/")
+        name = "/".join(parts[parts.index("cntrace") :]) if "cntrace" in parts else parts[-1]
+        where = f" at {name}:{f.lineno}"
+    what = f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+    ran = " ".join(["cntrace", *argv])
+    with contextlib.suppress(BrokenPipeError):
+        sys.stderr.write(
+            f"cntrace: internal error{where}: {_safe(what, 300)} (running `{_safe(ran, 300)}`); "
+            f"this is a bug in cntrace, exit {int(Exit.INTERNAL)}: please report it with that "
+            "command and its input (the --snapshot file, or `cntrace snapshot --save FILE`); "
+            "CNTRACE_DEBUG=1 shows the traceback\n"
+        )

@@ -1,7 +1,9 @@
 """Errors a user can act on, each with its exit code.
 
 Commands raise these; cli.main prints the message on one line and exits with the code, so bad input
-never ends in a traceback. Exit codes are part of the interface (docs/cli.md).
+never ends in a traceback. Exit codes are part of the interface (README.md, "Exit codes"): anything
+else that escapes a command is a bug, reported in one line with its own code (INTERNAL), so a crash
+is never mistaken for a negative answer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class Exit(IntEnum):
     FAILED = 1  # the command ran and the answer is negative (e.g. the path fails)
     BAD_INPUT = 2  # unknown container, malformed packet spec, unknown fault ...
     ENVIRONMENT = 3  # missing privilege, dependency or kernel feature
+    INTERNAL = 4  # a bug in cntrace: an exception no command expected (one line, never 1)
     INTERRUPTED = 130
 
 

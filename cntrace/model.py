@@ -11,15 +11,11 @@ every tracer agree on, whereas names are optional and paths vary by runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 SNAPSHOT_SCHEMA = "cntrace.snapshot/v1"
 PATH_SCHEMA = "cntrace.path/v1"
 DISCOVERY_SCHEMA = "cntrace.discovery/v1"
 REPORT_SCHEMA = "cntrace.report/v1"  # a bug report: a path with the snapshot it came from
-
-Family = Literal[4, 6]
-
 
 # --------------------------------------------------------------------------- links and addresses
 

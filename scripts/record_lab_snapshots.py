@@ -1,23 +1,31 @@
-"""Record the lab's Snapshot, healthy and under each fault, as unit-test fixtures.
+"""Record a lab's Snapshot, healthy and under each fault, as unit-test fixtures.
 
-Run as root with the default lab down: `.venv/bin/python scripts/record_lab_snapshots.py`. It
-brings up the default lab (so containers get their short names: web, client...), reads the live snapshot in each state, keeps only the lab's namespaces and
-containers, and writes fixtures/snapshots/lab/<state>.json (see the README there).
+Run as root, under the kernel lock, with the default lab down:
+
+    flock /run/cntrace-dev.lock .venv/bin/python scripts/record_lab_snapshots.py
+    flock /run/cntrace-dev.lock .venv/bin/python scripts/record_lab_snapshots.py --topology router
+
+It brings up the lab under the default name (so containers get their short names: web,
+client...), reads the live snapshot in each state, keeps only the lab's namespaces and
+containers, and writes fixtures/snapshots/lab/<state>.json for the default topology, or
+fixtures/snapshots/<topology>/<state>.json (a back end other than iptables-nft goes to a
+sub-directory named after it). See the README in each directory.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
-from cntrace.lab import faults, spec, state
+from cntrace.lab import spec, state, topologies
 from cntrace.model import Snapshot
 from cntrace.sources import live, recorded
 
 LAB = spec.DEFAULT_NAME
-OUT = Path(__file__).resolve().parent.parent / "fixtures" / "snapshots" / "lab"
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "fixtures" / "snapshots"
 
 
 def only_lab(snap: Snapshot) -> Snapshot:
@@ -32,19 +40,28 @@ def cli(*args: str) -> None:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--topology", default=topologies.DEFAULT)
+    ap.add_argument("--iptables", default="nft")
+    args = ap.parse_args()
+    kind = topologies.get(args.topology)
+    out = SNAPSHOTS / ("lab" if kind.name == topologies.DEFAULT else kind.name)
+    if args.iptables != "nft":
+        out /= args.iptables
+    out.mkdir(parents=True, exist_ok=True)
     if state.load(LAB) is not None:
         sys.exit(f"lab {LAB} is up; take it down first (`cntrace lab down`)")
-    cli("up")
+    up = ["up", "--iptables", args.iptables]
+    cli(*up, *(["--topology", kind.name] if kind.name != topologies.DEFAULT else []))
     try:
-        recorded.save(only_lab(live.read_snapshot()), str(OUT / "healthy.json"))
-        for name in faults.FAULTS:
+        recorded.save(only_lab(live.read_snapshot()), str(out / "healthy.json"))
+        for name in kind.faults:
             cli("break", name)
-            recorded.save(only_lab(live.read_snapshot()), str(OUT / f"{name}.json"))
+            recorded.save(only_lab(live.read_snapshot()), str(out / f"{name}.json"))
             cli("fix", name)
     finally:
         cli("down")
-    print(f"recorded {len(faults.FAULTS) + 1} snapshots in {OUT}")
+    print(f"recorded {len(kind.faults) + 1} snapshots in {out}")
 
 
 if __name__ == "__main__":

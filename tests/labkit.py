@@ -66,10 +66,30 @@ def lab_up(name: str, *extra: str) -> Iterator[Lab]:
     res = cntrace("lab", "up", "--name", name, *extra)
     assert res.returncode == 0, res.stderr
     lab = Lab(name)
-    GUARD.own(*(f"/run/netns/{n}" for n in lab.state.namespaces))
+    owned = [f"/run/netns/{n}" for n in lab.state.namespaces]
+    GUARD.own(*owned)
     try:
         yield lab
     finally:
         cntrace("lab", "down", "--name", name)
-        GUARD.disown(*(f"/run/netns/{name}.{r}" for r in ("host", "upstream")))
+        GUARD.disown(*owned)
         assert not [p for p in Path("/run/netns").glob(f"{name}.*")], "lab left namespaces"
+
+
+def root_state() -> dict[str, str]:
+    """What the root namespace looks like: namespaces, links, and both rulesets."""
+
+    def out(*cmd: str) -> str:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+
+    def strip_comments(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+    return {
+        "netns": out("ip", "netns", "list"),
+        "links": out("ip", "-o", "link", "show"),
+        "addresses": out("ip", "-o", "addr", "show"),
+        "routes": out("ip", "route", "show", "table", "all"),
+        "nft": out("nft", "list", "ruleset"),
+        "iptables-legacy": strip_comments(out("iptables-legacy-save")),
+    }

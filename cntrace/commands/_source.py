@@ -34,7 +34,7 @@ def get_snapshot(
 ) -> Snapshot:
     """The recorded snapshot if --snapshot was given, else a live read of the host."""
     path = getattr(args, "snapshot", None)
-    if path:
+    if path is not None:  # `--snapshot ''` is a mistake, not a request for the live host
         from cntrace.sources import recorded
 
         return recorded.load(path)

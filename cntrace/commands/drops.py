@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from cntrace.commands._args import COUNT, WEEK, seconds
 from cntrace.errors import EnvironmentProblem, Exit, NeedsPrivilege
 
 
@@ -23,8 +24,8 @@ def register(sub: Any) -> None:
         "container and interface. Ctrl-C stops.",
     )
     p.add_argument("ref", nargs="?", help="only drops in this container's namespace")
-    p.add_argument("-c", "--count", type=int, metavar="N", help="stop after N drops")
-    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-c", "--count", type=COUNT, metavar="N", help="stop after N drops")
+    p.add_argument("--timeout", type=seconds(0, WEEK), metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per drop (JSON lines)")
     p.add_argument("--ready-file", metavar="PATH", help="write PATH once the probe is armed")
     p.add_argument(
@@ -40,7 +41,11 @@ def register(sub: Any) -> None:
         "(--json: one document at the end)",
     )
     p.add_argument(
-        "--interval", type=float, default=1.0, metavar="S", help="--summary refresh (default 1s)"
+        "--interval",
+        type=seconds(0, 3600),
+        default=1.0,
+        metavar="S",
+        help="--summary refresh (default 1s)",
     )
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
 
@@ -138,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         from cntrace.trace.session import write_ready_file
 
         write_ready_file(args.ready_file)
+    from cntrace.render.safe import term
     from cntrace.trace.droptally import DropTally
 
     tally = DropTally()
@@ -177,9 +183,8 @@ def run(args: argparse.Namespace) -> int:
                 t_ns = watch.t0_realtime_ns + d.t_ns
                 stamp = time.strftime("%H:%M:%S", time.localtime(t_ns // 1_000_000_000))
                 stamp += f".{t_ns // 1000 % 1_000_000:06d}"
-                sys.stdout.write(
-                    f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}\n"
-                )
+                line = f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}"
+                sys.stdout.write(term(line) + "\n")  # names from discovery: escaped
             sys.stdout.flush()
             if args.count and count >= args.count:
                 break

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from cntrace.commands._args import integer
 from cntrace.errors import BadInput, Exit
 
 
@@ -27,20 +28,30 @@ def register(sub: Any) -> None:
             help="lab name, prefix of its namespaces (default: $CNTRACE_LAB or cntrace-lab)",
         )
 
+    def topology(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--topology",
+            default="docker",
+            metavar="NAME",
+            help="docker (default), router, nested, routed or macvlan (see docs/lab.md)",
+        )
+
     q = lab_sub.add_parser("up", help="create the lab")
     named(q)
+    topology(q)
     q.add_argument(
         "--containers",
-        type=int,
+        type=integer(0, 2000, "a number of containers"),
         default=0,
         metavar="N",
         help="add N scaled containers (for benchmarks)",
     )
     q.add_argument(
         "--iptables",
-        choices=("nft", "legacy"),
+        choices=("nft", "legacy", "nftables"),
         default="nft",
-        help="iptables back end for the host's rules (default: nft, as Docker on Debian)",
+        help="back end for the host's rules (default: nft, as Docker on Debian); nftables: "
+        "native nft rules (router topology)",
     )
     q.add_argument(
         "--print",
@@ -60,30 +71,41 @@ def register(sub: Any) -> None:
     q = lab_sub.add_parser("fix", help="remove a fault")
     named(q)
     q.add_argument("fault", help="fault name, or `all`")
-    lab_sub.add_parser("faults", help="list the faults the lab can inject")
+    topology(lab_sub.add_parser("faults", help="list the faults a topology can inject"))
 
 
 def run(args: argparse.Namespace) -> int:
-    from cntrace.lab import build, faults, spec, state
+    from cntrace.lab import build, faults, spec, state, topo, topologies
     from cntrace.render.console import console as make_console
 
     console = make_console()
     action = args.lab_command
     if action == "faults":
-        for f in faults.FAULTS.values():
+        for f in topologies.get(args.topology).faults.values():
             console.print(f"[bold]{f.name:<20}[/] {f.summary}  [dim]({f.breaks})[/]")
         return int(Exit.OK)
 
     name = spec.check_name(args.name)
     if action == "up":
-        plan = spec.plan(name, args.containers)
-        if args.print_only:
-            _print_plan(plan, args.iptables)
-            return int(Exit.OK)
+        kind = topologies.get(args.topology)
+        backend = kind.check_backend(args.iptables)
         err = make_console(stderr=True)
-        lab = build.up(
-            plan, iptables=args.iptables, progress=lambda m: err.print(f"[dim]lab: {m}[/]")
-        )
+        if kind.plan is not None:
+            if args.containers:
+                raise BadInput("--containers applies to the default (docker) topology only")
+            tplan = kind.plan(name, backend)
+            if args.print_only:
+                sys.stdout.write(topo.render(tplan))
+                return int(Exit.OK)
+            lab = build.up_plan(tplan, progress=lambda m: err.print(f"[dim]lab: {m}[/]"))
+        else:
+            plan = spec.plan(name, args.containers)
+            if args.print_only:
+                _print_plan(plan, backend)
+                return int(Exit.OK)
+            lab = build.up(
+                plan, iptables=backend, progress=lambda m: err.print(f"[dim]lab: {m}[/]")
+            )
         console.print(
             f"lab [bold]{lab.name}[/] is up: {len(lab.containers)} containers, "
             f"host namespace {lab.host_netns}"
@@ -115,11 +137,15 @@ def run(args: argparse.Namespace) -> int:
         return int(Exit.OK if report["healthy"] else Exit.FAILED)
     build.require_root()
     if action == "break":
-        f = faults.fault(args.fault)
+        f = faults.fault(args.fault, lab.topology)
         faults.break_(lab, f.name)
         console.print(f"broke [bold]{f.name}[/]: {f.summary}; expect: {f.breaks}")
     elif action == "fix":
-        todo = list(lab.faults) if args.fault == "all" else [faults.fault(args.fault).name]
+        todo = (
+            list(lab.faults)
+            if args.fault == "all"
+            else [faults.fault(args.fault, lab.topology).name]
+        )
         for fname in todo:
             lab = faults.fix(lab, fname)
             console.print(f"fixed [bold]{fname}[/]")
@@ -148,7 +174,10 @@ def _print_status(console: Any, r: dict[str, Any]) -> None:
     from rich.table import Table
 
     health = "[green]healthy[/]" if r["healthy"] else "[red]unhealthy[/]"
-    console.print(f"lab [bold]{r['name']}[/] ({r['status']}, {health}), created {r['created_at']}")
+    console.print(
+        f"lab [bold]{r['name']}[/] (topology {r['topology']}, {r['status']}, {health}), "
+        f"created {r['created_at']}"
+    )
     console.print(
         f"  host namespace {r['host_netns']}: uplink eth0 {r['uplink_ip']}, "
         f"upstream {r['upstream_netns']} serves {r['internet_ip']} (tcp/80, udp/9000)"

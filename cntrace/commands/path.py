@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from typing import Any
 
+from cntrace.commands._args import PORT, integer, seconds
 from cntrace.commands._source import add_snapshot_arg, get_snapshot
 from cntrace.errors import BadInput, Exit
 
@@ -23,16 +25,26 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--proto", choices=("tcp", "udp", "icmp"), help="default: tcp with a port, icmp without"
     )
-    p.add_argument("--port", type=int, help="destination port (or DEST:PORT)")
+    p.add_argument("--port", type=PORT, help="destination port (or DEST:PORT)")
     p.add_argument(
         "--size",
-        type=int,
+        type=integer(28, 65535, "a size in bytes"),
         metavar="BYTES",
         help="IP packet size to reason about (default: a small probe)",
     )
     p.add_argument("--json", action="store_true", help="print a cntrace.path/v1 document")
     p.add_argument("--timing", action="store_true", help="print how long each phase took")
     add_snapshot_arg(p)
+    p.add_argument(
+        "--what-if",
+        metavar="CHANGE",
+        action="append",
+        default=[],
+        help="predict as if CHANGE were made (an iptables/nft/ip/sysctl command, an "
+        "iptables-restore fragment, `docker network connect NET C` ...; repeatable, applied in "
+        "order; nothing on the host changes). Prefix `ip netns exec NAME`, `docker exec C`, "
+        "`netns:NAME` or `C:` to name the namespace (default: the path's host)",
+    )
     p.add_argument(
         "--save-snapshot",
         metavar="FILE",
@@ -48,7 +60,7 @@ def register(sub: Any) -> None:
     live.add_argument("--backend", choices=("auto", "ebpf", "capture"), default="auto")
     live.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(0, 3600),
         default=1.0,
         metavar="SECONDS",
         help="how long to wait for the probe and its reply (default 1s)",
@@ -64,16 +76,17 @@ def run(args: argparse.Namespace) -> int:
     from cntrace.render import path as render_path
     from cntrace.render.console import console
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise BadInput(f"bad port {args.port}")
-    if args.size is not None and not 28 <= args.size <= 65535:
-        raise BadInput("--size must be between 28 and 65535 bytes")
-    if args.live and args.snapshot:
+    if args.live and args.snapshot is not None:
         raise BadInput("--live traces the live host; it cannot use --snapshot")
+    live_only = [f"--{k.replace('_', '-')}" for k in ("pcap", "ready_file") if getattr(args, k)]
+    if live_only and not args.live:
+        raise BadInput(f"{', '.join(live_only)} go with --live")
+    if args.live and args.what_if:
+        raise BadInput("--what-if predicts a change without making it; it cannot use --live")
     t0 = time.perf_counter()
     snap = get_snapshot(args)
     t1 = time.perf_counter()
-    if args.save_snapshot:
+    if args.save_snapshot is not None:
         from cntrace.sources import recorded
 
         recorded.save(snap, args.save_snapshot)
@@ -82,6 +95,14 @@ def run(args: argparse.Namespace) -> int:
     )
     t2 = time.perf_counter()
     timings = {"snapshot": t1 - t0, "predict": t2 - t1}
+    from cntrace.commands import _whatif
+
+    if args.what_if:
+        return _whatif.run(args, snap, result)
+    # Printed fixes are checked as what-ifs; the --json document stays the prediction itself
+    # (what the console shows and a replay prints).
+    checked = result if args.json else _whatif.with_checked_fixes(snap, result, args)
+    fix_notes = checked.notes[len(result.notes) :]
     problem = None
     if args.live:  # always answers: a trace that could not run is the prediction, saying so
         from cntrace.trace.live import trace_live
@@ -97,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
         result, problem = answer.path, answer.problem
         timings.update(answer.timings)
+    result = replace(result, notes=(*result.notes, *fix_notes))
     if args.json:
         import sys
 

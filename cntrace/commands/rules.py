@@ -58,20 +58,17 @@ def register(sub: Any) -> None:
 def _ruleset_from_files(paths: list[str]) -> Ruleset:
     from cntrace.model import Ruleset
     from cntrace.netfilter import iptables_save
+    from cntrace.sources.recorded import parse_json, read_text
 
     fields: dict[str, Any] = {}
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+        # A ruleset file is someone else's file too: bounded, text only, depth-limited JSON.
+        text = read_text(path, what="ruleset file")
+        if "\x00" in text:
+            raise BadInput(f"{path}: binary data (a NUL byte): not a ruleset")
         stripped = text.lstrip()
         if stripped.startswith("{"):
-            try:
-                doc = json.loads(text)
-            except ValueError as exc:
-                raise BadInput(f"{path}: not valid JSON ({exc})") from None
+            doc = parse_json(text, path, "ruleset")
             if isinstance(doc, dict) and "nftables" in doc:
                 fields["nft_json"] = text
                 continue
@@ -101,7 +98,7 @@ def _facts_from_ifaces(specs: list[str]) -> NetnsFacts:
     nets: dict[str, tuple[str, ...]] = {"lo": ("127.0.0.1/8", "::1/128")}
     for spec in specs:
         name, sep, cidrs = spec.partition("=")
-        if not sep or not name:
+        if not sep or not name or len(spec) > 4096:
             raise BadInput(f"bad --iface {spec!r}: expected NAME=CIDR[,CIDR]")
         parts = [c for c in cidrs.split(",") if c]
         for c in parts:
@@ -163,12 +160,38 @@ def _netns_route(ns: Netns) -> Any:
     return route
 
 
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace it is
+CLONE_NEWNET = 0x40000000
+
+
 def _live_netns(name: str) -> Netns:
+    import fcntl
+    import os
+
     from cntrace.errors import EnvironmentProblem, NeedsPrivilege
     from cntrace.sources import live, nsenter
 
+    path = nsenter.netns_path(name)
     try:
-        return live.read_netns(nsenter.netns_path(name))
+        # Only a network namespace file will do: /etc/passwd (or a mount namespace) would answer
+        # for the current namespace, or for nothing. The kernel says what a file is.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = None
+        finally:
+            os.close(fd)
+        if kind != CLONE_NEWNET:
+            raise BadInput(f"{name} is not a network namespace (see `ip netns list`)")
+    except FileNotFoundError:
+        raise BadInput(f"no network namespace {name!r} (see `ip netns list`)") from None
+    except PermissionError:
+        raise NeedsPrivilege(f"reading the namespace {name}", "CAP_SYS_ADMIN") from None
+    except OSError as exc:
+        raise BadInput(f"cannot use {name} as a namespace: {exc.strerror or exc}") from None
+    try:
+        return live.read_netns(path)
     except PermissionError:
         raise NeedsPrivilege(
             f"reading the rules of {name}", "CAP_SYS_ADMIN and CAP_NET_ADMIN"
@@ -186,7 +209,7 @@ def _snapshot_netns(args: argparse.Namespace) -> tuple[Netns | None, Container |
     from cntrace.topology import resolve_ref
 
     ref = args.ref or (f"netns:{args.netns}" if args.netns else None)
-    snap = get_snapshot(args, only=[ref] if ref and not args.snapshot else None)
+    snap = get_snapshot(args, only=[ref] if ref and args.snapshot is None else None)
     if ref is None:
         root = snap.root
         if root is None:
@@ -210,6 +233,11 @@ def run(args: argparse.Namespace) -> int:
 
     container: Container | None = None
     facts: NetnsFacts
+    if args.ref and args.netns:
+        raise BadInput("give a REF or --netns, not both (a container names its namespace)")
+    if args.ruleset_file and args.snapshot is not None:
+        raise BadInput("--ruleset-file works on its own (drop --snapshot)")
+    spec = _packet_spec(args.packet) if args.packet is not None else None
     if args.ruleset_file:
         if args.ref or args.netns:
             raise BadInput("--ruleset-file works on its own (drop REF and --netns)")
@@ -221,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.iface:
             raise BadInput("--iface describes interfaces for --ruleset-file only")
-        if not args.ref and not args.snapshot:
+        if not args.ref and args.snapshot is None:
             ns = _live_netns(args.netns or "/proc/self/ns/net")
             label = args.netns or "host"
         else:
@@ -239,10 +267,7 @@ def run(args: argparse.Namespace) -> int:
             "no interface addresses given (--iface): address-type matches are uncertain"
         )
 
-    if args.packet:
-        from cntrace.netfilter.spec import parse_packet
-
-        spec = parse_packet(args.packet)
+    if spec is not None:
         walk = _walk(nf, spec, facts, route)
         doc = render.walk_doc(walk, spec, netns=label, warnings=warnings + list(nf.warnings))
         if args.json:
@@ -268,6 +293,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         render.print_listing(doc)
     return int(Exit.OK)
+
+
+def _packet_spec(text: str) -> Any:
+    """``--packet`` parsed, with every number in range (the parser takes digits at their word)."""
+    from cntrace.netfilter.model import PROTO_NUMBERS
+    from cntrace.netfilter.spec import parse_packet
+
+    if not text.strip():
+        raise BadInput("empty --packet (docs/netfilter.md: 'tcp 10.0.0.5:40000 -> 10.0.0.1:80')")
+    if len(text) > 1024:
+        raise BadInput(f"--packet of {len(text)} characters: one packet is a short line")
+    try:
+        spec = parse_packet(text)
+    except ValueError as exc:  # a number past Python's digit limit, and the like
+        raise BadInput(f"bad packet {text[:80]!r}: {str(exc)[:80]}") from None
+    p = spec.packet
+    bad = None
+    if p.proto not in PROTO_NUMBERS and (len(p.proto) > 3 or int(p.proto) > 255):
+        bad = f"protocol number {p.proto} is outside 0-255"
+    elif p.icmp_type is not None and not 0 <= p.icmp_type <= 255:
+        bad = f"ICMP type {p.icmp_type} is outside 0-255"
+    elif any(x is not None and not 0 <= x <= 65535 for x in (p.sport, p.dport)):
+        bad = "ports are 0-65535"
+    elif not 0 <= p.mark <= 0xFFFFFFFF or not 0 <= spec.ctmark <= 0xFFFFFFFF:
+        bad = "mark and ctmark are 32-bit (0-0xffffffff)"
+    if bad:
+        raise BadInput(f"bad packet {text[:80]!r}: {bad}")
+    return spec
 
 
 def _walk(nf: Any, spec: Any, facts: NetnsFacts, route: Any) -> Any:

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from cntrace.render.discovery_json import show_doc
     from cntrace.topology import resolve_ref
 
-    recorded = bool(args.snapshot)
+    recorded = args.snapshot is not None
     snap = get_snapshot(args, only=None if recorded else [args.ref])
     doc = show_doc(snap, resolve_ref(snap, args.ref))
     if args.json:

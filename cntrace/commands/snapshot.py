@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
     )
     recorded.save(snap, args.save)
     if args.save != "-":
+        from cntrace.render.safe import term
+
         sys.stderr.write(
             f"saved {len(snap.netns)} namespaces and {len(snap.containers)} containers "
-            f"to {args.save}\n"
+            f"to {term(args.save)}\n"
         )
         for w in snap.warnings:
-            sys.stderr.write(f"warning: {w}\n")
+            sys.stderr.write(f"warning: {term(w)}\n")
     return int(Exit.OK)

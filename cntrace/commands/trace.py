@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from cntrace.commands._args import COUNT, WEEK, seconds
 from cntrace.errors import BadInput, Exit
 
 
@@ -21,8 +22,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="tcpdump expression")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N lines")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--count", type=COUNT, metavar="N", help="stop after N lines")
+    p.add_argument(
+        "--duration", type=seconds(0, WEEK), metavar="SECONDS", help="stop after this long"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--ready-file", metavar="PATH", help="create PATH once watching")
 
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(target, Container):
         raise BadInput(f"{args.container} is a namespace, not a container")
     targets = passive.targets_for(snap, target)
+    from rich.text import Text
+
+    from cntrace.render.safe import term
+
     out = console()
     err = console(stderr=True)
 
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(json.dumps(_doc(seen)) + "\n")
                 sys.stdout.flush()
             else:
-                out.print(_line(seen), highlight=False)
+                out.print(Text(term(_line(seen))), highlight=False)  # labels: escaped
     except KeyboardInterrupt:
         pass
     return int(Exit.OK)

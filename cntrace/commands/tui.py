@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from cntrace.commands._args import seconds
 from cntrace.commands._source import add_snapshot_arg
 from cntrace.errors import BadInput, EnvironmentProblem, Exit, NeedsPrivilege
 
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
     add_snapshot_arg(p)
     p.add_argument(
         "--refresh",
-        type=float,
+        type=seconds(0.1, 86400, zero=True),
         default=30.0,
         metavar="SECONDS",
         help="re-read discovery this often, besides when containers start or stop "
@@ -45,7 +46,7 @@ def register(sub: Any) -> None:
     live.add_argument("--backend", choices=("auto", "ebpf", "capture"), default="auto")
     live.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(0, 3600),
         default=1.0,
         metavar="SECONDS",
         help="how long a live trace waits for the probe and its reply (default 1s)",
@@ -65,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     source: SnapshotSource
     tracer: EngineTracer | None = None
-    if args.snapshot:
+    if args.snapshot is not None:
         source = RecordedSource.load(args.snapshot)  # a bad file fails here, before the UI
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
-    if not args.snapshot:
+    if args.snapshot is None:
         if os.geteuid() != 0:
             raise NeedsPrivilege("reading every network namespace", "CAP_SYS_ADMIN")
         live = LiveSource()

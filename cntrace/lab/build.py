@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cntrace.errors import BadInput, CntraceError, EnvironmentProblem, NeedsPrivilege
-from cntrace.lab import spec, state
+from cntrace.lab import spec, state, topo
 from cntrace.lab.state import ContainerState, LabState, NetworkState, PortState
+from cntrace.lab.topo import iptables_cmd
 from cntrace.sources import nsenter
 
 Progress = Callable[[str], None]
@@ -85,11 +86,6 @@ def run_in(netns: str, argv: list[str], *, stdin: str | None = None) -> str:
         detail = (res.stderr.strip().splitlines() or ["failed"])[0]
         raise LabError(f"{' '.join(argv[:2])} in {netns}: {detail}")
     return res.stdout
-
-
-def iptables_cmd(backend: str, restore: bool = False) -> str:
-    base = "iptables-legacy" if backend == "legacy" else "iptables-nft"
-    return f"{base}-restore" if restore else base
 
 
 def write_sysctl(netns: str, key: str, value: str) -> None:
@@ -295,6 +291,46 @@ def up(p: spec.LabPlan, *, iptables: str = "nft", progress: Progress | None = No
         raise
 
 
+def up_plan(p: topo.TopologyPlan, *, progress: Progress | None = None) -> LabState:
+    """Create a topology's lab from its plan; on any failure remove what was made."""
+    require_root()
+    require_tools(*p.tools())
+    if state.load(p.name) is not None or existing_namespaces(p.name):
+        raise BadInput(f"lab {p.name} is already up (`cntrace lab down` first)")
+    say = progress or (lambda _msg: None)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    lab = replace(p.state, created_at=created, notes={**p.state.notes, "iptables": p.backend})
+    state.save(lab)
+    try:
+        say(f"creating {len(p.namespaces)} network namespaces ({p.topology})")
+        ip_batch("".join(f"netns add {n}\n" for n in p.namespaces))
+        for step in p.steps:
+            if step.what:
+                say(step.what)
+            run_step(step, p.backend)
+        say("starting servers")
+        lab = replace(_start_servers(lab), status="up")
+        state.save(lab)
+        return lab
+    except BaseException:
+        down(p.name)
+        raise
+
+
+def run_step(step: topo.Step, backend: str) -> None:
+    if step.kind == "ip":
+        ip_batch(step.text, step.netns)
+    elif step.kind == "sysctl":
+        key, value = step.text.split("=", 1)
+        write_sysctl(step.netns, key, value)
+    elif step.kind == "iptables":
+        run_in(step.netns, [iptables_cmd(backend, restore=True)], stdin=step.text)
+    elif step.kind == "nft":
+        run_in(step.netns, ["nft", "-f", "-"], stdin=step.text)
+    else:
+        raise LabError(f"unknown lab step kind {step.kind!r}")
+
+
 def _start_servers(lab: LabState) -> LabState:
     containers = [replace(c, pid=_spawn(lab, c)) for c in lab.containers]
     upstream_pid = start_server(
@@ -328,7 +364,8 @@ def down(name: str) -> list[str]:
 
 
 def all_labs() -> list[str]:
-    """Labs known by state file or by leftover ``<name>.host`` namespaces."""
+    """Labs known by state file or by a leftover host namespace (``<name>.host``, or
+    ``<name>.router`` for the router topology)."""
     names = set(state.all_names())
-    names |= {n.split(".", 1)[0] for n in nsenter.named() if n.endswith(".host")}
+    names |= {n.split(".", 1)[0] for n in nsenter.named() if n.endswith((".host", ".router"))}
     return sorted(names)

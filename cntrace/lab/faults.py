@@ -7,14 +7,14 @@ restores exactly what `break` changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from cntrace.errors import BadInput
 from cntrace.lab import build, spec, state
 from cntrace.lab.state import LabState
+from cntrace.lab.topo import Fault, iptables_cmd
 
-Change = Callable[[LabState], LabState]
+__all__ = ["FAULTS", "Fault", "break_", "fault", "fix", "for_topology"]
 
 # Where the moved container of `isolated-networks` lands on the other network.
 _MOVED_IP = "10.210.0.4"
@@ -22,18 +22,9 @@ _FORWARD_DROP = ["-d", f"{spec.INTERNET_IP.rsplit('.', 1)[0]}.0/24", "-j", "DROP
 _SMALL_MTU = "1280"
 
 
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    summary: str
-    breaks: str  # what stops working, for `lab status` and the docs
-    apply: Change
-    revert: Change
-
-
 def _iptables(lab: LabState, *args: str) -> None:
     backend = lab.notes.get("iptables", "nft")
-    build.run_in(lab.host_netns, [build.iptables_cmd(backend), *args])
+    build.run_in(lab.host_netns, [iptables_cmd(backend), *args])
 
 
 # -- loopback-bind ----------------------------------------------------------------------------
@@ -214,15 +205,24 @@ FAULTS: dict[str, Fault] = {
 }
 
 
-def fault(name: str) -> Fault:
+def for_topology(topology: str = "docker") -> dict[str, Fault]:
+    """The faults a lab of ``topology`` can inject (the default lab's are FAULTS)."""
+    from cntrace.lab import topologies  # noqa: PLC0415  (it imports this module's FAULTS)
+
+    return topologies.get(topology).faults
+
+
+def fault(name: str, topology: str = "docker") -> Fault:
+    known = for_topology(topology)
     try:
-        return FAULTS[name]
+        return known[name]
     except KeyError:
-        raise BadInput(f"unknown fault {name!r} (known: {', '.join(FAULTS)})") from None
+        where = "" if topology == "docker" else f" for topology {topology}"
+        raise BadInput(f"unknown fault {name!r}{where} (known: {', '.join(known)})") from None
 
 
 def break_(lab: LabState, name: str) -> LabState:
-    f = fault(name)
+    f = fault(name, lab.topology)
     if name in lab.faults:
         raise BadInput(f"fault {name} is already active in lab {lab.name}")
     new = f.apply(lab)
@@ -232,7 +232,7 @@ def break_(lab: LabState, name: str) -> LabState:
 
 
 def fix(lab: LabState, name: str) -> LabState:
-    f = fault(name)
+    f = fault(name, lab.topology)
     if name not in lab.faults:
         raise BadInput(f"fault {name} is not active in lab {lab.name}")
     new = f.revert(lab)

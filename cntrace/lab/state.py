@@ -7,13 +7,15 @@ discovery's lab source to name containers.
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cntrace import codec
 from cntrace.errors import BadInput
+from cntrace.sources import recorded
 
 STATE_DIR = Path(os.environ.get("CNTRACE_LAB_DIR", "/run/cntrace/labs"))
 LAB_SCHEMA = "cntrace.lab/v1"
@@ -50,6 +52,9 @@ class ContainerState:
     tcp_port: int = 80
     udp_port: int = 9000
     full_server: bool = True
+    # The namespace holding the container's host-side end (its bridge port, veth peer or macvlan
+    # parent); empty for the lab host. A nested node's pods are attached to the node.
+    attached_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class LabState:
     created_at: str = ""
     schema: str = LAB_SCHEMA
     notes: dict[str, str] = field(default_factory=dict)
+    topology: str = "docker"  # cntrace.lab.topologies names every other one
 
     def container(self, name: str) -> ContainerState:
         for c in self.containers:
@@ -82,6 +88,8 @@ class LabState:
 
 
 def path_for(name: str) -> Path:
+    if not name or "/" in name or name.startswith(".") or len(name) > 64:
+        raise BadInput(f"bad lab name {name[:64]!r}")
     return STATE_DIR / f"{name}.json"
 
 
@@ -93,16 +101,89 @@ def save(state: LabState) -> None:
 
 
 def load(name: str) -> LabState | None:
-    try:
-        text = path_for(name).read_text()
-    except FileNotFoundError:
+    """The lab's state, or None when it has none; a damaged file is one BadInput line.
+
+    Read like any file cntrace did not just write: bounded, and every value checked (its names
+    become namespace names and its addresses go to `ip`)."""
+    path = path_for(name)
+    if not os.path.lexists(path):
         return None
+    text = recorded.read_text(str(path), what="lab state file")
     try:
-        return codec.loads(LabState, text)
-    except (codec.CodecError, json.JSONDecodeError) as exc:
-        raise BadInput(
-            f"lab state {path_for(name)} is damaged ({exc}); run `cntrace lab down`"
-        ) from None
+        data = recorded.parse_json(text, str(path), "lab state file")
+        lab = codec.from_plain(LabState, data)
+        _check(lab)
+    except (BadInput, codec.CodecError, TypeError, ValueError, RecursionError) as exc:
+        raise BadInput(f"lab state {path} is damaged ({exc}); run `cntrace lab down`") from None
+    return lab
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # namespaces, bridges, veths
+
+
+def _check(lab: LabState) -> None:
+    """BadInput naming the first value a lab cntrace built could not have."""
+
+    def name(where: str, value: str) -> None:
+        if not _NAME.match(value):
+            raise BadInput(f"{where}: {value[:40]!r} is not a namespace or interface name")
+
+    def ip(where: str, value: str, *, empty: bool = False) -> None:
+        if empty and not value:
+            return
+        try:
+            ipaddress.ip_address(value if len(value) <= 64 else "")
+        except ValueError:
+            raise BadInput(f"{where}: {value[:40]!r} is not an IP address") from None
+
+    def number(where: str, value: int | None, lo: int, hi: int) -> None:
+        if value is not None and not lo <= value <= hi:
+            raise BadInput(f"{where}: {value} is outside {lo}-{hi}")
+
+    name("name", lab.name)
+    name("host_netns", lab.host_netns)
+    name("upstream_netns", lab.upstream_netns)
+    for i, ns in enumerate(lab.namespaces):
+        name(f"namespaces[{i}]", ns)
+    if lab.status not in ("building", "up"):
+        raise BadInput(f"status: {lab.status[:40]!r} is not building or up")
+    number("upstream_pid", lab.upstream_pid, 1, 1 << 22)
+    for i, fault in enumerate(lab.faults):
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,63}$", fault):
+            raise BadInput(f"faults[{i}]: {fault[:40]!r} is not a fault name")
+    if not re.match(r"^[0-9T:+.Z-]{0,40}$", lab.created_at):
+        raise BadInput(f"created_at: {lab.created_at[:40]!r} is not a time")
+    for key, value in lab.notes.items():
+        if len(key) > 256 or len(value) > 4096:
+            raise BadInput(f"notes[{key[:40]!r}]: too long")
+    ip("uplink_ip", lab.uplink_ip, empty=True)
+    ip("internet_ip", lab.internet_ip, empty=True)
+    for i, n in enumerate(lab.networks):
+        where = f"networks[{i}]"
+        name(f"{where}.name", n.name)
+        name(f"{where}.bridge", n.bridge)
+        ip(f"{where}.gateway", n.gateway)
+        try:
+            ipaddress.ip_network(n.subnet if len(n.subnet) <= 64 else "")
+        except ValueError:
+            raise BadInput(f"{where}.subnet: {n.subnet[:40]!r} is not a subnet") from None
+    for i, c in enumerate(lab.containers):
+        where = f"containers[{i}]"
+        for key in ("name", "netns", "network", "host_veth"):
+            name(f"{where}.{key}", getattr(c, key))
+        for key in ("ip", "gateway", "bind"):
+            ip(f"{where}.{key}", getattr(c, key))
+        number(f"{where}.prefixlen", c.prefixlen, 0, 32)
+        number(f"{where}.pid", c.pid, 1, 1 << 22)
+        number(f"{where}.tcp_port", c.tcp_port, 0, 65535)
+        number(f"{where}.udp_port", c.udp_port, 0, 65535)  # 0: none
+        if not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", c.mac):
+            raise BadInput(f"{where}.mac: {c.mac[:40]!r} is not a MAC address")
+        for j, p in enumerate(c.published):
+            if p.proto not in ("tcp", "udp"):
+                raise BadInput(f"{where}.published[{j}].proto: {p.proto[:20]!r}")
+            number(f"{where}.published[{j}].host_port", p.host_port, 1, 65535)
+            number(f"{where}.published[{j}].container_port", p.container_port, 1, 65535)
 
 
 def remove(name: str) -> None:

@@ -19,18 +19,10 @@ from functools import lru_cache
 from cntrace.model import Netns, Ruleset
 from cntrace.netfilter import ipset as _ipset
 from cntrace.netfilter import iptables_save, nft_json
-from cntrace.netfilter.evaluate import (
-    ChainVisit,
-    Conntrack,
-    HookResult,
-    Nat,
-    NetnsFacts,
-    Walk,
-    evaluate_hook,
-    walk,
-)
+from cntrace.netfilter.evaluate import evaluate_hook, walk
 from cntrace.netfilter.model import NamedSet, Netfilter, Table
 from cntrace.netfilter.query import hooks_reaching, rules_by_hook, rules_touching
+from cntrace.netfilter.results import ChainVisit, Conntrack, HookResult, Nat, NetnsFacts, Walk
 from cntrace.netfilter.values import RulesetError, no_gc
 
 __all__ = [

@@ -7,7 +7,8 @@ with MACs) keep ``elements=None``, which makes rules that use them uncertain.
 
 from __future__ import annotations
 
-from cntrace.netfilter.model import Atom, NamedSet
+from cntrace.netfilter.model import NamedSet
+from cntrace.netfilter.steps import Atom
 from cntrace.netfilter.values import RulesetError, port_number, prefix_atom, range_atom
 
 _COMPONENTS = {"ip", "net", "port", "iface", "mark"}

@@ -1,29 +1,29 @@
 """netfilter's own rule model: one shape for iptables (legacy and nf_tables) and native nftables.
 
-Both parsers lower their input into the same small vocabulary, close to what the kernel evaluates:
-a rule is a sequence of *steps* (matches and statements) run in order, as nftables does; an
-iptables rule is simply "all matches, then the target". A match compares one or more packet
-*fields* (a concatenation, for nft's ``ip daddr . meta l4proto . th dport``) against *atoms*
-(exact values, inclusive ranges, interface-name prefixes). Addresses are stored as integers so the
-evaluator compares numbers, not strings; prefixes become ranges.
+Tables hold chains, chains hold rules, and a rule is a sequence of steps (steps.py) run in order,
+as nftables does; an iptables rule is simply "all matches, then the target". A rule keeps its
+source and compiles it on first use (``RuleForm``); ``Netfilter`` is everything one namespace
+holds, with the kernel's order of the base chains on each hook.
 
-Everything is frozen: a parsed ruleset is a value, cached by the Ruleset it came from.
+Everything is a value, cached by the Ruleset it came from; the only thing that changes is a
+rule's compiled form, filled in once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cntrace.model import RuleRef
+from cntrace.netfilter.steps import Effect, Mangle, Match, NatSpec, Verdict, VerdictMap
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+    from cntrace.netfilter.steps import Atom, Step
 
-BACKENDS = ("iptables-legacy", "iptables-nft", "nftables")
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 
 # Standard base-chain priorities of the iptables tables (NF_IP_PRI_*), which iptables-nft reuses.
 TABLE_PRIORITY = {"raw": -300, "mangle": -150, "nat": -100, "filter": 0, "security": 50}
@@ -76,211 +76,100 @@ PROTO_NUMBERS = {
     "udplite": 136,
     "dccp": 33,
 }
-PORT_PROTOS = frozenset({6, 17, 132, 136, 33})
+# Protocols with ports, by name (what ``tcp dport`` and ``-m tcp --dport`` imply) and number.
+PORT_PROTO_NUMBERS = {n: PROTO_NUMBERS[n] for n in ("tcp", "udp", "sctp", "udplite", "dccp")}
+PORT_PROTOS = frozenset(PORT_PROTO_NUMBERS.values())
 
 
 @dataclass(frozen=True, slots=True)
-class Atom:
-    """One value a field may take: exact (``hi`` None), an inclusive range, or a name prefix.
+class Compiled:
+    """A rule's compiled form: the steps the evaluator runs and the comment the rule carries."""
 
-    Strings are interface names and symbolic values (fib types, pkttypes); ``wildcard`` marks an
-    interface prefix (iptables ``veth+``, nft ``"veth*"``).
+    steps: tuple[Step, ...]
+    comment: str | None = None
+
+
+class RuleForm(ABC):
+    """A rule as its parser recorded it, compiled on first use (and then kept).
+
+    Loading keeps only the source (a line of iptables-save text, a list of nft JSON statements),
+    so a 10,000-rule ruleset loads in a few tens of milliseconds and a packet walk compiles only
+    the rules it meets. Each parser subclasses this with its own source; compiling malformed
+    source raises RulesetError with its line. The text is what the tool printed (iptables) or
+    is rendered from the source when first read (nft, whose JSON carries none).
     """
 
-    lo: int | str
-    hi: int | None = None
-    wildcard: bool = False
+    __slots__ = ("_compiled", "_text")
 
-    def contains(self, value: object) -> bool:
-        lo = self.lo
-        if isinstance(lo, str):
-            if not isinstance(value, str):
-                return False
-            return value.startswith(lo) if self.wildcard else value == lo
-        if not isinstance(value, int):
-            return False
-        if self.hi is None:
-            return value == lo
-        return lo <= value <= self.hi
+    _compiled: Compiled | None
+    _text: str | None
 
+    @abstractmethod
+    def _compile(self) -> Compiled:
+        """Lower the source into steps (called once)."""
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A value read from the packet or its context (see docs/netfilter.md for the names).
+    @abstractmethod
+    def _render(self) -> str:
+        """The rule's text from its source (called once, when no text was recorded)."""
 
-    ``mask`` is applied before comparing (nft ``meta mark & 0x4000``, iptables ``--mark v/m``);
-    ``family`` and ``proto`` are the implicit dependencies nft adds for ``ip saddr`` (nfproto
-    ipv4) and ``tcp dport`` (l4proto tcp): when they do not hold, the match is false.
-    """
+    @abstractmethod
+    def _source_text(self) -> str:
+        """The source as text, for cheap looks before compiling."""
 
-    key: str
-    mask: int | None = None
-    family: int | None = None
-    proto: int | None = None
-    arg: str | None = None  # extra selector, e.g. the ipset direction ("src,dst")
+    def compiled(self) -> Compiled:
+        c = self._compiled
+        if c is None:
+            c = self._compiled = self._compile()
+        return c
 
+    def text(self) -> str:
+        t = self._text
+        if t is None:
+            t = self._text = self._render()
+        return t
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """A condition: ``fields`` compared with ``values`` (any-of) or a named set, by ``op``.
-
-    ops: ``==`` (any value holds), ``!=`` (none holds), ``bits`` / ``!bits`` (flag intersection,
-    nft ``in`` on flag types and iptables ``--ctstate``), ``<`` ``<=`` ``>`` ``>=``.
-    ``unsupported`` names why it cannot be evaluated: the evaluator then records the rule as
-    uncertain (and assumes the match holds, saying so) instead of guessing silently.
-    """
-
-    fields: tuple[Field, ...]
-    op: str = "=="
-    values: tuple[tuple[Atom, ...], ...] = ()
-    set_name: str | None = None
-    text: str = ""
-    unsupported: str | None = None
+    def may_need_conntrack(self) -> bool:
+        """False only when the rule surely needs no conntrack; a look at the source spares
+        compiling (compiled rules are looked at exactly by the caller)."""
+        if self._compiled is not None:
+            return True
+        text = self._source_text()
+        return any(m in text for m in _CT_MARKERS)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A verdict statement: accept, drop, reject, queue, return, continue, jump, goto."""
-
-    kind: str
-    target: str | None = None  # chain for jump/goto
-    detail: str | None = None  # reject type, queue number ...
-
-
-@dataclass(frozen=True, slots=True)
-class NatSpec:
-    """A NAT statement/target: dnat, snat, masquerade or redirect.
-
-    Addresses stay text (they become the packet's new address); ``addr_hi`` / ``port_hi`` are the
-    inclusive ends of ranges. ``flags`` holds random, random-fully, persistent.
-    """
-
-    kind: str
-    addr: str | None = None
-    addr_hi: str | None = None
-    port: int | None = None
-    port_hi: int | None = None
-    flags: tuple[str, ...] = ()
-    unsupported: str | None = None  # e.g. a map lookup for the address
-
-
-@dataclass(frozen=True, slots=True)
-class Mangle:
-    """Rewrite the packet mark or the connection mark.
-
-    new ``dest`` = (old dest & ``keep``) ^ (``src`` & ``src_mask``) ^ ``xor``; this covers iptables
-    MARK/CONNMARK (--set-xmark, --save-mark, --restore-mark) and nft ``meta mark set ...``.
-    """
-
-    dest: str  # mark | ctmark
-    keep: int
-    xor: int = 0
-    src: str | None = None
-    src_mask: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictMap:
-    """nft ``<key> vmap { ... }`` or ``vmap @name``: look the key up, apply the element's verdict.
-
-    A miss ends the rule (the kernel's NFT_BREAK), like a failed match.
-    """
-
-    fields: tuple[Field, ...]
-    elements: tuple[tuple[tuple[Atom, ...], Verdict], ...] = ()
-    map_name: str | None = None
-    text: str = ""
-    unsupported: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """A statement with no say in the verdict: counter, log, comment, notrack, set update ..."""
-
-    kind: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unsupported:
-    """A statement the evaluator cannot model; it makes the rule's outcome uncertain."""
-
-    text: str
-    reason: str
-
-
-Step = Match | Verdict | NatSpec | Mangle | VerdictMap | Effect | Unsupported
-
-
-Compiler = Callable[["Rule"], tuple[tuple[Step, ...], "str | None"]]
+_CT_MARKERS = (
+    "conntrack", "state", "connmark", "CONNMARK", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
+    "NETMAP", "-j CT", "'ct'", "'dnat'", "'snat'", "'masquerade'", "'redirect'",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Rule:
-    """One rule, with where it lives and how the tool printed it.
-
-    A rule is compiled into steps (and, for nft, its text rendered) on first use: a 10,000-rule
-    ruleset is loaded in a few tens of milliseconds and a packet walk compiles only the rules it
-    meets. ``Rule.of`` builds one already compiled. Compiling malformed text raises RulesetError
-    with the line; ``Netfilter.check()`` compiles everything up front.
-    """
+    """One rule, with where it lives, its counters and its (lazily) compiled form."""
 
     backend: str
     family: str  # ip | ip6 | inet | bridge | arp | netdev
     table: str
     chain: str
     position: int  # 1-based within its chain
-    handle: int | None = None
-    counters: tuple[int, int] | None = None  # packets, bytes
-    line: int | None = None  # line of the source text (iptables-save)
-    # [raw source, compiler(rule) -> (steps, comment), steps, text, comment, renderer(rule) ->
-    # text]: steps and comment are filled on first use, the text (nft renders it) separately.
-    _lazy: list[Any] = field(default_factory=list, repr=False)
-
-    @classmethod
-    def of(
-        cls,
-        backend: str,
-        family: str,
-        table: str,
-        chain: str,
-        position: int,
-        text: str,
-        steps: tuple[Step, ...],
-        *,
-        handle: int | None = None,
-        counters: tuple[int, int] | None = None,
-        comment: str | None = None,
-        line: int | None = None,
-    ) -> Rule:
-        return cls(
-            backend, family, table, chain, position, handle, counters, line,
-            [None, None, steps, text, comment, None],
-        )  # fmt: skip
-
-    def _compiled(self) -> list[Any]:
-        lazy = self._lazy
-        if lazy[2] is None:
-            lazy[2], lazy[4] = lazy[1](self)
-        return lazy
+    handle: int | None
+    counters: tuple[int, int] | None  # packets, bytes
+    line: int | None  # line of the source text (iptables-save)
+    form: RuleForm = field(repr=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        steps = self._lazy[2]
-        if steps is None:
-            steps = self._compiled()[2]
-        return steps  # type: ignore[no-any-return]
+        c = self.form._compiled  # the evaluator's hot path: no call once compiled
+        return (c if c is not None else self.form.compiled()).steps
 
     @property
     def text(self) -> str:
-        lazy = self._lazy
-        if lazy[3] is None:
-            lazy[3] = lazy[5](self)
-        return lazy[3]  # type: ignore[no-any-return]
+        t = self.form._text
+        return t if t is not None else self.form.text()
 
     @property
     def comment(self) -> str | None:
-        return self._compiled()[4]  # type: ignore[no-any-return]
+        return self.form.compiled().comment
 
     @property
     def matches(self) -> tuple[Match, ...]:
@@ -392,22 +281,6 @@ def _needs_conntrack(step: object) -> bool:
     return False
 
 
-_CT_MARKERS = (
-    "conntrack", "state", "connmark", "CONNMARK", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
-    "NETMAP", "-j CT", "'ct'", "'dnat'", "'snat'", "'masquerade'", "'redirect'",
-)  # fmt: skip
-
-
-def _maybe_conntrack(rule: Rule) -> bool:
-    """A cheap look at a rule's source before compiling it (compiled rules are exact)."""
-    lazy = rule._lazy
-    if lazy[2] is not None or not lazy[0]:
-        return True
-    src = lazy[0][0]
-    text = src if isinstance(src, str) else repr(src)
-    return any(m in text for m in _CT_MARKERS)
-
-
 def ip_families(family: str) -> tuple[int, ...]:
     """The IP versions a table family sees (inet sees both; bridge/arp/netdev see neither here)."""
     return {"ip": (4,), "ip6": (6,), "inet": (4, 6)}.get(family, ())
@@ -448,6 +321,14 @@ class Netfilter:
     def rules(self) -> Iterator[Rule]:
         for c in self.chains():
             yield from c.rules
+
+    def table_index(self) -> dict[tuple[str, str, str], Table]:
+        """Tables by (backend, family, name), built once."""
+        idx = self._index
+        if not idx:
+            for t in self.tables:
+                idx[(t.backend, t.family, t.name)] = t
+        return idx
 
     def table_of(self, chain: Chain) -> Table:
         for t in self.tables:
@@ -505,7 +386,7 @@ class Netfilter:
                 continue
             for c in t.chains.values():
                 for r in c.rules:
-                    if _maybe_conntrack(r) and any(_needs_conntrack(s) for s in r.steps):
+                    if r.form.may_need_conntrack() and any(_needs_conntrack(s) for s in r.steps):
                         on = True
                         break
                 if on:

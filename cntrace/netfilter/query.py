@@ -10,18 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cntrace.model import RuleRef
-from cntrace.netfilter.model import (
-    HOOKS,
-    Atom,
-    Chain,
-    Match,
-    NatSpec,
-    Netfilter,
-    Rule,
-    Table,
-    Verdict,
-    VerdictMap,
-)
+from cntrace.netfilter.model import HOOKS, Chain, Netfilter, Rule, Table
+from cntrace.netfilter.steps import Atom, Match, NatSpec, Verdict, VerdictMap
 from cntrace.netfilter.values import ip_to_int
 
 _ADDR_KEYS = {

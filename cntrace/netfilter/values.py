@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from cntrace.errors import BadInput
-from cntrace.netfilter.model import Atom
+from cntrace.netfilter.steps import Atom
 
 
 class RulesetError(BadInput):
@@ -41,10 +41,6 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def ip_version(text: str) -> int:
-    return 6 if ":" in text else 4
-
-
 @lru_cache(maxsize=65536)
 def ip_to_int(text: str) -> tuple[int, int]:
     """'10.0.0.1' -> (4, 167772161); raises ValueError on anything else."""
@@ -65,12 +61,6 @@ def ip_to_int(text: str) -> tuple[int, int]:
         return 6, int(ipaddress.IPv6Address(text.split("%", 1)[0]))
     except ipaddress.AddressValueError as exc:
         raise ValueError(f"not an IPv6 address: {text!r}") from exc
-
-
-def int_to_ip(version: int, value: int) -> str:
-    if version == 4:
-        return ".".join(str((value >> s) & 255) for s in (24, 16, 8, 0))
-    return str(ipaddress.IPv6Address(value))
 
 
 @lru_cache(maxsize=65536)
@@ -103,25 +93,6 @@ def range_atom(lo_text: str, hi_text: str) -> tuple[int, Atom]:
     if v1 != v2 or hi < lo:
         raise ValueError(f"bad address range {lo_text}-{hi_text}")
     return v1, Atom(lo, hi)
-
-
-def atom_text(atom: Atom, kind: str) -> str:
-    """Render an atom back for messages (``kind`` 'addr4', 'addr6', 'int', 'str')."""
-    if isinstance(atom.lo, str):
-        return atom.lo + ("*" if atom.wildcard else "")
-    if kind in ("addr4", "addr6"):
-        version = 4 if kind == "addr4" else 6
-        lo = int_to_ip(version, atom.lo)
-        if atom.hi is None:
-            return lo
-        span = atom.hi - atom.lo + 1
-        if span & (span - 1) == 0 and atom.lo % span == 0:
-            bits = (32 if version == 4 else 128) - (span.bit_length() - 1)
-            return f"{lo}/{bits}"
-        return f"{lo}-{int_to_ip(version, atom.hi)}"
-    if atom.hi is None:
-        return str(atom.lo)
-    return f"{atom.lo}-{atom.hi}"
 
 
 ICMP_TYPES = {
@@ -202,9 +173,7 @@ SERVICES = {
     "dhcpv6-client": 546,
     "dhcpv6-server": 547,
 }
-NFPROTO = {"ipv4": 2, "ipv6": 10, "inet": 1, "arp": 3, "bridge": 7, "netdev": 5}
 PKTTYPES = {"host": "host", "unicast": "host", "broadcast": "broadcast", "multicast": "multicast"}
-PKTTYPES_ALL = {*PKTTYPES, "other"}
 ADDRTYPES = {
     "UNSPEC": "unspec",
     "UNICAST": "unicast",

@@ -95,9 +95,8 @@ def resolve_source(snap: Snapshot, topo: Topology, ref: str, dest_hint: str | No
 
 def _host_for_hint(snap: Snapshot, topo: Topology, hint: str | None) -> Netns:
     if hint:
-        name = hint.rsplit(":", 1)[0] if not hint.startswith("[") else hint
         try:
-            target = resolve_ref(snap, name)
+            target: Container | Netns | None = resolve_ref(snap, parse_dest(hint)[0])
         except BadInput:
             target = None
         if isinstance(target, Container):
@@ -120,16 +119,43 @@ def _primary_ip(ns: Netns) -> str | None:
     return None
 
 
+def _port(digits: str, text: str) -> int:
+    if len(digits) > 5 or not 0 < int(digits) < 65536:
+        shown = digits if len(digits) <= 8 else digits[:8] + "..."
+        raise BadInput(f"bad port {shown} in {_quoted(text)}: ports are 1-65535")
+    return int(digits)
+
+
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
 def parse_dest(text: str) -> tuple[str, int | None]:
-    m = _HOSTPORT.match(text.strip())
-    if not m:
-        raise BadInput(f"bad destination {text!r}: use NAME, IP, IP:PORT, NAME:PORT or host:PORT")
-    host = m.group("v6") or m.group("host")
-    port = int(m.group("port")) if m.group("port") else None
+    """``(host, port)`` of a destination: an IP (IPv6 bare or bracketed), ``[IPv6]:PORT``,
+    ``IP:PORT``, ``NAME[:PORT]``, ``pid:N[:PORT]``, ``netns:NAME[:PORT]`` or ``host:PORT``."""
+    text = text.strip()
+    if not text:
+        raise BadInput("empty destination")
+    if len(text) > 1024:
+        raise BadInput(f"bad destination {_quoted(text)}: {len(text)} characters")
     if _is_ip(text):  # a bare IPv6 address: the colons are not a port
         return text, None
-    if port is not None and not 0 < port < 65536:
-        raise BadInput(f"bad port {port} in {text!r}")
+    for prefix in ("pid:", "netns:"):
+        if text.startswith(prefix):
+            ref, sep, digits = text[len(prefix) :].rpartition(":")
+            if sep and ref and digits.isdigit():
+                return prefix + ref, _port(digits, text)
+            return text, None
+    m = _HOSTPORT.match(text)
+    if not m:
+        raise BadInput(
+            f"bad destination {_quoted(text)}: use NAME, IP, IP:PORT, [IPv6]:PORT, NAME:PORT, "
+            "pid:N, netns:NAME or host:PORT"
+        )
+    if m.group("v6") and not _is_ip(m.group("v6")):
+        raise BadInput(f"bad destination {_quoted(text)}: {m.group('v6')!r} is not an IP address")
+    host = m.group("v6") or m.group("host")
+    port = _port(m.group("port"), text) if m.group("port") else None
     return host, port
 
 
@@ -143,12 +169,18 @@ def resolve_destination(
     proto: str | None,
 ) -> Destination:
     host, spec_port = parse_dest(text)
+    if port is not None and not 0 < port < 65536:
+        raise BadInput(f"bad port {port}: ports are 1-65535")
+    if port is not None and spec_port is not None and port != spec_port:
+        raise BadInput(f"{_quoted(text)} names port {spec_port} and --port says {port}: give one")
     port = port if port is not None else spec_port
     proto = proto or ("tcp" if port is not None else "icmp")
+    if proto not in ("tcp", "udp", "icmp"):
+        raise BadInput(f"unknown protocol {_quoted(proto)}: tcp, udp or icmp")
     if proto in ("tcp", "udp") and port is None:
         raise BadInput(f"--proto {proto} needs a port (DEST:PORT or --port)")
-    if proto == "icmp":
-        port = None
+    if proto == "icmp" and port is not None:
+        raise BadInput(f"--proto icmp has no ports: drop :{port} (or --port) or choose tcp/udp")
 
     if host == "host":
         return _published(snap, topo, src, text, port, proto)
@@ -176,7 +208,8 @@ def resolve_destination(
                 netns_label=c.name,
             )
         return Destination(ep, host, port, proto)
-    if src.container is not None and src.container.runtime in DNS_RUNTIMES:
+    explicit_ref = host.startswith(("pid:", "netns:"))  # a ref, never a name to resolve
+    if src.container is not None and src.container.runtime in DNS_RUNTIMES and not explicit_ref:
         return _by_dns(snap, topo, src, text, host, port, proto)
     target = resolve_ref(snap, host)
     if isinstance(target, Netns):
@@ -303,7 +336,8 @@ def _by_dns(
     assert src.container is not None
     c = src.container
     resolver = c.resolver
-    if resolver and name in resolver.hosts:
+    if resolver and name in resolver.hosts and _is_ip(resolver.hosts[name]):
+        # (a line of /etc/hosts whose first word is no address is ignored, as by the resolver)
         ip = resolver.hosts[name]
         owner = _owner_of(snap, topo, ip)
         ep = Endpoint(
@@ -332,6 +366,12 @@ def _by_dns(
         for n in other.networks
         if name in (other.name, *n.aliases) or (len(name) >= 12 and other.id.startswith(name))
     ]
+    by_id = {o.id: o for o, n in matches if name not in (o.name, *n.aliases)}
+    if len(by_id) > 1:  # an id prefix of several containers: never pick one silently
+        raise BadInput(
+            f"ambiguous container {_quoted(name)}; candidates: "
+            + ", ".join(f"{o.name} ({o.id[: len(name) + 4]})" for o in list(by_id.values())[:8])
+        )
     if embedded:
         for other, n in matches:
             if n.name in user_nets and n.ip:

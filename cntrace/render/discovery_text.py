@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from cntrace.render.console import console
+from cntrace.render.safe import clean, term
 
 Doc = dict[str, Any]
 DEFAULT_RULE_PRIORITIES = {0, 32766, 32767}
@@ -17,7 +18,19 @@ DEFAULT_RULE_PRIORITIES = {0, 32766, 32767}
 def _warnings(doc: Doc) -> None:
     err = console(stderr=True)
     for w in doc.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {escape(w)}")
+        err.print(f"[yellow]warning:[/] {escape(term(w))}")
+
+
+def _markup_safe(value: Any) -> Any:
+    """Every string of a document made safe for the terminal and for rich markup (names from a
+    snapshot may hold escape sequences or ``[tags]``): show and topo put them in markup."""
+    if isinstance(value, str):
+        return escape(term(value))
+    if isinstance(value, dict):
+        return {_markup_safe(k): _markup_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_markup_safe(v) for v in value]
+    return value
 
 
 def _ports(ports: list[Doc]) -> str:
@@ -59,6 +72,7 @@ def ls_lines(doc: Doc) -> list[str]:
 
 
 def print_ls(doc: Doc) -> None:
+    doc = clean(doc)
     if doc["containers"]:
         sys.stdout.write("\n".join(ls_lines(doc)) + "\n")
     else:
@@ -81,8 +95,8 @@ def _host_side(node: Tree, iface: Doc) -> None:
         state = "" if host.get("peer_up") else " [red](down)[/]"
         kind = "lower device" if host["kind"] != "veth" else "host veth"
         line = (
-            f"{kind}: [bold]{escape(peer['name'])}[/] (ifindex {peer['ifindex']}) in "
-            f"{escape(peer['netns_label'])}{state}"
+            f"{kind}: [bold]{peer['name']}[/] (ifindex {peer['ifindex']}) in "
+            f"{peer['netns_label']}{state}"
         )
     else:
         line = "host side: unknown (peer namespace not readable)"
@@ -90,7 +104,7 @@ def _host_side(node: Tree, iface: Doc) -> None:
     if bridge is not None:
         addrs = ", ".join(bridge["addresses"]) or "no address"
         down = "" if bridge["up"] else " [red](down)[/]"
-        hs.add(f"bridge: [bold]{escape(bridge['name'])}[/] ({addrs}){down}")
+        hs.add(f"bridge: [bold]{bridge['name']}[/] ({addrs}){down}")
         port = host.get("port")
         if port is not None:
             colour = "green" if port["state"] == "forwarding" else "red"
@@ -102,33 +116,34 @@ def _host_side(node: Tree, iface: Doc) -> None:
         fdb = host.get("fdb")
         if fdb is not None:
             kind = "static" if fdb["static"] else "learnt"
-            hs.add(f"fdb: {fdb['mac']} {kind} on {escape(fdb['port'])}")
+            hs.add(f"fdb: {fdb['mac']} {kind} on {fdb['port']}")
         elif iface.get("mac"):
             hs.add(f"fdb: [yellow]no entry for {iface['mac']}[/] (not learnt yet, or aged out)")
 
 
 def print_show(doc: Doc) -> None:
+    raw, doc = doc, _markup_safe(doc)
     c = doc["container"]
     cid = c["id"]
     hexid = len(cid) == 64 and all(ch in "0123456789abcdef" for ch in cid)
     ident = cid[:12] if hexid else ("" if cid.startswith(("netns:", "pid:")) else cid)
-    head = f"[bold]{escape(c['name'])}[/] ({c['runtime']}{' ' + ident if ident else ''})"
+    head = f"[bold]{c['name']}[/] ({c['runtime']}{' ' + ident if ident else ''})"
     state = c["state"] if c["state"] == "running" else f"[red]{c['state']}[/]"
     tree = Tree(f"{head} {state}" + (f", pid {c['pid']}" if c["pid"] else ""))
     ns = c.get("netns")
     if ns is None:
         tree.add("[red]network namespace unknown[/]")
     else:
-        line = f"netns: {ns['inode']} {escape(ns['path'] or '')}"
+        line = f"netns: {ns['inode']} {ns['path'] or ''}"
         if ns["shared_with"]:
-            line += f" (shared with {escape(', '.join(ns['shared_with']))})"
+            line += f" (shared with {', '.join(ns['shared_with'])})"
         if ns.get("error"):
-            line += f" [red]{escape(ns['error'])}[/]"
+            line += f" [red]{ns['error']}[/]"
         tree.add(line)
     host = c.get("host_netns")
     tree.add(
-        f"mode: {escape(c['network_mode'])}"
-        + (f"; host: {escape(host['label'])} (netns {host['inode']})" if host else "")
+        f"mode: {c['network_mode']}"
+        + (f"; host: {host['label']} (netns {host['inode']})" if host else "")
     )
     ifaces = tree.add("interfaces")
     if not c["interfaces"]:
@@ -136,7 +151,7 @@ def print_show(doc: Doc) -> None:
     for iface in c["interfaces"]:
         up = "up" if iface["up"] else f"[red]{iface['oper_state']}[/]"
         node = ifaces.add(
-            f"[bold]{escape(iface['name'])}[/] ({iface['kind']}, ifindex {iface['ifindex']}) "
+            f"[bold]{iface['name']}[/] ({iface['kind']}, ifindex {iface['ifindex']}) "
             f"{iface['mac'] or ''} mtu {iface['mtu']} {up}"
         )
         addrs = [a["cidr"] for a in iface["addresses"]]
@@ -183,7 +198,7 @@ def print_show(doc: Doc) -> None:
                 "address": "this address only",
             }[s["reachable_from"]]
             ip = f"[{s['local_ip']}]" if ":" in s["local_ip"] else s["local_ip"]
-            who = f" {escape(s['process'])}[{s['pid']}]" if s["process"] else ""
+            who = f" {s['process']}[{s['pid']}]" if s["process"] else ""
             node.add(f"{s['proto']} {ip}:{s['local_port']} ({reach}){who}")
     if c["ports"]:
         tree.add("published: " + _ports(c["ports"]))
@@ -196,14 +211,11 @@ def print_show(doc: Doc) -> None:
         ):
             sub = node.add(title)
             for r in nf[key]:
-                sub.add(
-                    f"{r['backend']} {r['table']}/{r['chain']} #{r['position']}: "
-                    f"{escape(r['text'])}"
-                )
+                sub.add(f"{r['backend']} {r['table']}/{r['chain']} #{r['position']}: {r['text']}")
             if not nf[key]:
                 sub.add("[dim]none[/]")
     else:
-        node.add(f"[dim]{nf['status']}: {escape(nf['reason'] or '')}[/]")
+        node.add(f"[dim]{nf['status']}: {nf['reason'] or ''}[/]")
     sysctls = c["sysctls"]
     for where in ("container", "host"):
         if sysctls[where]:
@@ -211,14 +223,15 @@ def print_show(doc: Doc) -> None:
             for k, v in sysctls[where].items():
                 sub.add(f"{k} = {v}")
     console().print(tree)
-    _warnings(doc)
+    _warnings(raw)
 
 
 def print_topo(doc: Doc) -> None:
-    root = Tree(f"[bold]{escape(doc['host']['hostname'])}[/] (kernel {doc['host']['kernel']})")
+    raw, doc = doc, _markup_safe(doc)
+    root = Tree(f"[bold]{doc['host']['hostname']}[/] (kernel {doc['host']['kernel']})")
     for host in doc["hosts"]:
         ns = host["netns"]
-        node = root.add(f"[bold]{escape(ns['label'])}[/] (netns {ns['inode']})")
+        node = root.add(f"[bold]{ns['label']}[/] (netns {ns['inode']})")
         fwd = host["sysctls"].get("net.ipv4.ip_forward")
         if fwd is not None:
             node.add(
@@ -226,10 +239,10 @@ def print_topo(doc: Doc) -> None:
                 f"{host['sysctls'].get('net.bridge.bridge-nf-call-iptables', '-')}"
             )
         for up in host["uplinks"]:
-            node.add(f"uplink [bold]{escape(up['name'])}[/] {', '.join(up['addresses'])}")
+            node.add(f"uplink [bold]{up['name']}[/] {', '.join(up['addresses'])}")
         for br in host["bridges"]:
             bnode = node.add(
-                f"bridge [bold]{escape(br['name'])}[/] {', '.join(br['addresses'])}"
+                f"bridge [bold]{br['name']}[/] {', '.join(br['addresses'])}"
                 + ("" if br["up"] else " [red](down)[/]")
             )
             for port in br["ports"]:
@@ -239,14 +252,14 @@ def print_topo(doc: Doc) -> None:
         for veth in host["veths"]:
             _topo_port(node, veth, prefix="veth ")
         for name in host["host_mode_containers"]:
-            node.add(f"{escape(name)} (host network)")
+            node.add(f"{name} (host network)")
     if doc["unowned"]:
         node = root.add("namespaces no runtime owns")
         for ns in doc["unowned"]:
             links = ", ".join(ln for ln in ns["links"] if ln != "lo") or "only lo"
-            node.add(f"{escape(ns['label'])} (netns {ns['inode']}): {escape(links)}")
+            node.add(f"{ns['label']} (netns {ns['inode']}): {links}")
     console().print(root)
-    _warnings(doc)
+    _warnings(raw)
 
 
 def _topo_port(parent: Tree, port: Doc, prefix: str = "") -> None:
@@ -255,10 +268,10 @@ def _topo_port(parent: Tree, port: Doc, prefix: str = "") -> None:
     down = "" if port["up"] else " [red](down)[/]"
     who = ", ".join(port["containers"])
     peer = port.get("peer")
-    target = escape(who) if who else (escape(peer["netns_label"]) if peer else "?")
+    target = who if who else (peer["netns_label"] if peer else "?")
     ports = (
         f"  {port['ports'][0]}"
         if len(port["ports"]) == 1
         else (f"  {', '.join(port['ports'])}" if port["ports"] else "")
     )
-    parent.add(f"{prefix}{escape(port['name'])} -> [bold]{target}[/]{st}{down}{ports}")
+    parent.add(f"{prefix}{port['name']} -> [bold]{target}[/]{st}{down}{ports}")

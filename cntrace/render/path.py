@@ -16,6 +16,7 @@ from rich.text import Text
 
 from cntrace import codec
 from cntrace.model import Hop, Packet, Path
+from cntrace.render import safe
 
 STATUS_STYLE = {
     "delivered": "bold green",
@@ -70,7 +71,16 @@ def _observed(h: Hop) -> Text:
     return Text("not seen", style="red" if not h.ok else "yellow")
 
 
+def _safe(path: Path) -> Path:
+    """``path`` with its strings escaped for the terminal (the very same object when clean)."""
+    plain = codec.to_plain(path)
+    if not safe.any_unsafe(plain):
+        return path
+    return codec.from_plain(Path, safe.tree(plain))
+
+
 def render(path: Path, console: Console) -> None:
+    path = _safe(path)
     src, dst = path.source, path.destination
     target = dst.name or dst.ip or dst.asked
     if dst.ip and dst.name and dst.ip != dst.name:
@@ -123,7 +133,7 @@ def render(path: Path, console: Console) -> None:
             if said.startswith(LIVE_EVIDENCE):
                 step.append(f"\n          {said[len(LIVE_EVIDENCE) :]}", style="yellow")
         where = h.netns_label + (f" {h.interface}" if h.interface else "")
-        row: list[str | Text] = [str(h.index), where, step]
+        row: list[str | Text] = [str(h.index), Text(where), step]
         if live:
             row.append(_observed(h))
         table.add_row(*row)

@@ -19,6 +19,7 @@ from cntrace.netfilter import Netfilter, Walk
 from cntrace.netfilter.model import HOOKS
 from cntrace.netfilter.spec import PacketSpec
 from cntrace.render.console import console
+from cntrace.render.safe import clean
 
 RULES_SCHEMA = "cntrace.rules/v1"
 WALK_SCHEMA = "cntrace.rules.walk/v1"
@@ -109,6 +110,7 @@ def _counters(d: Doc) -> str:
 
 
 def print_listing(doc: Doc) -> None:
+    doc = clean(doc)
     out = console()
     head = Text()
     head.append("netns ", style="dim")
@@ -152,9 +154,9 @@ def print_listing(doc: Doc) -> None:
         t.add_column("rule")
         for r in body["rules"]:
             t.add_row(
-                r["backend"],
-                f"{r['family']} {r['table']}",
-                r["chain"],
+                escape(r["backend"]),
+                escape(f"{r['family']} {r['table']}"),
+                escape(r["chain"]),
                 str(r["position"]) + (f" h{r['handle']}" if "handle" in r else ""),
                 _counters(r),
                 escape(r["text"]),
@@ -182,6 +184,7 @@ def _pkt(p: Doc) -> str:
 
 
 def print_walk(doc: Doc) -> None:
+    doc = clean(doc)
     out = console()
     w = doc["walk"]
     head = Text()

@@ -20,7 +20,7 @@ from cntrace.topology import Topology
 
 if TYPE_CHECKING:
     from cntrace.sources.watch import ChangeWatch
-    from cntrace.tui.views import ContainerRow
+    from cntrace.tui.views.containers import ContainerRow
 
 
 class SnapshotSource(Protocol):
@@ -86,7 +86,7 @@ class LiveSource:
     def prefetch(self) -> None:
         """Start the cheap read now in a child process, so it runs on another core while this
         one loads the UI toolkit (a thread would only take turns with it on the GIL). The first
-        ``read(detail=False)`` collects it; call before any thread is started."""
+        ``read(detail=False)`` takes it; call before any thread is started."""
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: read, hand the Snapshot over, leave without cleanup
@@ -94,7 +94,7 @@ class LiveSource:
             try:
                 os.close(rfd)
                 try:
-                    from cntrace.tui.views import container_rows
+                    from cntrace.tui.views.containers import container_rows
 
                     snap = self._read(detail=False)
                     # The table's rows too: computing them here keeps them off the UI's core.
@@ -110,7 +110,7 @@ class LiveSource:
         os.close(wfd)
         self._child = (pid, rfd)
 
-    def _collect(self) -> Snapshot | None:
+    def _take_prefetched(self) -> Snapshot | None:
         """The prefetched Snapshot; None when the child failed unexpectedly (read again)."""
         assert self._child is not None
         pid, rfd = self._child
@@ -137,7 +137,7 @@ class LiveSource:
 
     def read(self, *, detail: bool) -> Snapshot:
         if not detail and self._child is not None:
-            got = self._collect()
+            got = self._take_prefetched()
             if got is not None:
                 return got
         return self._read(detail=detail)

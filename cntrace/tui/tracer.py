@@ -47,6 +47,9 @@ class DropBatch:
     lost: int = 0
 
 
+Progress = Callable[[Path], None]  # a partial live path, as observations arrive
+
+
 class TraceUnavailable(CntraceError):
     """Live tracing cannot run here; the message says why."""
 
@@ -62,12 +65,7 @@ class Tracer(Protocol):
         """Compile and load the probes ahead of the first trace (blocking; from a worker)."""
         ...
 
-    def trace(
-        self,
-        snapshot: Snapshot,
-        predicted: Path,
-        progress: Callable[[Path], None] | None = None,
-    ) -> Path:
+    def trace(self, snapshot: Snapshot, predicted: Path, progress: Progress | None = None) -> Path:
         """Send one probe along ``predicted`` and return the path with observations merged
         (mode ``live``). Blocking; raises TraceUnavailable or CntraceError."""
         ...
@@ -112,16 +110,20 @@ class EngineTracer:
             raise TraceUnavailable("live path tracing is not available (no trace_path)")
         return live
 
-    def can_trace(self) -> tuple[bool, str]:
+    def _can(self, doing: str, load: Callable[[], object]) -> tuple[bool, str]:
+        """Whether ``doing`` can run: not closed, root, and ``load`` finds what it needs."""
         if self._closed:
             return False, "closed"
         if os.geteuid() != 0:
-            return False, "live tracing needs root"
+            return False, f"{doing} needs root"
         try:
-            self._live()
+            load()
         except TraceUnavailable as exc:
             return False, exc.message
         return True, "ok"
+
+    def can_trace(self) -> tuple[bool, str]:
+        return self._can("live tracing", self._live)
 
     def _engine_locked(self) -> TraceEngine:
         if self._closed:
@@ -137,12 +139,7 @@ class EngineTracer:
             engine = self._engine_locked()
             engine.backend()
 
-    def trace(
-        self,
-        snapshot: Snapshot,
-        predicted: Path,
-        progress: Callable[[Path], None] | None = None,
-    ) -> Path:
+    def trace(self, snapshot: Snapshot, predicted: Path, progress: Progress | None = None) -> Path:
         live = self._live()
         with self._lock:
             try:
@@ -161,7 +158,7 @@ class EngineTracer:
         live: Any,
         snapshot: Snapshot,
         predicted: Path,
-        progress: Callable[[Path], None] | None,
+        progress: Progress | None,
     ) -> Any:
         """Through the kept engine when cntrace.trace.live lets us (plan_for + merge), so the
         probes stay loaded between traces; else its one-shot trace_path."""
@@ -189,15 +186,15 @@ class EngineTracer:
     # ------------------------------------------------------------------ drops
 
     def can_watch_drops(self) -> tuple[bool, str]:
-        if self._closed:
-            return False, "closed"
-        if os.geteuid() != 0:
-            return False, "watching kernel drops needs root"
+        return self._can("watching kernel drops", self._session)
+
+    @staticmethod
+    def _session() -> None:
+        """cntrace.trace.session loads (it pulls in bcc)."""
         try:
             from cntrace.trace import session  # noqa: F401
         except ImportError as exc:
-            return False, f"the tracing module cannot load: {exc}"
-        return True, "ok"
+            raise TraceUnavailable(f"the tracing module cannot load: {exc}") from None
 
     def drop_batches(self, stop: threading.Event) -> Iterator[DropBatch]:
         from cntrace.trace.session import DropWatch

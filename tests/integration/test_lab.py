@@ -11,40 +11,21 @@ from pathlib import Path
 
 import pytest
 from harness import require_root
-from labkit import CNTRACE, Lab, cntrace, lab_up, unique_name
+from labkit import CNTRACE, Lab, cntrace, lab_up, root_state, unique_name
 
 from cntrace.lab import faults, state
 
 
-def _root_state() -> dict[str, str]:
-    """What the root namespace looks like: namespaces, links, and both rulesets."""
-
-    def out(*cmd: str) -> str:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-
-    def strip_comments(text: str) -> str:
-        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-
-    return {
-        "netns": out("ip", "netns", "list"),
-        "links": out("ip", "-o", "link", "show"),
-        "addresses": out("ip", "-o", "addr", "show"),
-        "routes": out("ip", "route", "show", "table", "all"),
-        "nft": out("nft", "list", "ruleset"),
-        "iptables-legacy": strip_comments(out("iptables-legacy-save")),
-    }
-
-
 def test_up_down_leaves_the_root_namespace_exactly_as_before() -> None:
     require_root()
-    before = _root_state()
+    before = root_state()
     name = unique_name("ud")
     with lab_up(name, "--containers", "6") as lab:
-        during = _root_state()
+        during = root_state()
         assert lab.state.status == "up"
         for key in ("links", "addresses", "routes", "nft", "iptables-legacy"):
             assert during[key] == before[key], f"lab up changed the root namespace's {key}"
-    assert _root_state() == before
+    assert root_state() == before
 
 
 FAULT_CASES: dict[str, list[tuple[str, str, int, str, int, str]]] = {

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path as FsPath
 
 import pytest
+from rich.style import Style
+from textual.geometry import Region
+from textual.widget import Widget
 from tuikit import (
     LAB,
     LiveRecordedSource,
@@ -67,7 +70,7 @@ async def test_filter_narrows_incrementally_and_escape_clears(make_app: MakeApp)
         assert app.main.table.row_count == 2
         await pilot.press("slash", "escape")
         await pilot.pause()
-        assert app.filter_text == ""
+        assert app.containers.filter_text == ""
         assert app.main.table.row_count == 5
 
 
@@ -204,9 +207,9 @@ async def test_path_run_shows_drop_finding_and_rule(make_app: MakeApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await path_to(pilot, "client", "203.0.113.10:80")
-        assert app.path is not None
-        assert app.path.verdict.status == "dropped"
-        assert [f.code for f in app.path.findings] == ["forward-drop"]
+        assert app.path.current is not None
+        assert app.path.current.verdict.status == "dropped"
+        assert [f.code for f in app.path.current.findings] == ["forward-drop"]
         verdict = _plain(app.main.path_panel.verdict)
         assert "DROPPED at hop 6" in verdict
         assert "forward-drop" in verdict
@@ -240,7 +243,7 @@ async def test_bad_destination_is_one_line_not_a_crash(make_app: MakeApp) -> Non
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await path_to(pilot, "client", "nosuchthing:80")
-        assert app.path is None
+        assert app.path.current is None
         text = _plain(app.main.path_panel.verdict)
         assert text.strip() and "\n" not in text.strip()
         await pilot.press("escape")
@@ -257,14 +260,14 @@ async def test_udp_and_refused_paths(make_app: MakeApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await path_to(pilot, "client", "web:80")
-        assert app.path is not None and app.path.verdict.status == "refused"
-        assert [f.code for f in app.path.findings] == ["no-listener"]
+        assert app.path.current is not None and app.path.current.verdict.status == "refused"
+        assert [f.code for f in app.path.current.findings] == ["no-listener"]
     app = make_app("healthy")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await path_to(pilot, "client", "web:9000 udp")
-        assert app.path is not None and app.path.verdict.status == "delivered"
-        assert app.path.destination.protocol == "udp"
+        assert app.path.current is not None and app.path.current.verdict.status == "delivered"
+        assert app.path.current.destination.protocol == "udp"
 
 
 async def test_live_path_fills_in_observations(make_app: MakeApp) -> None:
@@ -275,7 +278,7 @@ async def test_live_path_fills_in_observations(make_app: MakeApp) -> None:
         await path_to(pilot, "client", "203.0.113.10:80")
         assert tracer.traces == 1
         assert tracer.prepared, "opening the path tab warms the probes up"
-        assert app.path is not None and app.path.mode == "live"
+        assert app.path.current is not None and app.path.current.mode == "live"
         timeline = app.main.path_panel.timeline
         assert "LIVE" in [str(c.label) for c in timeline.columns.values()]
         assert "live trace" in _plain(app.main.path_panel.query_one("#path-status"))
@@ -290,12 +293,12 @@ async def test_path_waits_for_full_discovery(make_app: MakeApp) -> None:
         await settle(pilot)
         app.detailed = False
         await path_to(pilot, "client", "web:80")
-        assert app.path is None
+        assert app.path.current is None
         assert "waiting for full discovery" in _plain(app.main.path_panel.query_one("#path-status"))
-        app.rediscover("test")
-        await wait_for(pilot, lambda: app.path is not None)
-        assert app.path is not None and app.path.verdict.status == "delivered"
-        assert app.path_answers == app.path_requests == 1
+        app.feed.rediscover("test")
+        await wait_for(pilot, lambda: app.path.current is not None)
+        assert app.path.current is not None and app.path.current.verdict.status == "delivered"
+        assert app.path.answers == app.path.requests == 1
 
 
 # --------------------------------------------------------------------------- export
@@ -313,7 +316,7 @@ async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: 
         await wait_for(pilot, lambda: app.last_report is not None)
         assert app.last_report is not None
         assert app.last_report in _plain(app.main.path_panel.query_one("#path-status"))
-        shown = app.path
+        shown = app.path.current
     report = FsPath(app.last_report)
     assert report.parent == tmp_path
     assert report.name.startswith("cntrace-report-client-to-203.0.113.10_80-")
@@ -421,13 +424,33 @@ async def test_quit_stops_the_drop_stream(make_app: MakeApp) -> None:
         drops = [w for w in app.workers if w.group == "drops"]
         assert drops and not drops[0].is_finished
         await pilot.press("q")
-    assert app._stop.is_set()
+    assert app.stopping.is_set()
 
 
-def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_color_keeps_every_cue(make_app: MakeApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under NO_COLOR the terminal gets no colour, so what cntrace marks must stand out by a
+    mark, a word or bold/reverse video: the deciding hop, the verdict, the finding and the
+    post-mortem status (whose banner colour is gone)."""
     monkeypatch.setenv("NO_COLOR", "1")
-    app = build_app(LiveRecordedSource(lab_snapshot("healthy")), None)
-    assert app.no_color
+    app = make_app("forward-drop")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await path_to(pilot, "client", "203.0.113.10:80")
+        panel = app.main.path_panel
+        hops = _painted(panel.timeline)
+        verdict = _painted(panel.verdict.query_one("#verdict-body"))
+        status = _painted(app.main.status)
+    painted = hops + verdict + status
+    assert all(_hueless(style) for _text, style in painted), "a colour got through"
+    deciding = _attrs(_cell(hops, "✗6"))
+    assert {"bold", "reverse"} <= deciding
+    assert deciding != _attrs(_cell(hops, "5")), "the deciding hop looks like any other"
+    assert "reverse" in _attrs(_cell(verdict, " verdict "))
+    assert "bold" in _attrs(_cell(verdict, "DROPPED"))
+    assert "reverse" in _attrs(_cell(verdict, " x "))  # the error finding's mark
+    assert "bold" in _attrs(_cell(verdict, " forward-drop"))
+    assert "bold" in _attrs(_cell(status, "■ post-mortem"))
+    assert "bold" in _attrs(_cell(status, "live off"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -456,6 +479,38 @@ def _plain(widget: object) -> str:
     return "\n".join(parts)
 
 
+Painted = list[tuple[str, Style]]
+
+
+def _painted(widget: Widget) -> Painted:
+    """Every (text, style) a widget sends to the terminal, after the app's filters."""
+    lines = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return [(seg.text, seg.style or Style()) for line in lines for seg in line]
+
+
+def _cell(painted: Painted, text: str) -> Style:
+    """The style of the first painted run that is ``text`` (surrounding blanks ignored)."""
+    for got, style in painted:
+        if got.strip() and got.strip() == text.strip():
+            return style
+    raise AssertionError(f"{text!r} is not on screen: {[t for t, _ in painted if t.strip()]}")
+
+
+def _attrs(style: Style) -> set[str]:
+    """What sets a run apart without colour."""
+    return {a for a in ("bold", "dim", "italic", "underline", "reverse") if getattr(style, a)}
+
+
+def _hueless(style: Style) -> bool:
+    for colour in (style.color, style.bgcolor):
+        if colour is None or colour.is_default:
+            continue
+        r, g, b = colour.get_truecolor()
+        if not r == g == b:
+            return False
+    return True
+
+
 def _key_at(table: RulesTable, row: int) -> str:
     return str(table.coordinate_to_cell_key((row, 0)).row_key.value)
 
@@ -468,13 +523,13 @@ async def test_topology_opens_on_the_selected_container(make_app: MakeApp) -> No
     app = make_app("healthy")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        db = next(r.key for r in app.rows if r.name == "db")
+        db = next(r.key for r in app.containers.rows if r.name == "db")
         app.main.table.select_key(db)
         await pilot.press("2")
         await wait_for(pilot, lambda: app.main.topo_tree.cursor_node is not None)
         await wait_for(pilot, lambda: app.main.topo_tree.cursor_node.data.name == db)  # type: ignore[union-attr]
         assert "db" in _plain(app.main.details)
-        web = next(r.key for r in app.rows if r.name == "web")
+        web = next(r.key for r in app.containers.rows if r.name == "web")
         await pilot.press("1")
         app.main.table.select_key(web)
         await pilot.press("2")

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets.data_table import ColumnKey
 from tuikit import path_to, settle, to_container_node, type_text, wait_for
 
 from cntrace.tui.app import CntraceApp
 
+STAMP = "00:00:00.000"  # a drop's time
 MakeApp = Callable[..., CntraceApp]
 SnapCompare = Callable[..., bool]
 Steps = Callable[[Pilot[int]], Awaitable[None]]
@@ -68,11 +70,14 @@ async def _to_web_node(pilot: Pilot[int]) -> None:
 
 
 async def _drops_arrived(pilot: Pilot[int]) -> None:
+    """Rows in, and measured: a DataTable sizes its columns when idle, so a screenshot taken
+    between the two would show the rows in header-wide columns."""
     app = pilot.app
     assert isinstance(app, CntraceApp)
+    table = app.main.drops.table
     for _ in range(200):
         await pilot.pause(0.02)
-        if app.main.drops.table.row_count:
+        if table.row_count and table.columns[ColumnKey("TIME")].content_width >= len(STAMP):
             return
     raise AssertionError("no drops")
 

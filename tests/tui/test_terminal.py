@@ -294,7 +294,7 @@ def test_interrupted_console_leaves_nothing(lab: Lab, console: tuple[Tmux, Path]
 def test_live_source_prefetches_in_a_child(lab: Lab) -> None:
     """The cheap read runs in a forked child; the first read collects it and reaps the child."""
     from cntrace.tui.source import LiveSource
-    from cntrace.tui.views import container_rows
+    from cntrace.tui.views.containers import container_rows
 
     source = LiveSource()
     source.prefetch()

@@ -16,15 +16,10 @@ from cntrace.render.discovery_json import ls_doc
 from cntrace.sources import recorded
 from cntrace.tui.query import PathQuery, parse_destination
 from cntrace.tui.report import build_report, report_name, write_report
-from cntrace.tui.views import (
-    DropAttributor,
-    container_rows,
-    deciding_rule,
-    filter_rows,
-    hop_columns,
-    hop_rows,
-    topology_nodes,
-)
+from cntrace.tui.views.containers import container_rows, filter_rows
+from cntrace.tui.views.drops import DropAttributor
+from cntrace.tui.views.path import deciding_rule, hop_columns, hop_rows
+from cntrace.tui.views.topology import topology_nodes
 
 
 def test_rows_are_the_ls_rows() -> None:

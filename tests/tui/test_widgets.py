@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import App, ComposeResult
 
-from cntrace.tui.views import ContainerRow, NodeRef, TreeNode
+from cntrace.tui.views.containers import ContainerRow
+from cntrace.tui.views.topology import NodeRef, TreeNode
 from cntrace.tui.widgets.containers_table import ContainersTable
 from cntrace.tui.widgets.topology_tree import LAZY_CHILDREN, TopologyTree
 

@@ -136,7 +136,7 @@ async def settle(pilot: Pilot[int], timeout: float = 10.0) -> None:
     while loop.time() < end:
         await pilot.pause()
         busy = [w for w in app.workers if w.group in BUSY and not w.is_finished]
-        started = app.snapshot is not None or app.discovery_error is not None
+        started = app.snapshot is not None or app.feed.error is not None
         if started and not busy:
             break
         await asyncio.sleep(0.02)
@@ -155,13 +155,13 @@ async def path_to(pilot: Pilot[int], source: str, destination: str) -> None:
     app = pilot.app
     assert isinstance(app, CntraceApp)
     await pilot.press("1")
-    key = next(r.key for r in app.rows if r.name == source)
+    key = next(r.key for r in app.containers.rows if r.name == source)
     assert app.main.table.select_key(key)
     await pilot.press("p")
     assert app.main.tabs.active == "path"
     assert isinstance(app.focused, Input) and app.focused.id == "destination"
     await type_text(pilot, destination)
-    asked = app.path_requests
+    asked = app.path.requests
     await pilot.press("enter")
     await answered(pilot, asked)
 
@@ -172,8 +172,8 @@ async def answered(pilot: Pilot[int], asked: int, timeout: float = 15.0) -> None
     assert isinstance(app, CntraceApp)
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while not (app.path_requests > asked and app.path_answers >= app.path_requests):
-        if app._pending_path is not None:
+    while not (app.path.requests > asked and app.path.answers >= app.path.requests):
+        if app.path.pending is not None:
             break  # waiting for discovery: the caller decides what comes next
         if loop.time() > end:
             raise AssertionError("the path panel never answered")

@@ -16,7 +16,18 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "cntrace"
 
-CORE = ("model", "codec", "errors", "topology", "netfilter", "path", "findings")
+CORE = (
+    "model",
+    "codec",
+    "errors",
+    "topology",
+    "netfilter",
+    "path",
+    "findings",
+    "whatif",
+    "redact",
+    "report",
+)
 SYSTEM_FACING = ("sources", "trace", "lab", "tui", "render", "commands", "cli")
 SYSTEM_LIBS = (
     "subprocess",

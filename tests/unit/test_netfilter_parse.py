@@ -11,7 +11,7 @@ from harness import FIXTURES
 from cntrace import netfilter
 from cntrace.model import Ruleset
 from cntrace.netfilter import ipset, iptables_save, nft_json
-from cntrace.netfilter.model import Match, NatSpec, Verdict, VerdictMap
+from cntrace.netfilter.steps import Match, NatSpec, Verdict, VerdictMap
 
 RS = FIXTURES / "rulesets"
 

@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane, Tree
+from textual.widgets import Footer, Input, TabbedContent, TabPane
 
-from cntrace.tui.views import NodeRef
+from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.widgets.containers_table import ContainersTable
 from cntrace.tui.widgets.details_pane import DetailsPane
 from cntrace.tui.widgets.drops_panel import DropsPanel
 from cntrace.tui.widgets.filter_input import FilterInput
-from cntrace.tui.widgets.hop_timeline import HopTimeline
 from cntrace.tui.widgets.path_panel import PathPanel
 from cntrace.tui.widgets.status_bar import StatusBar
 from cntrace.tui.widgets.topology_tree import TopologyTree
 
-if TYPE_CHECKING:
-    from cntrace.tui.app import CntraceApp
-
-TABS = ("containers", "topology", "path", "drops")
-
 
 class MainScreen(Screen[None]):
-    """Widgets only; the app owns the data and the workers and calls back in here."""
+    """Lays the tabs out and moves the focus; what a key asks for goes out as a message to the
+    tabs' controllers (cntrace.tui.controllers), which drive the widgets."""
+
+    @dataclass
+    class TabShown(Message):
+        """Tab ``name`` became the active one."""
+
+        name: str
+
+    class RefreshAsked(ConsoleMessage):
+        """`R`: read discovery again now."""
+
+    class ExportAsked(ConsoleMessage):
+        """`e`: write the path on screen as a bug report."""
+
+    class DecidingRuleAsked(ConsoleMessage):
+        """`r` outside the topology tab: the rule that decided the path's verdict."""
+
+    class NodeRulesAsked(ConsoleMessage):
+        """`r` on the topology tab: the rules touching the highlighted node."""
 
     BINDINGS = [
         Binding("1", "tab('containers')", "Containers", show=False, tooltip="containers tab"),
@@ -90,65 +105,41 @@ class MainScreen(Screen[None]):
     }
     """
 
-    @property
-    def cntrace(self) -> CntraceApp:
-        return cast("CntraceApp", self.app)
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        """``on_ready`` runs once the screen is mounted, before its first frame is painted (so
+        a snapshot already in memory is in that frame)."""
+        super().__init__()
+        self._on_ready = on_ready
+        self.status = StatusBar("starting…", id="status")
+        self.tabs = TabbedContent(initial="containers", id="tabs")
+        self.filter_box = FilterInput()
+        self.table = ContainersTable(id="containers-table")
+        self.topo_tree = TopologyTree()
+        self.details = DetailsPane()
+        self.path_panel = PathPanel(id="path-panel")
+        self.drops = DropsPanel()
+        self._want_destination = False  # `p` from another tab: into the box once shown
+        self._want_filter = False  # `/` from another tab: into the filter once shown
 
     def compose(self) -> ComposeResult:
-        yield StatusBar("starting…", id="status")
-        with TabbedContent(initial="containers", id="tabs"):
+        yield self.status
+        with self.tabs:
             with TabPane("1 Containers", id="containers"), Vertical():
-                yield FilterInput()
-                yield ContainersTable(id="containers-table")
+                yield self.filter_box
+                yield self.table
             with TabPane("2 Topology", id="topology"), Horizontal(id="topology-split"):
-                yield TopologyTree()
-                yield DetailsPane()
+                yield self.topo_tree
+                yield self.details
             with TabPane("3 Path", id="path"):
-                yield PathPanel(id="path-panel")
+                yield self.path_panel
             with TabPane("4 Drops", id="drops"):
-                yield DropsPanel()
+                yield self.drops
         yield Footer()
-
-    # ------------------------------------------------------------------ widget access
-
-    @property
-    def status(self) -> StatusBar:
-        return self.query_one(StatusBar)
-
-    @property
-    def table(self) -> ContainersTable:
-        return self.query_one(ContainersTable)
-
-    @property
-    def filter_box(self) -> FilterInput:
-        return self.query_one(FilterInput)
-
-    @property
-    def topo_tree(self) -> TopologyTree:
-        return self.query_one(TopologyTree)
-
-    @property
-    def details(self) -> DetailsPane:
-        return self.query_one(DetailsPane)
-
-    @property
-    def path_panel(self) -> PathPanel:
-        return self.query_one(PathPanel)
-
-    @property
-    def drops(self) -> DropsPanel:
-        return self.query_one(DropsPanel)
-
-    @property
-    def tabs(self) -> TabbedContent:
-        return self.query_one(TabbedContent)
 
     # ------------------------------------------------------------------ actions
 
     def action_tab(self, name: str) -> None:
         self.tabs.active = name
-
-    _want_destination = False
 
     def action_path(self) -> None:
         self.open_path()
@@ -161,8 +152,6 @@ class MainScreen(Screen[None]):
             self._want_destination = True
             self.tabs.active = "path"
 
-    _want_filter = False
-
     def action_filter(self) -> None:
         if self.tabs.active == "containers":
             self.filter_box.open()
@@ -171,13 +160,16 @@ class MainScreen(Screen[None]):
             self.tabs.active = "containers"
 
     def action_open_rule(self) -> None:
-        self.cntrace.open_deciding_rule()
+        if self.tabs.active == "topology":
+            self.post_message(self.NodeRulesAsked())
+        else:
+            self.post_message(self.DecidingRuleAsked())
 
     def action_export(self) -> None:
-        self.cntrace.export_report()
+        self.post_message(self.ExportAsked())
 
     def action_rediscover(self) -> None:
-        self.cntrace.rediscover(reason="asked")
+        self.post_message(self.RefreshAsked())
 
     def action_leave_input(self) -> None:
         focused = self.focused
@@ -191,11 +183,11 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.table.focus()
-        self.cntrace.screen_ready()
+        self._on_ready()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         name = event.pane.id or ""
-        self.cntrace.tab_shown(name)
+        self.post_message(self.TabShown(name))
         if name == "containers":
             if self._want_filter:
                 self._want_filter = False
@@ -215,29 +207,8 @@ class MainScreen(Screen[None]):
         elif name == "drops":
             self.drops.table.focus()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.cntrace.set_filter(event.value)
-
     def on_filter_input_done(self, event: FilterInput.Done) -> None:
         self.table.focus()
 
     def on_containers_table_chosen(self, event: ContainersTable.Chosen) -> None:
-        self.cntrace.choose_source(event.key, go=True)
-
-    def on_containers_table_highlighted(self, event: ContainersTable.Highlighted) -> None:
-        self.cntrace.choose_source(event.key, go=False)
-
-    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
-        ref = event.node.data
-        if ref is not None:
-            self.cntrace.node_highlighted(ref)
-
-    def on_path_panel_requested(self, event: PathPanel.Requested) -> None:
-        self.cntrace.request_path(event.text)
-
-    def on_hop_timeline_open_rule(self, event: HopTimeline.OpenRule) -> None:
-        self.cntrace.open_hop_rule(event.index)
-
-    def on_drops_panel_settings(self, event: DropsPanel.Settings) -> None:
-        self.cntrace.drop_settings(paused=event.paused, everything=event.everything)
+        self.open_path()

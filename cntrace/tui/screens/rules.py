@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 from cntrace.errors import CntraceError
 from cntrace.model import Snapshot
 from cntrace.topology import Topology
-from cntrace.tui.views import RuleKey
+from cntrace.tui.views.rules import RuleKey
 from cntrace.tui.widgets.rules_table import RulesTable
 
 

@@ -9,17 +9,18 @@ one pre-padded string, widths come from ``len``, and only the visible lines are 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from cntrace.tui.views import CONTAINER_COLUMNS, ContainerRow
+from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.views.containers import CONTAINER_COLUMNS, ContainerRow
 
 GAP = 2  # spaces between columns
 MAX_COL = 48  # a column never grows past this (IP lists, port lists): the rest is cut with …
@@ -81,19 +82,17 @@ class ContainersTable(ScrollView, can_focus=True):
     }
     """
 
-    class Chosen(Message):
+    @dataclass
+    class Chosen(ConsoleMessage):
         """The user wants a path from this container."""
 
-        def __init__(self, key: str) -> None:
-            super().__init__()
-            self.key = key
+        key: str
 
-    class Highlighted(Message):
+    @dataclass
+    class Highlighted(ConsoleMessage):
         """The cursor moved to this container."""
 
-        def __init__(self, key: str) -> None:
-            super().__init__()
-            self.key = key
+        key: str
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)

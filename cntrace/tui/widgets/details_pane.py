@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rich.console import RenderableType
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+
+from cntrace.tui.widgets.scroll_text import ScrollText
 
 
-class DetailsPane(VerticalScroll):
+class DetailsPane(ScrollText):
     """Scrolls on its own (Tab focuses it; arrows and PgUp/PgDn move)."""
 
     DEFAULT_CSS = """
@@ -20,12 +20,8 @@ class DetailsPane(VerticalScroll):
     """
 
     def __init__(self) -> None:
-        super().__init__(id="details", can_focus=True)
-        self._body = Static("select a node", id="details-body")
-
-    def compose(self):  # type: ignore[no-untyped-def]
-        yield self._body
+        super().__init__("select a node", id="details", body_id="details-body")
 
     def show(self, renderable: RenderableType) -> None:
-        self._body.update(renderable)
+        self.set_body(renderable)
         self.scroll_home(animate=False)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.message import Message
 from textual.widgets import Static
 
+from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.widgets.drops_table import DropsTable
 
 
@@ -40,11 +41,12 @@ class DropsPanel(Vertical):
     }
     """
 
-    class Settings(Message):
-        def __init__(self, paused: bool, everything: bool) -> None:
-            super().__init__()
-            self.paused = paused
-            self.everything = everything
+    @dataclass
+    class Settings(ConsoleMessage):
+        """Pause or resume the list; every drop or only those of containers."""
+
+        paused: bool
+        everything: bool
 
     def __init__(self) -> None:
         super().__init__(id="drops-panel")

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.widgets import DataTable
 
-from cntrace.tui.views import DROP_COLUMNS
+from cntrace.tui.views.drops import DROP_COLUMNS
 
 MAX_ROWS = 500
 
@@ -43,6 +44,13 @@ class DropsTable(DataTable[object]):
             self.remove_row(self._keys.pop(0))
         if rows and follow:
             self.move_cursor(row=self.row_count - 1, animate=False)
+
+    def watch_virtual_size(self, old: Size, new: Size) -> None:
+        """The columns were measured again (new rows are sized when the table is idle): drop the
+        lines cached with the old widths, or a frame painted in between would keep showing the
+        rows cut to their headers' widths until the next drop."""
+        if old.width != new.width:
+            self.notify_style_update()
 
     def clear_drops(self) -> None:
         self.clear()

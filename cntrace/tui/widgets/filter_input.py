@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
+
+from cntrace.tui.messages import ConsoleMessage
 
 
 class FilterInput(Input):
@@ -30,12 +34,17 @@ class FilterInput(Input):
     }
     """
 
+    @dataclass
+    class Filtered(ConsoleMessage):
+        """The filter's text changed (every keystroke)."""
+
+        text: str
+
+    @dataclass
     class Done(Message):
         """Leave the filter (keep its text unless ``cleared``)."""
 
-        def __init__(self, cleared: bool) -> None:
-            super().__init__()
-            self.cleared = cleared
+        cleared: bool
 
     def __init__(self) -> None:
         super().__init__(placeholder="filter: words to match anywhere in a row", id="filter")
@@ -43,6 +52,9 @@ class FilterInput(Input):
     def open(self) -> None:
         self.add_class("open")
         self.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.post_message(self.Filtered(event.value))
 
     def action_clear_filter(self) -> None:
         self.value = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.widgets import Static
 
 from cntrace.model import Path
-from cntrace.tui.views import hop_detail
+from cntrace.tui.views.path import hop_detail
 
 
 class HopDetail(Static):

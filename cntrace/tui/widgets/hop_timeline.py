@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.binding import Binding
-from textual.message import Message
 from textual.widgets import DataTable
 
 from cntrace.model import Path
-from cntrace.tui.views import hop_columns, hop_rows
+from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.views.path import hop_columns, hop_rows
 
 
 class HopTimeline(DataTable[object]):
@@ -30,12 +32,11 @@ class HopTimeline(DataTable[object]):
     }
     """
 
-    class OpenRule(Message):
+    @dataclass
+    class OpenRule(ConsoleMessage):
         """Open the rules view at the rule of hop ``index``."""
 
-        def __init__(self, index: int) -> None:
-            super().__init__()
-            self.index = index
+        index: int
 
     def __init__(self) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, id="hops")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from cntrace.model import Path
-from cntrace.tui.views import path_header
+from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.views.path import path_header
 from cntrace.tui.widgets.hop_detail import HopDetail
 from cntrace.tui.widgets.hop_timeline import HopTimeline
 from cntrace.tui.widgets.verdict_view import VerdictView
 
 
 class PathPanel(Vertical):
-    """Enter in the destination box asks for a path; the app answers with show_* calls."""
+    """Enter in the destination box asks for a path; the path controller answers with show_*."""
 
     DEFAULT_CSS = """
     PathPanel {
@@ -48,38 +50,33 @@ class PathPanel(Vertical):
     }
     """
 
-    class Requested(Message):
+    @dataclass
+    class Requested(ConsoleMessage):
         """Predict (and trace, when live) from the source to ``text``."""
 
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
+        text: str
 
-    _path: Path | None = None
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._path: Path | None = None
+        self._source = Static(Text("from: (select a container)", "dim"), id="path-source")
+        self.destination = Input(
+            placeholder="web:80, 10.0.0.5:443, host:8080, name udp ...", id="destination"
+        )
+        self._status = Static("", id="path-status")
+        self.timeline = HopTimeline()
+        self._hop = HopDetail(id="hop-detail")
+        self.verdict = VerdictView()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="path-query"):
-            yield Static(Text("from: (select a container)", "dim"), id="path-source")
+            yield self._source
             yield Static(Text("to:", "dim"), id="path-to")
-            yield Input(
-                placeholder="web:80, 10.0.0.5:443, host:8080, name udp ...", id="destination"
-            )
-        yield Static("", id="path-status")
-        yield HopTimeline()
-        yield HopDetail(id="hop-detail")
-        yield VerdictView()
-
-    @property
-    def timeline(self) -> HopTimeline:
-        return self.query_one(HopTimeline)
-
-    @property
-    def verdict(self) -> VerdictView:
-        return self.query_one(VerdictView)
-
-    @property
-    def destination(self) -> Input:
-        return self.query_one("#destination", Input)
+            yield self.destination
+        yield self._status
+        yield self.timeline
+        yield self._hop
+        yield self.verdict
 
     def set_source(self, name: str | None) -> None:
         label = Text("from: ", "dim")
@@ -87,10 +84,10 @@ class PathPanel(Vertical):
             label.append("(select a container)", "dim")
         else:
             label.append(name, "bold")
-        self.query_one("#path-source", Static).update(label)
+        self._source.update(label)
 
     def set_status(self, text: Text | str) -> None:
-        self.query_one("#path-status", Static).update(text)
+        self._status.update(text)
 
     def focus_destination(self) -> None:
         self.destination.focus()
@@ -98,7 +95,7 @@ class PathPanel(Vertical):
     def show_path(self, path: Path, status: Text | str | None = None) -> None:
         self._path = path
         self.timeline.show(path)
-        self.query_one(HopDetail).show(path, self.timeline.hop_index)
+        self._hop.show(path, self.timeline.hop_index)
         self.verdict.show(path)
         head = path_header(path)
         if status:
@@ -109,13 +106,13 @@ class PathPanel(Vertical):
     def show_error(self, text: str) -> None:
         self._path = None
         self.timeline.show(None)
-        self.query_one(HopDetail).show(None, None)
+        self._hop.show(None, None)
         self.verdict.message(text, error=True)
         self.set_status("")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table is self.timeline:
-            self.query_one(HopDetail).show(self._path, self.timeline.hop_index)
+            self._hop.show(self._path, self.timeline.hop_index)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "destination":

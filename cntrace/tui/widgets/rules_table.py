@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import DataTable
 
-from cntrace.tui.views import RuleKey, rule_key
+from cntrace.tui.views.rules import RuleKey, rule_key
 
 if TYPE_CHECKING:
     from cntrace.netfilter.model import Netfilter, Rule

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
-from cntrace.tui.views import NodeRef, TreeNode
+from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.views.topology import NodeRef, TreeNode
 
 LAZY_CHILDREN = 40  # a bridge with more ports than this is filled in when it is expanded
 
@@ -30,6 +32,12 @@ class TopologyTree(Tree[NodeRef]):
         height: 1fr;
     }
     """
+
+    @dataclass
+    class Highlighted(ConsoleMessage):
+        """The cursor moved to the node of ``ref``."""
+
+        ref: NodeRef
 
     def __init__(self) -> None:
         super().__init__("topology", data=NodeRef("info"), id="topology-tree")
@@ -71,6 +79,10 @@ class TopologyTree(Tree[NodeRef]):
         else:
             self.cursor_line = 0
 
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
+        if event.node.data is not None:
+            self.post_message(self.Highlighted(event.node.data))
+
     def on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
         self._fill(event.node)
 
@@ -79,12 +91,7 @@ class TopologyTree(Tree[NodeRef]):
         if children is None:
             return
         for child in children:
-            if child.children:
-                ui = node.add(child.label, data=child.ref, expand=child.expand)
-                for grandchild in child.children:
-                    self._add_all(ui, grandchild)
-            else:
-                node.add_leaf(child.label, data=child.ref)
+            self._add_all(node, child)
 
     def reveal(self, ref: NodeRef) -> bool:
         """Put the cursor on ``ref``'s node, filling in and expanding what hides it."""

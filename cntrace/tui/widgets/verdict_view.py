@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
 
 from cntrace.model import Path
-from cntrace.tui.views import verdict_lines
+from cntrace.tui.views.path import verdict_lines
+from cntrace.tui.widgets.scroll_text import ScrollText
 
 
-class VerdictView(VerticalScroll):
+class VerdictView(ScrollText):
     """Shows a Path's verdict and findings, or a one-line message (an error, a hint)."""
 
     DEFAULT_CSS = """
@@ -26,16 +25,12 @@ class VerdictView(VerticalScroll):
     """
 
     def __init__(self) -> None:
-        super().__init__(id="verdict", can_focus=True)
-        self._body = Static("", id="verdict-body")
-
-    def compose(self):  # type: ignore[no-untyped-def]
-        yield self._body
+        super().__init__("", id="verdict", body_id="verdict-body")
 
     def show(self, path: Path) -> None:
-        self._body.update(Group(*verdict_lines(path)))
+        self.set_body(Group(*verdict_lines(path)))
         self.refresh(layout=True)  # an auto-height container must be measured again
 
     def message(self, text: str, *, error: bool = False) -> None:
-        self._body.update(Text(text, "bold red" if error else "dim"))
+        self.set_body(Text(text, "bold red" if error else "dim"))
         self.refresh(layout=True)

@@ -1,0 +1,396 @@
+"""nft JSON expressions lowered to the model: left-hand sides become Fields, right-hand sides
+Atoms, and a ``match`` statement a Match.
+
+Expressions the evaluator cannot read become a Field keyed ``unsupported:...``, which the match
+turns into an unsupported (uncertain) Match; shapes nft never prints raise Malformed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS, PROTO_NUMBERS
+from cntrace.netfilter.nft_text import stmt_text
+from cntrace.netfilter.steps import Atom, Field, Match, Verdict
+from cntrace.netfilter.values import (
+    ICMP_TYPES,
+    ICMPV6_TYPES,
+    int_value,
+    port_number,
+    prefix_atom,
+)
+
+
+class Malformed(ValueError):
+    """A structural problem in one JSON object; turned into a RulesetError with its position."""
+
+    index: int | None = None
+
+
+def key_types(t: Any) -> tuple[str, ...]:
+    if isinstance(t, str):
+        return (t,)
+    if isinstance(t, list) and all(isinstance(x, str) for x in t):
+        return tuple(t)
+    if isinstance(t, dict) and "typeof" in t:
+        exprs = t["typeof"]
+        parts = exprs["concat"] if isinstance(exprs, dict) and "concat" in exprs else [exprs]
+        return tuple(_typeof_kind(p) for p in parts)
+    raise Malformed(f"unknown set type {t!r}")
+
+
+def _typeof_kind(expr: Any) -> str:
+    try:
+        f = _field(expr)
+    except Malformed:
+        return "raw"
+    return (
+        {
+            "saddr": "ipv4_addr",
+            "daddr": "ipv4_addr",
+            "sport": "inet_service",
+            "dport": "inet_service",
+            "l4proto": "inet_proto",
+            "iifname": "ifname",
+            "oifname": "ifname",
+            "mark": "mark",
+            "ctmark": "mark",
+        }.get(f.key, "raw")
+        if f.family != 6
+        else "ipv6_addr"
+    )
+
+
+TYPE_KIND = {
+    "ipv4_addr": "addr",
+    "ipv6_addr": "addr",
+    "inet_service": "port",
+    "inet_proto": "proto",
+    "ifname": "str",
+    "mark": "int",
+    "icmp_type": "icmp",
+    "icmpv6_type": "icmpv6",
+    "ct_state": "ctstate",
+    "ct_status": "ctstatus",
+    "fib_addrtype": "str",
+    "pkt_type": "str",
+    "nf_proto": "nfproto",
+}
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+_FIELD_CACHE: dict[tuple[str, ...], Field] = {}
+
+
+def _field(expr: Any, family: str = "") -> Field:
+    """A left-hand expression as a Field (raises Malformed for shapes nft never prints)."""
+    if not isinstance(expr, dict) or len(expr) != 1:
+        raise Malformed(f"bad expression {expr!r}")
+    ((k, v),) = expr.items()
+    if k in ("payload", "meta", "ct") and isinstance(v, dict):
+        vals = tuple(v.values())
+        if all(isinstance(x, str) for x in vals):
+            key = (k, *v.keys(), *vals)
+            hit = _FIELD_CACHE.get(key)
+            if hit is None:
+                hit = _field_uncached(k, v, family)
+                _FIELD_CACHE[key] = hit
+            return hit
+    return _field_uncached(k, v, family)
+
+
+def _field_uncached(k: str, v: Any, family: str) -> Field:
+    if k == "payload":
+        if not isinstance(v, dict):
+            raise Malformed("bad payload expression")
+        proto = v.get("protocol")
+        fld = v.get("field")
+        if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
+            return Field(fld, family=4 if proto == "ip" else 6)
+        if (proto, fld) in (("ip", "protocol"), ("ip6", "nexthdr")):
+            return Field("l4proto", family=4 if proto == "ip" else 6)
+        if fld in ("sport", "dport") and proto in PORT_PROTO_NUMBERS:
+            return Field(fld, proto=PORT_PROTO_NUMBERS[proto])
+        if proto == "th" and fld in ("sport", "dport"):
+            return Field(fld)
+        if proto in ("icmp", "icmpv6") and fld in ("type", "code"):
+            return Field(f"icmp.{fld}", proto=1 if proto == "icmp" else 58)
+        where = f"{proto} {fld}" if proto else "raw payload"
+        return Field(f"unsupported:{where}")
+    if k == "meta":
+        key = v.get("key") if isinstance(v, dict) else None
+        if key in ("iifname", "oifname", "l4proto", "mark", "pkttype", "nfproto"):
+            return Field("mark" if key == "mark" else str(key))
+        if key in ("iif", "oif"):
+            return Field(f"{key}name")
+        if key == "protocol":
+            return Field("ethertype")
+        return Field(f"unsupported:meta {key}")
+    if k == "ct":
+        if not isinstance(v, dict):
+            raise Malformed("bad ct expression")
+        key = v.get("key")
+        direction = v.get("dir")
+        if key == "state":
+            return Field("ctstate")
+        if key == "status":
+            return Field("ctstatus")
+        if key == "mark":
+            return Field("ctmark")
+        if key == "direction":
+            return Field("ctdirection")
+        if direction in ("original", "reply") and key in (
+            "saddr",
+            "daddr",
+            "ip saddr",
+            "ip daddr",
+            "ip6 saddr",
+            "ip6 daddr",
+            "proto-src",
+            "proto-dst",
+        ):
+            d = "orig" if direction == "original" else "reply"
+            what = {"proto-src": "sport", "proto-dst": "dport"}.get(str(key), str(key).split()[-1])
+            return Field(f"ct.{d}.{what}")
+        return Field(f"unsupported:ct {direction + ' ' if direction else ''}{key}")
+    if k == "fib":
+        if not isinstance(v, dict):
+            raise Malformed("bad fib expression")
+        flags = v.get("flags", [])
+        flags = [flags] if isinstance(flags, str) else list(flags)
+        result = v.get("result")
+        if result == "type" and ("daddr" in flags or "saddr" in flags):
+            which = "daddr" if "daddr" in flags else "saddr"
+            arg = "iif" if "iif" in flags else ("oif" if "oif" in flags else None)
+            return Field(f"fib.{which}.type", arg=arg)
+        return Field(f"unsupported:fib {' . '.join(flags)} {result}")
+    if k == "&":
+        if not isinstance(v, list) or len(v) != 2:
+            raise Malformed("bad & expression")
+        inner = _field(v[0], family)
+        mask = v[1]
+        if not isinstance(mask, int):
+            try:
+                mask = int_value(mask)
+            except (ValueError, TypeError):
+                return Field("unsupported:& with a non-constant mask")
+        return Field(inner.key, mask=mask, family=inner.family, proto=inner.proto, arg=inner.arg)
+    if k == "numgen":
+        if not isinstance(v, dict):
+            raise Malformed("bad numgen expression")
+        mode = v.get("mode")
+        mod = v.get("mod")
+        if not isinstance(mod, int) or mod < 1:
+            raise Malformed("numgen needs a positive mod")
+        return Field(f"numgen.{mode}", mask=mod, arg=str(v.get("offset", 0)))
+    if k in (
+        "jhash",
+        "symhash",
+        "rt",
+        "socket",
+        "osf",
+        "exthdr",
+        "tcp option",
+        "ipsec",
+        "sctp chunk",
+        "dccp option",
+    ):
+        return Field(f"unsupported:{k}")
+    raise Malformed(f"unknown expression {k!r}")
+
+
+def fields_of(expr: Any, family: str) -> tuple[Field, ...]:
+    if isinstance(expr, dict) and "concat" in expr:
+        parts = expr["concat"]
+        if not isinstance(parts, list) or not parts:
+            raise Malformed("bad concat expression")
+        return tuple(_field(p, family) for p in parts)
+    return (_field(expr, family),)
+
+
+def kind_of(f: Field) -> str:
+    k = f.key
+    if k in ("saddr", "daddr") or k.endswith((".saddr", ".daddr")):
+        return "addr"
+    if k in ("sport", "dport") or k.endswith((".sport", ".dport")):
+        return "port"
+    if k == "l4proto":
+        return "proto"
+    if k in ("iifname", "oifname", "pkttype") or k.startswith("fib."):
+        return "str"
+    if k == "icmp.type":
+        return "icmpv6" if f.proto == 58 else "icmp"
+    if k == "ctstate":
+        return "ctstate"
+    if k == "ctstatus":
+        return "ctstatus"
+    if k == "ctdirection":
+        return "ctdirection"
+    if k == "nfproto":
+        return "nfproto"
+    if k == "ethertype":
+        return "ethertype"
+    return "int"
+
+
+def _atom(value: Any, kind: str) -> Atom:
+    """A right-hand scalar, prefix or range as an Atom of the field's kind."""
+    if isinstance(value, dict):
+        if "prefix" in value:
+            p = value["prefix"]
+            return prefix_atom(f"{p['addr']}/{p['len']}")[1]
+        if "range" in value:
+            lo, hi = value["range"]
+            a, b = _atom(lo, kind), _atom(hi, kind)
+            if isinstance(a.lo, str) or isinstance(b.lo, str):
+                raise Malformed("range of names")
+            return Atom(a.lo, b.lo if b.lo != a.lo else None)
+        if "elem" in value:
+            return _atom(value["elem"].get("val"), kind)
+        raise Malformed(f"unexpected value {value!r}")
+    if isinstance(value, bool):
+        return Atom(int(value))
+    if kind == "addr":
+        return prefix_atom(str(value))[1]
+    if kind == "port":
+        return Atom(port_number(value))
+    if kind == "proto":
+        if isinstance(value, int):
+            return Atom(value)
+        num = PROTO_NUMBERS.get(str(value))
+        if num is None:
+            raise Malformed(f"unknown protocol {value!r}")
+        return Atom(num)
+    if kind == "str":
+        s = str(value)
+        if s.endswith("*") and not s.endswith("\\*"):
+            return Atom(s[:-1], wildcard=True)
+        return Atom(s.replace("\\*", "*"))
+    if kind in ("icmp", "icmpv6"):
+        if isinstance(value, int):
+            return Atom(value)
+        names = ICMPV6_TYPES if kind == "icmpv6" else ICMP_TYPES
+        if str(value) not in names:
+            raise Malformed(f"unknown ICMP type {value!r}")
+        return Atom(names[str(value)])
+    if kind in ("ctstate", "ctstatus"):
+        table = CT_STATE_BITS if kind == "ctstate" else CT_STATUS_BITS
+        if isinstance(value, int):
+            return Atom(value)
+        if str(value) not in table:
+            raise Malformed(f"unknown {kind} {value!r}")
+        return Atom(table[str(value)])
+    if kind == "ctdirection":
+        return Atom(
+            {"original": 0, "reply": 1}[str(value)] if isinstance(value, str) else int(value)
+        )
+    if kind == "nfproto":
+        return Atom({"ipv4": 4, "ipv6": 6}.get(str(value), -1) if isinstance(value, str) else value)
+    if kind == "ethertype":
+        return Atom({"ip": 4, "ip6": 6}.get(str(value), -1) if isinstance(value, str) else value)
+    if kind == "raw":
+        return Atom(value if isinstance(value, int) else str(value))
+    if isinstance(value, int):
+        return Atom(value)
+    return Atom(int_value(str(value)))
+
+
+def element(value: Any, kinds: tuple[str, ...]) -> tuple[Atom, ...]:
+    if isinstance(value, dict) and "elem" in value:
+        value = value["elem"].get("val")
+    if isinstance(value, dict) and "concat" in value:
+        parts = value["concat"]
+        if len(parts) != len(kinds):
+            raise Malformed("concatenation does not fit the key")
+        return tuple(_atom(p, k) for p, k in zip(parts, kinds, strict=True))
+    if len(kinds) != 1:
+        raise Malformed("element does not fit a concatenated key")
+    return (_atom(value, kinds[0]),)
+
+
+def lower_verdict(value: Any) -> Verdict:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise Malformed(f"expected a verdict, got {value!r}")
+    ((k, v),) = value.items()
+    if k in ("jump", "goto"):
+        target = v.get("target") if isinstance(v, dict) else None
+        if not isinstance(target, str):
+            raise Malformed(f"{k} without a target")
+        return Verdict(k, target)
+    if k in ("accept", "drop", "continue", "return", "queue"):
+        return Verdict(k)
+    raise Malformed(f"unknown verdict {k!r}")
+
+
+def _values(
+    right: Any, fields: tuple[Field, ...]
+) -> tuple[tuple[tuple[Atom, ...], ...], str | None]:
+    """Right-hand side -> (value tuples, named set)."""
+    if isinstance(right, str) and right.startswith("@"):
+        return (), right[1:]
+    kinds = tuple(kind_of(f) for f in fields)
+    if isinstance(right, dict) and "set" in right:
+        items = right["set"]
+        if not isinstance(items, list):
+            items = [items]
+        return tuple(element(i, kinds) for i in items), None
+    if isinstance(right, list):
+        return tuple(element(i, kinds) for i in right), None
+    return (element(right, kinds),), None
+
+
+_MATCH_CACHE: dict[tuple[object, ...], Match] = {}
+
+
+def lower_match(body: Any, family: str) -> Match:
+    if not isinstance(body, dict):
+        raise Malformed("match must be an object")
+    op = body.get("op", "==")
+    left = body.get("left")
+    right = body.get("right")
+    # Fast path: a plain field against one scalar, the bulk of every large ruleset.
+    if (
+        op in ("==", "!=")
+        and isinstance(right, (str, int))
+        and not isinstance(right, bool)
+        and isinstance(left, dict)
+        and len(left) == 1
+    ):
+        ((lk, lv),) = left.items()
+        if lk in ("payload", "meta") and isinstance(lv, dict):
+            key = (op, lk, *lv.values(), right)
+            hit = _MATCH_CACHE.get(key)
+            if hit is not None:
+                return hit
+            f = _field(left, family)
+            if not f.key.startswith(("unsupported:", "numgen.")) and not (
+                isinstance(right, str) and right.startswith("@")
+            ):
+                m = Match((f,), op, ((_atom(right, kind_of(f)),),))
+                if len(_MATCH_CACHE) < 65536:
+                    _MATCH_CACHE[key] = m
+                return m
+    fields = fields_of(left, family)
+    text = ""  # rendered only where a message needs it (the rule's text is rendered lazily)
+    bad = [f.key.split(":", 1)[1] for f in fields if f.key.startswith("unsupported:")]
+    if bad:
+        text = stmt_text("match", body)
+        return Match(fields, text=text, unsupported=f"{', '.join(bad)} is not modelled")
+    if any(f.key.startswith("numgen.") for f in fields) and len(fields) > 1:
+        return Match(fields, text=stmt_text("match", body), unsupported="numgen in a concatenation")
+    values, set_name = _values(right, fields)
+    flag_field = len(fields) == 1 and fields[0].key in ("ctstate", "ctstatus")
+    if op == "in" and flag_field:
+        bits = 0
+        for (a,) in values:
+            bits |= int(a.lo)
+        return Match(fields, "bits", ((Atom(bits),),), text=text)
+    if op == "in":
+        op = "=="
+    if op not in ("==", "!=", "<", ">", "<=", ">="):
+        raise Malformed(f"unknown operator {op!r}")
+    if op in ("<", ">", "<=", ">=") and (set_name or len(values) != 1 or len(fields) != 1):
+        raise Malformed(f"operator {op} needs one value")
+    return Match(fields, op, values, set_name=set_name, text=text)
