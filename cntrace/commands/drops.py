@@ -210,24 +210,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _show_summary(tally: Any, clear: bool) -> None:
     """The counts as three columns of (count, key), largest first."""
-    from rich.table import Table
-
     from cntrace.render.console import console
+    from cntrace.render.drops import summary_table
 
     out = console()
     if clear:
         out.clear()
-    table = Table(title=f"{tally.total} drops ({tally.hidden} benign hidden)", box=None)
-    for column in ("reason", "location", "where"):
-        table.add_column("n", justify="right")
-        table.add_column(column)
-    columns = [
-        [(str(n), key) for col, key, n in tally.rows() if col == column]
-        for column in ("reason", "location", "where")
-    ]
-    for i in range(max((len(c) for c in columns), default=0)):
-        cells: list[str] = []
-        for c in columns:
-            cells += list(c[i]) if i < len(c) else ["", ""]
-        table.add_row(*cells)
-    out.print(table)
+    out.print(summary_table(tally.rows(), tally.total, tally.hidden))

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-
-from cntrace.trace.events import Drop
+from typing import Protocol
 
 # (reason, freeing function, why it is noise)
 BENIGN: tuple[tuple[str, str, str], ...] = (
@@ -48,7 +47,17 @@ def function(location: str | None) -> str:
     return (location or "?").split("+", 1)[0]
 
 
-def is_benign(d: Drop) -> bool:
+class Dropped(Protocol):
+    """A drop as the CLI (trace.events.Drop) and the console (tui.tracer.KernelDrop) hold it."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def location(self) -> str | None: ...
+
+
+def is_benign(d: Dropped) -> bool:
     return (d.reason, function(d.location)) in _PAIRS
 
 
@@ -63,7 +72,7 @@ class DropTally:
     total: int = 0
     hidden: int = 0
 
-    def add(self, d: Drop, place: str, show_all: bool = False) -> bool:
+    def add(self, d: Dropped, place: str, show_all: bool = False) -> bool:
         """Count one drop; False when it is benign and hidden (counted in ``hidden`` only)."""
         if not show_all and is_benign(d):
             self.hidden += 1
