@@ -60,6 +60,18 @@ class BridgeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Vxlan:
+    """A VXLAN device's tunnel settings (IFLA_VXLAN_*): what the outer packet is made of."""
+
+    vni: int
+    port: int = 8472  # the UDP destination port (the kernel's default; IANA's is 4789)
+    local: str | None = None  # the outer source address
+    remote: str | None = None  # a unicast remote or multicast group (the default destination)
+    dev: str | None = None  # the underlay device the tunnel is bound to
+    learning: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """A network interface inside one namespace.
 
@@ -84,6 +96,7 @@ class Link:
     vxlan_id: int | None = None
     macvlan_mode: str | None = None
     alias: str | None = None
+    vxlan: Vxlan | None = None
 
     @property
     def is_up(self) -> bool:
@@ -150,7 +163,8 @@ class Neighbor:
 
 @dataclass(frozen=True, slots=True)
 class FdbEntry:
-    """A bridge forwarding database entry: which port a MAC was learnt on."""
+    """A forwarding database entry: which bridge port a MAC was learnt on, or (``dst`` set) the
+    underlay address a VXLAN device sends frames for that MAC to (`bridge fdb ... self`)."""
 
     mac: str
     port: str  # the bridge port's name
@@ -158,6 +172,7 @@ class FdbEntry:
     vlan: int | None = None
     local: bool = False  # the bridge's own or the port's own address
     static: bool = False
+    dst: str | None = None  # a VXLAN device's entry: the remote VTEP's underlay address
 
 
 # --------------------------------------------------------------------------- sockets
@@ -344,6 +359,9 @@ class Snapshot:
     tool_version: str = ""
     warnings: tuple[str, ...] = ()
     drop_reasons: dict[str, str] = field(default_factory=dict)  # kernel's reason id -> name
+    # A snapshot stitched from per-node files (cntrace.sources.stitch): the nodes' names. Their
+    # underlay links are joined by address, as the wire between the machines would.
+    nodes: tuple[str, ...] = ()
 
     _index: dict[int, Netns] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -22,6 +22,10 @@
 #define P_UDP 17
 #define P_ICMPV6 58
 
+#define VXLAN_PORT 8472      /* Linux's default VXLAN port (flannel's) */
+#define VXLAN_PORT_IANA 4789 /* IANA's */
+#define VXLAN_INNER 30       /* UDP 8 + VXLAN 8 + inner Ethernet 14: the inner IP header */
+
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
 #define TCPF_RST 0x04
@@ -51,6 +55,7 @@ struct cnt_hdr {
     u32 in_tag1;
     u16 ip_id;
     u16 l3len; /* the IP packet's length by its header */
+    u16 l4off; /* where the transport header starts, from the network header */
     u8 tcp_flags;
     u8 icmp_type;
     u8 icmp_code;
@@ -129,12 +134,13 @@ static __always_inline int cnt_is_icmp_error(u8 proto, u8 type)
  * names the protocols worth a closer look: for the others -1 comes back before the transport
  * header is read (ICMP is always read: its errors may quote any probe). */
 static __always_inline int cnt_parse(int from_skb, void *ctx, u64 base, struct cnt_hdr *h,
-                                     u32 protos)
+                                     u32 protos, u32 off)
 {
     u8 b[16];
-    int l4 = cnt_parse_ip(from_skb, ctx, base, 0, &h->flow, &h->ip_id, &h->l3len);
+    int l4 = cnt_parse_ip(from_skb, ctx, base, off, &h->flow, &h->ip_id, &h->l3len);
     if (l4 < 0)
         return -1;
+    h->l4off = l4;
     u8 proto = h->flow.proto;
     if ((proto == P_TCP && !(protos & CNT_PROTO_TCP)) ||
         (proto == P_UDP && !(protos & CNT_PROTO_UDP)))
@@ -185,6 +191,25 @@ static __always_inline int cnt_parse(int from_skb, void *ctx, u64 base, struct c
         h->in_tag0 = be32(&b[8]);
         h->in_tag1 = be32(&b[12]);
     }
+    return 0;
+}
+
+/* Like cnt_parse, but a VXLAN packet (UDP to 8472 or 4789) is parsed as the frame it carries,
+ * so a probe crossing an overlay is found on the underlay too; the outer headers stay in the
+ * bytes the event copies. */
+static __always_inline int cnt_parse_any(int from_skb, void *ctx, u64 base, struct cnt_hdr *h,
+                                         u32 protos)
+{
+    if (cnt_parse(from_skb, ctx, base, h, protos | CNT_PROTO_UDP, 0) < 0)
+        return -1;
+    if (h->flow.proto != P_UDP)
+        return 0;
+    if (h->flow.dport != VXLAN_PORT && h->flow.dport != VXLAN_PORT_IANA)
+        return (protos & CNT_PROTO_UDP) ? 0 : -1;
+    struct cnt_hdr in = {};
+    if (cnt_parse(from_skb, ctx, base, &in, protos, h->l4off + VXLAN_INNER) < 0)
+        return -1;
+    *h = in;
     return 0;
 }
 
@@ -328,7 +353,7 @@ static __always_inline int cnt_tc(struct __sk_buff *skb, u32 kind)
         return TC_ACT_UNSPEC;
 
     struct cnt_hdr h = {};
-    if (cnt_parse(1, skb, 0, &h, cfg->protos) < 0)
+    if (cnt_parse_any(1, skb, 0, &h, cfg->protos) < 0)
         return TC_ACT_UNSPEC;
     u32 nonce = 0;
     u8 is_reply = 0;
@@ -421,7 +446,8 @@ int cntrace_kfree(void *ctx)
     struct cnt_hdr h = {};
     int parsed = -1;
     if (head && nh != 0xffff)
-        parsed = cnt_parse(0, ctx, head + nh, &h, all ? 0xff : cfg->protos);
+        parsed = all ? cnt_parse(0, ctx, head + nh, &h, 0xff, 0)
+                     : cnt_parse_any(0, ctx, head + nh, &h, cfg->protos);
 
     u32 nonce = 0;
     u8 is_reply = 0;

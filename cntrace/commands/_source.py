@@ -8,7 +8,17 @@ from collections.abc import Iterable
 from cntrace.model import Snapshot
 
 
-def add_snapshot_arg(parser: argparse.ArgumentParser) -> None:
+def add_snapshot_arg(parser: argparse.ArgumentParser, *, nodes: bool = False) -> None:
+    """``nodes``: the option may be repeated, one file per node, stitched into one snapshot."""
+    if nodes:
+        parser.add_argument(
+            "--snapshot",
+            metavar="FILE",
+            action="append",
+            help="work on a saved snapshot (from `cntrace snapshot --save`) instead of the live "
+            "host; repeat it with each node's file to follow a path across nodes",
+        )
+        return
     parser.add_argument(
         "--snapshot",
         metavar="FILE",
@@ -37,6 +47,10 @@ def get_snapshot(
     if path is not None:  # `--snapshot ''` is a mistake, not a request for the live host
         from cntrace.sources import recorded
 
+        if isinstance(path, list):
+            from cntrace.sources import stitch
+
+            return stitch.stitch([recorded.load(p) for p in path], origins=path)
         return recorded.load(path)
     from cntrace.sources import live
 

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a cntrace.path/v1 document")
     p.add_argument("--timing", action="store_true", help="print how long each phase took")
-    add_snapshot_arg(p)
+    add_snapshot_arg(p, nodes=True)
     p.add_argument(
         "--what-if",
         metavar="CHANGE",

@@ -68,13 +68,13 @@ def require_tools(*tools: str) -> None:
         raise EnvironmentProblem(f"missing programs: {', '.join(missing)} (run `make demo`)")
 
 
-def ip_batch(script: str, netns: str | None = None) -> None:
-    """Run `ip -batch` lines, optionally inside a named namespace."""
-    cmd = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
+def ip_batch(script: str, netns: str | None = None, program: str = "ip") -> None:
+    """Run `ip -batch` (or `bridge -batch`) lines, optionally inside a named namespace."""
+    cmd = [program, *(["-n", netns] if netns else []), "-batch", "-"]
     res = subprocess.run(cmd, input=script, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         detail = (res.stderr.strip().splitlines() or ["failed"])[0]
-        raise LabError(f"ip {'-n ' + netns + ' ' if netns else ''}-batch: {detail}")
+        raise LabError(f"{program} {'-n ' + netns + ' ' if netns else ''}-batch: {detail}")
 
 
 def run_in(netns: str, argv: list[str], *, stdin: str | None = None) -> str:
@@ -89,8 +89,9 @@ def run_in(netns: str, argv: list[str], *, stdin: str | None = None) -> str:
 
 
 def write_sysctl(netns: str, key: str, value: str) -> None:
-    """Write a sysctl inside a namespace: /proc/sys/net follows the writing thread's netns."""
-    path = "/proc/sys/" + key.replace(".", "/")
+    """Write a sysctl inside a namespace: /proc/sys/net follows the writing thread's netns.
+    A key naming an interface with a dot in its name (flannel.1) is written with slashes."""
+    path = "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
     with nsenter.entered(netns), open(path, "w") as fh:
         fh.write(value)
 
@@ -318,8 +319,8 @@ def up_plan(p: topo.TopologyPlan, *, progress: Progress | None = None) -> LabSta
 
 
 def run_step(step: topo.Step, backend: str) -> None:
-    if step.kind == "ip":
-        ip_batch(step.text, step.netns)
+    if step.kind in ("ip", "bridge"):
+        ip_batch(step.text, step.netns, step.kind)
     elif step.kind == "sysctl":
         key, value = step.text.split("=", 1)
         write_sysctl(step.netns, key, value)

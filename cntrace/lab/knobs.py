@@ -39,5 +39,10 @@ def ip(netns: str, *lines: str) -> None:
     build.ip_batch("".join(f"{line}\n" for line in lines), netns)
 
 
+def bridge(netns: str, *lines: str) -> None:
+    """`bridge -batch` lines (FDB entries of VXLAN devices)."""
+    build.ip_batch("".join(f"{line}\n" for line in lines), netns, "bridge")
+
+
 def sysctl(netns: str, key: str, value: str) -> None:
     build.write_sysctl(netns, key, value)

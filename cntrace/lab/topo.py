@@ -21,7 +21,7 @@ Change = Callable[[LabState], LabState]
 # What `--iptables` selects: the two iptables back ends, or native nftables (a topology that
 # supports it ships an equivalent `table inet` ruleset).
 BACKENDS = ("nft", "legacy", "nftables")
-STEP_KINDS = ("ip", "sysctl", "iptables", "nft")
+STEP_KINDS = ("ip", "bridge", "sysctl", "iptables", "nft")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Fault:
 class Step:
     """One action inside one lab namespace (never the root namespace)."""
 
-    kind: str  # ip | sysctl | iptables | nft
+    kind: str  # ip | bridge | sysctl | iptables | nft
     netns: str
     text: str  # the batch script, `key=value`, or the ruleset
     what: str = ""  # progress line
@@ -60,8 +60,8 @@ class TopologyPlan:
         for s in self.steps:
             if s.kind == "iptables":
                 need.add(iptables_cmd(self.backend, restore=True))
-            elif s.kind == "nft":
-                need.add("nft")
+            elif s.kind in ("nft", "bridge"):
+                need.add(s.kind)
         return tuple(sorted(need))
 
 
@@ -122,8 +122,8 @@ def render(p: TopologyPlan) -> str:
     out = [f"# lab {p.name} (topology {p.topology}): what `cntrace lab up` runs\n"]
     out.append("ip -batch - <<EOF\n" + "".join(f"netns add {n}\n" for n in p.namespaces) + "EOF\n")
     for s in p.steps:
-        if s.kind == "ip":
-            out.append(f"ip -n {s.netns} -batch - <<EOF\n{s.text}EOF\n")
+        if s.kind in ("ip", "bridge"):
+            out.append(f"{s.kind} -n {s.netns} -batch - <<EOF\n{s.text}EOF\n")
         elif s.kind == "sysctl":
             out.append(f"ip netns exec {s.netns} sysctl -w {s.text}\n")
         elif s.kind == "iptables":

@@ -39,6 +39,12 @@ CODES: dict[str, Code] = {
         Code("conntrack-full", "error", "the connection-tracking table is full"),
         Code("rule-uncertain", "warning", "a rule could not be evaluated"),
         Code("dns-unresolved", "error", "the name does not resolve"),
+        Code("vxlan-no-fdb", "error", "the VXLAN device does not know where the remote VTEP is"),
+        Code("vxlan-no-neighbor", "error", "no neighbour entry for the remote VTEP"),
+        Code("vxlan-vni-mismatch", "error", "the receiving node has no VXLAN device for the VNI"),
+        Code("vxlan-mtu", "error", "the wrapped packet is larger than an underlay MTU"),
+        Code("vxlan-dropped", "error", "a rule drops the tunnel's outer packets"),
+        Code("no-node-route", "error", "a node has no route to another node's pod subnet"),
     )
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, routing
+from cntrace.path import diagnose, hooks, overlay, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -39,16 +39,44 @@ def _bridge_port_of_stack(w: Walk, ns: Netns, link: Link, nexthop: str, packet: 
 def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     """A veth or netkit: the packet enters the peer's namespace."""
     _leaves(w, ns, link, packet)
-    peer = w.topo.peer(ns, link)
+    peer = w.topo.peer(ns, link) or _across_nodes(w, ns, link, nexthop)
     if peer is None:
         return _beyond(w, ns, link, nexthop, packet)
     return _cross(w, peer, nexthop, packet)
 
 
 def _wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
-    """Any other link: the packet leaves this host (or the snapshot)."""
+    """Any other link: the packet leaves this host (or the snapshot), unless the snapshot was
+    stitched from several nodes and another node holds the next hop on the same network."""
     _leaves(w, ns, link, packet)
+    far = _across_nodes(w, ns, link, nexthop)
+    if far is not None:
+        return _cross(w, far, nexthop, packet)
     return _beyond(w, ns, link, nexthop, packet)
+
+
+def _across_nodes(w: Walk, ns: Netns, link: Link, nexthop: str) -> LinkRef | None:
+    """In a stitched snapshot, the link of another node that holds ``nexthop`` on a network
+    ``link`` is on: the far end of the wire between two machines."""
+    if not w.snap.nodes or not link.addresses:
+        return None
+    hop = routing.addr(nexthop)
+    if not any(hop in routing.net(a.cidr) for a in link.addresses if a.prefixlen < 32):
+        return None
+    for other in w.snap.netns:
+        if other.inode == ns.inode:
+            continue
+        for lk in other.links:
+            if lk.kind not in ("loopback", "bridge") and any(
+                a.address == nexthop for a in lk.addresses
+            ):
+                return LinkRef(other, lk)
+    return None
+
+
+def _vxlan(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
+    """A VXLAN device wraps the packet (cntrace.path.overlay, which imports this module)."""
+    return overlay.encapsulate(w, ns, link, nexthop, packet)
 
 
 EgressHop = Callable[[Walk, Netns, Link, str, Packet], Step]
@@ -57,6 +85,7 @@ EGRESS: dict[str, EgressHop] = {
     "bridge": _bridge_port_of_stack,
     "veth": _pair,
     "netkit": _pair,
+    "vxlan": _vxlan,
 }
 
 

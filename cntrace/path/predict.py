@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cntrace.model import Endpoint, Netns, Packet, Path, Snapshot, Verdict
-from cntrace.path import diagnose, reply, routing, stack
+from cntrace.path import diagnose, overlay, reply, routing, stack
 from cntrace.path.endpoints import resolve_destination, resolve_source
 from cntrace.path.walk import LEFT_HOST, End, Step, Walk
 from cntrace.topology import Topology
@@ -85,10 +85,10 @@ def _walk(w: Walk, start: Netns, packet: Packet) -> End:
     step: Step = stack.output(w, start, packet)
     for _ in range(MAX_HOPS):
         if isinstance(step, End):
-            return step
+            return overlay.ended(w, step)
         step = stack.arrive(w, step)
     if isinstance(step, End):
-        return step
+        return overlay.ended(w, step)
     what = "path" if w.request else "reply path"
     return End(status="unknown", summary=f"the {what} loops", netns=step.netns, hop=len(w.hops))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cntrace.model import Link, Netns, Packet, Socket
-from cntrace.path import diagnose, hooks, links, reply, routing
+from cntrace.path import diagnose, hooks, links, overlay, reply, routing
 from cntrace.path.walk import Arrive, End, Step, Walk
 
 
@@ -87,6 +87,7 @@ def _no_route(
         evidence=[diagnose.routes_summary(ns, packet.family)],
     )
     diagnose.no_route(w, ns, packet, end.hop)
+    overlay.misrouted(w, ns, packet, end.hop)
     return end
 
 
@@ -153,7 +154,8 @@ def _forward(w: Walk, ns: Netns, iif: str, route: routing.RouteResult, packet: P
         diagnose.rule_drop(w, ns, end, "forward-drop")
         return end
     packet = reply.undo_dnat(w, ns, packet)
-    diagnose.note_egress(w, ns, route, before_post, packet)
+    if overlay.pod_subnet_elsewhere(w, ns, packet.dst) is None:
+        diagnose.note_egress(w, ns, route, before_post, packet)
     return _leave(w, ns, route, packet)
 
 
@@ -207,8 +209,11 @@ def _conntrack_full(w: Walk, ns: Netns, packet: Packet) -> End | None:
 # ---------------------------------------------------------------------- local delivery
 
 
-def _local(w: Walk, ns: Netns, packet: Packet, iif: Link | None) -> End:
-    """Delivery to a local process (or the kernel, for ICMP echo)."""
+def _local(w: Walk, ns: Netns, packet: Packet, iif: Link | None) -> Step:
+    """Delivery to a local process (or the kernel, for ICMP echo; or a VXLAN device, which
+    unwraps the packet and hands the inner one back to this stack)."""
+    if (unwrapped := overlay.decapsulate(w, ns, packet, iif)) is not None:
+        return unwrapped
     who = w.label(ns)
     via = iif.name if iif else None
     if not w.request:

@@ -28,6 +28,19 @@ class Nat:
     rule: RuleRef | None
 
 
+@dataclass(frozen=True)
+class Tunnel:
+    """The packet is wrapped: the inner packet and its size, kept for the decapsulation
+    (cntrace.path.overlay)."""
+
+    netns: int  # where it was wrapped
+    device: str
+    vni: int
+    port: int
+    inner: Packet
+    size: int  # the inner packet's size; the walk's size is the outer one meanwhile
+
+
 @dataclass(frozen=True, kw_only=True)
 class End:
     """How a walk ended: the Verdict's fields, and where (namespace, packet) for the reply."""
@@ -68,6 +81,7 @@ class Walk:
     entries: dict[tuple[str, int], Packet] = field(default_factory=dict)
     facts: dict[int, netfilter.NetnsFacts] = field(default_factory=dict)
     endpoints: tuple[Container | None, Container | None] = (None, None)
+    tunnel: Tunnel | None = None  # set between a VXLAN device's wrap and unwrap
 
     @property
     def request(self) -> bool:

@@ -25,6 +25,7 @@ from cntrace.model import (
     Route,
     Ruleset,
     Socket,
+    Vxlan,
 )
 from cntrace.sources import nsenter
 from cntrace.sources.netlink import decode, dumps
@@ -221,7 +222,7 @@ def read_detail(chosen: list[Space], *, sockets: bool, rulesets: bool) -> None:
                 sp.error = sp.error or f"{what}: {res}"
             else:
                 sp.dumps[what] = res
-    bridged = [sp for sp in chosen if any(lk.kind == "bridge" for lk in sp.raw_links)]
+    bridged = [sp for sp in chosen if any(lk.kind in ("bridge", "vxlan") for lk in sp.raw_links)]
     for sp, res in zip(
         bridged, dumps.dump_many([sp.conn for sp in bridged if sp.conn], "fdb"), strict=True
     ):
@@ -298,7 +299,10 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
         peer_netns = None
         if (
             r.link is not None
-            and r.link not in (0, r.ifindex)
+            and r.link != 0
+            # the same ifindex is a peer when it lives in another namespace (both ends born in
+            # fresh namespaces, as a cable between two lab nodes)
+            and (r.link != r.ifindex or r.link_netnsid is not None)
             and r.kind in ("veth", "netkit", "macvlan", "macvtap", "vlan", "ipvlan")
         ):
             peer_ifindex = r.link
@@ -322,9 +326,18 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
                 vxlan_id=r.vxlan_id,
                 macvlan_mode=r.macvlan_mode,
                 alias=r.alias,
+                vxlan=_vxlan(r, sp.raw_links),
             )
         )
     return tuple(out)
+
+
+def _vxlan(r: decode.RawLink, links: list[decode.RawLink]) -> Vxlan | None:
+    """The device's tunnel settings, with its underlay device named."""
+    if r.vxlan is None or r.vxlan_link is None:
+        return r.vxlan
+    dev = next((x.name for x in links if x.ifindex == r.vxlan_link), f"if{r.vxlan_link}")
+    return replace(r.vxlan, dev=dev)
 
 
 def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> Netns:
@@ -353,7 +366,17 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
         neighbors=(
             tuple(decode.parse_neighbors(raw["neighbors"], names)) if "neighbors" in raw else ()
         ),
-        fdb=tuple(decode.parse_fdb(raw["fdb"], names)) if "fdb" in raw else (),
+        fdb=(
+            tuple(
+                decode.parse_fdb(
+                    raw["fdb"],
+                    names,
+                    frozenset(r.ifindex for r in sp.raw_links if r.kind == "vxlan"),
+                )
+            )
+            if "fdb" in raw
+            else ()
+        ),
         sockets=tuple(socks),
         sysctls=sp.sysctls,
         ruleset=sp.ruleset,

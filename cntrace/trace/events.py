@@ -81,6 +81,10 @@ class Sighting:
     icmp_code: int | None = None
     l3_offset: int = 14  # where the IP header starts in frame (0: no link-layer header)
     frame_hex: str = field(default="", repr=False)  # the first bytes of the frame
+    inner: Packet | None = (
+        None  # seen wrapped in VXLAN: ``packet`` is the outer one, this the probe
+    )
+    vni: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ class Drop:
     reason_code: int = 0
     tcp_flags: str | None = None
     frame_hex: str = field(default="", repr=False)  # from the network header on
+    inner: Packet | None = None  # the drop hit a VXLAN packet: ``packet`` is the outer one
+    vni: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,6 +346,7 @@ def merge(predicted: Path, result: TraceResult, snap: Snapshot | None = None) ->
         *result.notices,
         *observed.end_notes(result, snap, predicted.source.netns),
         *notes,
+        *_wrapped(hops, result),
     ]
     for u in result.unwatched:
         notes.append(f"not watched: {u.what} ({u.why})" + (" [partial]" if u.partial else ""))
@@ -357,6 +358,28 @@ def merge(predicted: Path, result: TraceResult, snap: Snapshot | None = None) ->
     return dataclasses.replace(
         predicted, hops=tuple(hops), verdict=verdict, mode="live", stats=stats, notes=tuple(notes)
     )
+
+
+def _wrapped(hops: list[Hop], result: TraceResult) -> list[str]:
+    """Where the probe was seen, or dropped, inside a VXLAN packet: both packets, named."""
+    out = []
+    for s in result.sightings:
+        if s.inner is None:
+            continue
+        ns, iface = _key(s.target)
+        hop = next(
+            (h for h in hops if (h.netns, h.interface, h.tap) == (ns, iface, s.direction)), None
+        )
+        where = f"hop {hop.index} ({hop.netns_label} {iface} {s.direction})" if hop else iface
+        out.append(f"{where}: seen inside VXLAN VNI {s.vni}: outer {s.packet}, inner {s.inner}")
+    for d in result.drops:
+        if d.inner is not None:
+            out.append(
+                f"the kernel dropped the VXLAN packet carrying the probe ({d.reason}"
+                + (f" in {d.location}" if d.location else "")
+                + f"): outer {d.packet}, VNI {d.vni}, inner {d.inner}"
+            )
+    return out
 
 
 def _infer_untapped(hops: list[Hop], result: TraceResult) -> list[Hop]:

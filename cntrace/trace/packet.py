@@ -221,3 +221,20 @@ class Matcher:
             if v and v[1] == 2:
                 return CNT_MATCH_FLOW, v[0], True
         return None
+
+
+VXLAN_PORTS = (8472, 4789)  # Linux's default and IANA's; the probes unwrap both
+VXLAN_INNER = 30  # UDP 8 + VXLAN 8 + inner Ethernet 14
+
+
+def vxlan_outer(frame: bytes, l3: int) -> tuple[Packet, int] | None:
+    """(the outer packet, its VNI) when ``frame`` (its IP header at ``l3``) is a VXLAN packet:
+    the probes report the frame it carries, so its own addresses are read from the bytes."""
+    outer = parse_ip(frame[l3:])
+    if outer is None or outer.proto != P_UDP or outer.dport not in VXLAN_PORTS:
+        return None
+    ihl = (frame[l3] & 0x0F) * 4 if outer.family == 4 else 40
+    vxlan = frame[l3 + ihl + 8 : l3 + ihl + 16]
+    if len(vxlan) < 8:
+        return None
+    return outer.to_packet(), int.from_bytes(vxlan[4:7], "big")

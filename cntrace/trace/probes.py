@@ -39,7 +39,7 @@ from cntrace.trace.events_c import (
     CntEvent,
 )
 from cntrace.trace.kallsyms import Kallsyms
-from cntrace.trace.packet import PROTO_NAMES, tcp_flag_text
+from cntrace.trace.packet import PROTO_NAMES, tcp_flag_text, vxlan_outer
 from cntrace.trace.tcattach import TcAttacher
 from cntrace.trace.tracefs import TracefsError, ensure_mounted
 
@@ -320,6 +320,9 @@ class KfreeCollector:
         name = self.kallsyms.resolve(ev.location)
         if name is None and ev.location and keep_address:
             name = hex(ev.location)
+        frame = bytes(ev.data[: ev.caplen])
+        wrapped = vxlan_outer(frame, 0) if ev.family else None
+        inner = event_packet(ev) if ev.family else None
         return Drop(
             reason=self.module.reason(ev.reason),
             location=name,
@@ -327,11 +330,13 @@ class KfreeCollector:
             ifindex=ev.ifindex or None,
             netns_inode=ev.netns or None,
             target=target,
-            packet=event_packet(ev) if ev.family else None,
+            packet=wrapped[0] if wrapped and wrapped[0] != inner else inner,
             is_reply=is_reply,
             reason_code=ev.reason,
             tcp_flags=tcp_flag_text(ev.tcp_flags) if ev.proto == 6 else None,
-            frame_hex=bytes(ev.data[: ev.caplen]).hex(),
+            frame_hex=frame.hex(),
+            inner=inner if wrapped and wrapped[0] != inner else None,
+            vni=wrapped[1] if wrapped and wrapped[0] != inner else None,
         )
 
     def stop(self, trace: Trace | None = None) -> int:
@@ -372,11 +377,19 @@ def event_packet(ev: CntEvent) -> Packet:
 def event_sighting(ev: CntEvent, t0_ns: int, target: TraceTarget | None) -> Sighting | None:
     if target is None:
         return None  # an interface of another engine's trace in this process
+    frame = bytes(ev.data[: ev.caplen])
+    l3 = ev.l3off if ev.l3off < 0xFFFF else 0
+    packet = event_packet(ev)
+    wrapped = vxlan_outer(frame, l3)
+    if wrapped is not None and wrapped[0].rewritten(mark=ev.mark) == packet:
+        wrapped = None  # the probe itself is a datagram to a VXLAN port
     return Sighting(
         target=target,
         direction="egress" if ev.kind == CNT_EV_TC_EGRESS else "ingress",
         t_ns=ev.t_ns - t0_ns,
-        packet=event_packet(ev),
+        packet=wrapped[0].rewritten(mark=ev.mark) if wrapped else packet,
+        inner=packet if wrapped else None,
+        vni=wrapped[1] if wrapped else None,
         is_reply=bool(ev.is_reply),
         tcp_flags=tcp_flag_text(ev.tcp_flags) if ev.proto == 6 else None,
         mark=ev.mark,
@@ -384,6 +397,6 @@ def event_sighting(ev: CntEvent, t0_ns: int, target: TraceTarget | None) -> Sigh
         length=ev.len,
         match=MATCH_NAMES.get(ev.match, str(ev.match)),
         icmp_code=ev.icmp_code if ev.proto in (1, 58) and ev.is_reply else None,
-        l3_offset=ev.l3off if ev.l3off < 0xFFFF else 0,
-        frame_hex=bytes(ev.data[: ev.caplen]).hex(),
+        l3_offset=l3,
+        frame_hex=frame.hex(),
     )

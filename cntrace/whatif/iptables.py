@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from cntrace.errors import BadInput
 from cntrace.model import Netns, Ruleset, Snapshot
-from cntrace.netfilter.iptables_save import detect_backend, tokenize
+from cntrace.netfilter.iptables_rules import tokenize
+from cntrace.netfilter.iptables_save import detect_backend
 from cntrace.whatif.change import Reader, with_netns
 
 COMMANDS = {

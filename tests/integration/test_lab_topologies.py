@@ -27,6 +27,7 @@ class Check(NamedTuple):
     port: int
     proto: str
     healthy: str  # outcome when nothing is broken
+    size: int = 0  # UDP payload bytes (0: a short line)
 
 
 CHECKS: dict[str, dict[str, Check]] = {
@@ -68,6 +69,25 @@ CHECKS: dict[str, dict[str, Check]] = {
         "host>client": Check("host", "10.250.0.11", 80, "tcp", "ok"),
         "host>private": Check("host", "10.250.0.12", 80, "tcp", "timeout"),
     },
+    "two-node": {
+        "client>web": Check("client", "10.244.2.2", 80, "tcp", "ok"),  # through the tunnel
+        "web>client": Check("web", "10.244.1.2", 80, "tcp", "ok"),
+        "client>web/udp": Check("client", "10.244.2.2", 9000, "udp", "ok"),
+        # 1,428 bytes inside, 1,478 outside: fits the 1,500-byte underlay, not node2's 1,400
+        "client>web/big": Check("client", "10.244.2.2", 9000, "udp", "ok", size=1400),
+        "client>upstream": Check("client", "203.0.113.10", 80, "tcp", "ok"),  # masqueraded
+        "web>upstream": Check("web", "203.0.113.10", 80, "tcp", "ok"),  # not tunnelled
+    },
+    "two-node-host-gw": {
+        "client>web": Check("client", "10.244.2.2", 80, "tcp", "ok"),
+        "web>client": Check("web", "10.244.1.2", 80, "tcp", "ok"),
+        "client>web/udp": Check("client", "10.244.2.2", 9000, "udp", "ok"),
+        "client>upstream": Check("client", "203.0.113.10", 80, "tcp", "ok"),
+    },
+}
+
+_BETWEEN_THE_NODES = {
+    c: "timeout" for c in ("client>web", "web>client", "client>web/udp", "client>web/big")
 }
 
 _EVERYTHING_THROUGH_THE_ROUTER = {
@@ -119,6 +139,17 @@ BREAKS: dict[str, dict[str, dict[str, str]]] = {
         "no-shim": {"host>web": "timeout", "host>client": "timeout"},
         "client-private": {"web>client": "timeout", "host>client": "timeout"},
     },
+    "two-node": {
+        "no-fdb": _BETWEEN_THE_NODES,
+        "wrong-vni": _BETWEEN_THE_NODES,
+        "underlay-mtu": {"client>web/big": "timeout"},
+        "vxlan-blocked": _BETWEEN_THE_NODES,
+        "no-route": _BETWEEN_THE_NODES,
+        "rp-filter": _BETWEEN_THE_NODES,
+    },
+    "two-node-host-gw": {
+        "no-route": {c: "timeout" for c in ("client>web", "web>client", "client>web/udp")},
+    },
 }
 
 LABS = [
@@ -128,6 +159,8 @@ LABS = [
     ("nested", "nft"),
     ("routed", "nft"),
     ("macvlan", "nft"),
+    ("two-node", "nft"),
+    ("two-node-host-gw", "nft"),
 ]
 
 
@@ -135,7 +168,9 @@ def outcomes(lab: Lab, topology: str) -> dict[str, str]:
     """Every check of ``topology``, run at once (each probe is its own process)."""
     checks = CHECKS[topology]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        done = pool.map(lambda c: lab.probe(c.src, c.ip, c.port, c.proto), checks.values())
+        done = pool.map(
+            lambda c: lab.probe(c.src, c.ip, c.port, c.proto, size=c.size), checks.values()
+        )
         # An unanswered ARP ends as a timeout the first time, and as EHOSTUNREACH while the
         # neighbour entry stays FAILED: the same fact, told apart only by timing.
         return {

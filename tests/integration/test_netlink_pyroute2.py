@@ -55,7 +55,7 @@ WORLD = {
         "link set nlpb0 master nlpbr0 up",
         "link set nlpa0 type bridge_slave learning off hairpin on isolated on cost 7 priority 9",
         # No dummy driver here: a veth end is the macvlan's lower device; the macvlan moves to A.
-        "link add nlpvx0 type vxlan id 4242 dstport 4789 local 10.249.0.1",
+        "link add nlpvx0 type vxlan id 4242 dstport 4789 local 10.249.0.1 dev nlpbr0 nolearning",
         "link add nlpl0 type veth peer name nlpl1",
         "link set nlpl0 up",
         "link add nlpmv0 link nlpl0 type macvlan mode bridge",
@@ -106,6 +106,8 @@ WORLD = {
 FDB = [
     "fdb add 02:00:00:00:49:a1 dev nlpa0 master static",
     "fdb add 02:00:00:00:49:b1 dev nlpb0 master",
+    # a VXLAN device's own entry, as flannel adds one per remote node
+    "fdb append 02:00:00:00:49:c1 dev nlpvx0 dst 10.249.0.7 self permanent",
 ]
 SYSCTLS = {
     H: ["net.ipv4.conf.nlpbr0.rp_filter=2", "net.ipv4.conf.nlpb0.route_localnet=1"],
@@ -150,6 +152,7 @@ def _cntrace(ns: str) -> dict[str, Any]:
     with dumps.Conn.open(f"/run/netns/{ns}") as conn:
         links = decode.parse_links(dumps.dump(conn, "links"), conf=True)
         names = {lk.ifindex: lk.name for lk in links}
+        tunnels = frozenset(lk.ifindex for lk in links if lk.kind == "vxlan")
         addresses = decode.parse_addresses(dumps.dump(conn, "addresses"))
         return {
             "links": {lk.ifindex: dataclasses.asdict(lk) for lk in links},
@@ -161,7 +164,9 @@ def _cntrace(ns: str) -> dict[str, Any]:
             "neighbors": _rows(
                 _row(n) for n in decode.parse_neighbors(dumps.dump(conn, "neighbors"), names)
             ),
-            "fdb": _rows(_row(e) for e in decode.parse_fdb(dumps.dump(conn, "fdb"), names)),
+            "fdb": _rows(
+                _row(e) for e in decode.parse_fdb(dumps.dump(conn, "fdb"), names, tunnels)
+            ),
         }
 
 
@@ -243,9 +248,28 @@ def _pr_link(m: Any) -> dict[str, Any]:
         "bridge": bridge,
         "bridge_port": bridge_port,
         "vxlan_id": data.get_attr("IFLA_VXLAN_ID") if kind == "vxlan" else None,
+        **_pr_vxlan(data if kind == "vxlan" else None),
         "macvlan_mode": data.get_attr("IFLA_MACVLAN_MODE") if kind == "macvlan" else None,
         "alias": m.get_attr("IFLA_IFALIAS"),
         "inet_conf": {k: inet[k] for k in ("forwarding", "rp_filter", "route_localnet")},
+    }
+
+
+def _pr_vxlan(data: Any) -> dict[str, Any]:
+    """cntrace's RawLink.vxlan (the underlay named later) and vxlan_link, from pyroute2."""
+    if data is None:
+        return {"vxlan": None, "vxlan_link": None}
+    group = data.get_attr("IFLA_VXLAN_GROUP")
+    return {
+        "vxlan": {
+            "vni": data.get_attr("IFLA_VXLAN_ID"),
+            "port": data.get_attr("IFLA_VXLAN_PORT"),
+            "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+            "remote": group if group and group != "0.0.0.0" else None,
+            "dev": None,
+            "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+        },
+        "vxlan_link": data.get_attr("IFLA_VXLAN_LINK") or None,
     }
 
 
@@ -332,15 +356,17 @@ def _pr_neighbor(m: Any, names: dict[int, str]) -> Row:
 
 
 def _pr_fdb(m: Any, names: dict[int, str]) -> Row:
+    master = m.get_attr("NDA_MASTER")
     return tuple(
         sorted(
             {
                 "mac": m.get_attr("NDA_LLADDR"),
                 "port": names[m["ifindex"]],
-                "bridge": names[m.get_attr("NDA_MASTER")],
+                "bridge": names[master] if master is not None else None,
                 "vlan": m.get_attr("NDA_VLAN"),
                 "local": bool(m["state"] & NUD_PERMANENT),
                 "static": bool(m["state"] & NUD_NOARP),
+                "dst": m.get_attr("NDA_DST") if master is None else None,
             }.items()
         )
     )
@@ -351,6 +377,7 @@ def _pyroute2(ns: str) -> dict[str, Any]:
     with NetNS(ns) as ipr:
         links = [_pr_link(m) for m in ipr.link("dump")]
         names = {lk["ifindex"]: lk["name"] for lk in links}
+        tunnels = {lk["ifindex"] for lk in links if lk["kind"] == "vxlan"}
         addresses: dict[int, list[Row]] = {}
         for m in ipr.addr("dump"):
             if m["family"] in inet:
@@ -373,11 +400,12 @@ def _pyroute2(ns: str) -> dict[str, Any]:
                 and not m["state"] & NUD_NOARP
                 and m.get_attr("NDA_DST")
             ),
-            # FDB entries of a bridge (with a master), not a device's own address lists
+            # FDB entries of a bridge (with a master) and a VXLAN device's own (self) entries,
+            # not the address lists every other device keeps
             "fdb": _rows(
                 _pr_fdb(m, names)
                 for m in ipr.fdb("dump")
-                if m.get_attr("NDA_MASTER") is not None
+                if (m.get_attr("NDA_MASTER") is not None or m["ifindex"] in tunnels)
                 and len(m.get_attr("NDA_LLADDR") or "") == 17
             ),
         }
@@ -436,6 +464,15 @@ def test_world_covers_every_decoded_field() -> None:
     assert any(lk["bridge"] and lk["bridge"]["nf_call_iptables"] for lk in links)
     assert any(lk["bridge"] and lk["bridge"]["forward_delay"] == 400 for lk in links)
     assert any(lk["vxlan_id"] == 4242 for lk in links)
+    vx = next(lk for lk in links if lk["vxlan_id"] == 4242)
+    assert vx["vxlan"] == {
+        "vni": 4242,
+        "port": 4789,
+        "local": "10.249.0.1",
+        "remote": None,
+        "dev": None,
+        "learning": False,
+    }
     assert any(lk["macvlan_mode"] == "bridge" and lk["link_netnsid"] is not None for lk in links)
     assert any(lk["alias"] for lk in links)
     assert any(lk["inet_conf"]["rp_filter"] == 2 for lk in links)
@@ -458,3 +495,6 @@ def test_world_covers_every_decoded_field() -> None:
     assert any(":" in dict(n)["ip"] for n in h["neighbors"])
     fdb = [dict(e) for e in h["fdb"]]
     assert any(e["static"] for e in fdb) and any(e["local"] for e in fdb)
+    assert {"mac": "02:00:00:00:49:c1", "port": "nlpvx0", "dst": "10.249.0.7"}.items() <= next(
+        e for e in fdb if e["dst"]
+    ).items()

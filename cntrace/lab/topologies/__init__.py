@@ -6,7 +6,7 @@ from __future__ import annotations
 from cntrace.errors import BadInput
 from cntrace.lab import faults
 from cntrace.lab.topo import Topology
-from cntrace.lab.topologies import macvlan, nested, routed, router
+from cntrace.lab.topologies import macvlan, nested, routed, router, twonode
 
 DEFAULT = "docker"
 
@@ -22,6 +22,8 @@ TOPOLOGIES: dict[str, Topology] = {
         nested.TOPOLOGY,
         routed.TOPOLOGY,
         macvlan.TOPOLOGY,
+        twonode.TOPOLOGY,
+        twonode.TOPOLOGY_HOST_GW,
     )
 }
 

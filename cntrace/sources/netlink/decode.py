@@ -23,6 +23,7 @@ from cntrace.model import (
     PolicyRule,
     Route,
     Socket,
+    Vxlan,
 )
 from cntrace.sources.netlink import proto as p
 from cntrace.sources.netlink.proto import (
@@ -33,6 +34,7 @@ from cntrace.sources.netlink.proto import (
     IFLA_BRPORT,
     IFLA_INET,
     IFLA_INFO,
+    IFLA_VXLAN,
     IPV4_DEVCONF,
     NDA,
     NETCONFA,
@@ -135,6 +137,26 @@ class RawLink:
     macvlan_mode: str | None
     alias: str | None
     inet_conf: dict[str, int]
+    vxlan: Vxlan | None = None  # its ``dev`` is named by the caller, from ``vxlan_link``
+    vxlan_link: int | None = None
+
+
+def _vxlan(data: dict[int, bytes]) -> tuple[Vxlan, int | None]:
+    """A vxlan device's VNI, port, local and remote (group) addresses; the underlay ifindex."""
+    group, local, port = data.get(IFLA_VXLAN.GROUP), data.get(IFLA_VXLAN.LOCAL), None
+    raw_port = data.get(IFLA_VXLAN.PORT)
+    if raw_port and len(raw_port) >= 2:
+        port = struct.unpack_from("!H", raw_port)[0]
+    remote = ip_text(group) if group and any(group) else None
+    link = u32(data.get(IFLA_VXLAN.LINK))
+    info = Vxlan(
+        vni=u32(data.get(IFLA_VXLAN.ID)) or 0,
+        port=port or 8472,
+        local=ip_text(local) if local and any(local) else None,
+        remote=remote,
+        learning=bool(u8(data.get(IFLA_VXLAN.LEARNING))),
+    )
+    return info, link or None
 
 
 def _bridge_info(data: dict[int, bytes]) -> BridgeInfo:
@@ -205,6 +227,7 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
     alias = a.get(IFLA.IFALIAS)
     # IFLA_MACVLAN_MODE and IFLA_VXLAN_ID are both attribute 1 of their kind's data
     mode = u32(data.get(p.IFLA_MACVLAN.MODE)) if kind in ("macvlan", "macvtap") else None
+    vxlan, vxlan_link = _vxlan(data) if kind == "vxlan" else (None, None)
     return RawLink(
         ifindex=index,
         name=c_string(a[IFLA.IFNAME]) if IFLA.IFNAME in a else f"if{index}",
@@ -224,6 +247,8 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,
         alias=c_string(alias) if alias else None,
         inet_conf=_inet_conf(a.get(IFLA.AF_SPEC)) if conf else {},
+        vxlan=vxlan,
+        vxlan_link=vxlan_link,
     )
 
 
@@ -386,8 +411,12 @@ def parse_neighbors(chunks: Chunks, names: dict[int, str]) -> list[Neighbor]:
     return out
 
 
-def parse_fdb(chunks: Chunks, names: dict[int, str]) -> list[FdbEntry]:
-    """Bridge FDB entries (those with a master bridge); device-own (self) lists are skipped."""
+def parse_fdb(
+    chunks: Chunks, names: dict[int, str], tunnels: frozenset[int] = frozenset()
+) -> list[FdbEntry]:
+    """Bridge FDB entries (those with a master bridge), and the device-own (self) entries of the
+    VXLAN devices ``tunnels`` (ifindexes), with their remote ``dst``; other self lists (the
+    multicast addresses every port lists) are skipped."""
     out: list[FdbEntry] = []
     for buf, _t, off, end in each(chunks):
         family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
@@ -396,7 +425,21 @@ def parse_fdb(chunks: Chunks, names: dict[int, str]) -> list[FdbEntry]:
         a = attrs(buf, off + p.NDMSG.size, end)
         master = u32(a.get(NDA.MASTER))
         ll = a.get(NDA.LLADDR)
-        if master is None or not ll or len(ll) != 6:
+        if not ll or len(ll) != 6:
+            continue
+        if master is None and index in tunnels:
+            dst = a.get(NDA.DST)
+            out.append(
+                FdbEntry(
+                    mac=mac_text(ll),
+                    port=names.get(index, f"if{index}"),
+                    local=bool(state & p.NUD_PERMANENT),
+                    static=bool(state & p.NUD_NOARP),
+                    dst=ip_text(dst) if dst else None,
+                )
+            )
+            continue
+        if master is None:
             continue
         out.append(
             FdbEntry(

@@ -118,7 +118,9 @@ class IFLA_MACVLAN:  # noqa: N801  (the kernel's prefix)
 
 
 class IFLA_VXLAN:  # noqa: N801  (the kernel's prefix)
-    ID = 1
+    """A vxlan device's IFLA_INFO_DATA (PORT is big-endian)."""
+
+    ID, GROUP, LINK, LOCAL, LEARNING, PORT = 1, 2, 3, 4, 7, 15
 
 
 class IFLA_INET:  # noqa: N801  (the kernel's prefix)
