@@ -28,6 +28,25 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=seconds(0, WEEK), metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per drop (JSON lines)")
     p.add_argument("--ready-file", metavar="PATH", help="write PATH once the probe is armed")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also show the benign drops hidden by default (multicast not joined, frames for "
+        "other hosts: the list is in docs/tracing.md)",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="counts by reason, location and container instead of lines, refreshed like top "
+        "(--json: one document at the end)",
+    )
+    p.add_argument(
+        "--interval",
+        type=seconds(0, 3600),
+        default=1.0,
+        metavar="S",
+        help="--summary refresh (default 1s)",
+    )
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -125,13 +144,27 @@ def run(args: argparse.Namespace) -> int:
 
         write_ready_file(args.ready_file)
     from cntrace.render.safe import term
+    from cntrace.trace.droptally import DropTally
 
+    tally = DropTally()
     count = 0
+    shown_at = 0.0
     try:
         for d in watch.drops(args.timeout):
             label = namer.label(d.netns_inode)
             ifname = namer.ifname(d.netns_inode, d.ifindex)
-            if args.json:
+            if not tally.add(d, label, show_all=args.all):
+                continue
+            count += 1
+            if args.summary:
+                if (
+                    sys.stdout.isatty()
+                    and not args.json
+                    and time.monotonic() - shown_at >= args.interval
+                ):
+                    _show_summary(tally, clear=True)
+                    shown_at = time.monotonic()
+            elif args.json:
                 doc = {
                     "time": (watch.t0_realtime_ns + d.t_ns) / 1e9,
                     "reason": d.reason,
@@ -153,7 +186,6 @@ def run(args: argparse.Namespace) -> int:
                 line = f"{stamp} {d.reason:<18} {d.location or '?':<28} {where:<28} {pkt}{flags}"
                 sys.stdout.write(term(line) + "\n")  # names from discovery: escaped
             sys.stdout.flush()
-            count += 1
             if args.count and count >= args.count:
                 break
     except KeyboardInterrupt:
@@ -161,6 +193,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         lost = watch.lost()
         watch.close()
+    if args.summary:
+        if args.json:
+            sys.stdout.write(json.dumps({**tally.document(), "lost": lost}) + "\n")
+        else:
+            _show_summary(tally, clear=sys.stdout.isatty())
+    if tally.hidden:
+        sys.stderr.write(
+            f"cntrace: {tally.hidden} benign drop(s) hidden (multicast not joined, frames for "
+            "other hosts); --all shows them\n"
+        )
     if lost:
         sys.stderr.write(f"cntrace: {lost} drop event(s) lost (ring buffer full)\n")
     return int(Exit.OK)
+
+
+def _show_summary(tally: Any, clear: bool) -> None:
+    """The counts as three columns of (count, key), largest first."""
+    from cntrace.render.console import console
+    from cntrace.render.drops import summary_table
+
+    out = console()
+    if clear:
+        out.clear()
+    out.print(summary_table(tally.rows(), tally.total, tally.hidden))

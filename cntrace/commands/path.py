@@ -102,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
     # Printed fixes are checked as what-ifs; the --json document stays the prediction itself
     # (what the console shows and a replay prints).
     checked = result if args.json else _whatif.with_checked_fixes(snap, result, args)
-    if args.live:
-        from cntrace.trace.live import trace_path
+    fix_notes = checked.notes[len(result.notes) :]
+    problem = None
+    if args.live:  # always answers: a trace that could not run is the prediction, saying so
+        from cntrace.trace.live import trace_live
 
-        result, live_timings = trace_path(
+        answer = trace_live(
             snap,
             result,
             backend=args.backend,
@@ -114,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
             ready_file=args.ready_file,
             size=args.size or 0,
         )
-        timings.update(live_timings)
-    result = replace(result, notes=(*result.notes, *checked.notes[len(result.notes) :]))
+        result, problem = answer.path, answer.problem
+        timings.update(answer.timings)
+    result = replace(result, notes=(*result.notes, *fix_notes))
     if args.json:
         import sys
 
@@ -127,4 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
         parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
         sys.stderr.write(f"timing: {parts}\n")
+    if problem is not None:
+        import sys
+
+        sys.stderr.write(f"cntrace: error: {problem}\n")
+        return int(problem.exit_code)
     return int(Exit.OK if result.verdict.status == "delivered" else Exit.FAILED)

@@ -27,6 +27,7 @@ STATUS_STYLE = {
     "timeout": "bold red",
     "unknown": "bold yellow",
 }
+LIVE_EVIDENCE = "live: "  # hop evidence a live trace added (ARP/NDP frames, why not watched)
 SEVERITY_MARK = {"error": ("x", "red"), "warning": ("!", "yellow"), "info": ("i", "blue")}
 
 
@@ -137,6 +138,9 @@ def render(path: Path, console: Console) -> None:
                 f"\n          kernel: {h.reason}" + (f" in {h.location}" if h.location else ""),
                 style="bold red",
             )
+        for said in h.evidence if live else ():  # what the trace saw here, or why it could not
+            if said.startswith(LIVE_EVIDENCE):
+                step.append(f"\n          {said[len(LIVE_EVIDENCE) :]}", style="yellow")
         where = h.netns_label + (f" {h.interface}" if h.interface else "")
         row: list[str | Text] = [str(h.index), Text(where), step]
         if live:

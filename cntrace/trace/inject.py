@@ -20,10 +20,12 @@ namespace, so the namespace's own routes, neighbours and netfilter OUTPUT rules 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import random
 import secrets
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -123,8 +125,7 @@ def build(packet: Packet, marker: Marker, size: int = 0) -> bytes:
             options=[("MSS", 1460)],
         )
         return bytes(l3 / l4)
-    header = (40 if packet.family == 6 else 20) + 8  # IP + UDP or ICMP header
-    payload = marker.payload + b"\0" * max(0, size - header - len(marker.payload))
+    payload = padded_payload(packet, marker, size)
     if packet.proto == "udp":
         return bytes(l3 / UDP(sport=packet.sport, dport=packet.dport) / payload)
     if packet.proto == "icmp":
@@ -133,6 +134,12 @@ def build(packet: Packet, marker: Marker, size: int = 0) -> bytes:
             return bytes(l3 / ICMPv6EchoRequest(id=ident, seq=1) / payload)
         return bytes(l3 / ICMP(type=8, id=ident, seq=1) / payload)
     raise ValueError(f"cannot send a {packet.proto} probe")
+
+
+def padded_payload(packet: Packet, marker: Marker, size: int = 0) -> bytes:
+    """A UDP or ICMP probe's payload: the marker first, padded so the IP packet is ``size``."""
+    header = (40 if packet.family == 6 else 20) + 8  # IP + UDP or ICMP header
+    return marker.payload + b"\0" * max(0, size - header - len(marker.payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +151,17 @@ class Injected:
     t_realtime_ns: int = 0
 
 
-def complete(netns_path: str, packet: Packet) -> Packet:
-    """Fill in what the plan left open: source address (from routing) and source port."""
+def complete(netns_path: str, packet: Packet, *, route: bool = True) -> Packet:
+    """Fill in what the plan left open: source address (from routing, unless ``route`` is
+    False: there is none, and the send will say so) and source port."""
     fam = 6 if ":" in packet.dst else 4
     changes: dict[str, object] = {}
     if fam != packet.family:
         changes["family"] = fam
-    if not packet.src or ipaddress.ip_address(packet.src).is_unspecified:
+    if route and (not packet.src or ipaddress.ip_address(packet.src).is_unspecified):
         changes["src"] = source_address(netns_path, packet.dst)
+    elif not packet.src:
+        changes["src"] = "::" if fam == 6 else "0.0.0.0"
     if packet.sport is None:
         changes["sport"] = random.randint(32768, 60999)
     if packet.proto in ("tcp", "udp") and packet.dport is None:
@@ -163,11 +173,163 @@ def complete(netns_path: str, packet: Packet) -> Packet:
 
 def send(netns_path: str, packet: Packet, marker: Marker, size: int = 0) -> Injected:
     """Send the probe from inside ``netns_path``; ``packet`` must be complete()d."""
-    raw = build(packet, marker, size)
-    family = socket.AF_INET6 if packet.family == 6 else socket.AF_INET
-    with nsenter.socket_in(netns_path, family, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
-        if family == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+    with Sender(netns_path, packet) as sender:
+        return sender.send(marker, size)
+
+
+# socket options the sender uses (linux/in.h, linux/in6.h, linux/errqueue.h)
+IP_MTU_DISCOVER, IP_RECVERR, IP_MTU = 10, 11, 14
+IPV6_MTU_DISCOVER, IPV6_MTU, IPV6_RECVERR = 23, 24, 25
+PMTUDISC_DO = 2
+MSG_ERRQUEUE = 0x2000
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+_EXT_ERR = struct.Struct("=IBBBBII")  # sock_extended_err
+
+
+class Sender:
+    """The socket the probe leaves by, opened in the source namespace before the trace is armed.
+
+    TCP SYNs and ICMP echoes go through a raw socket (the kernel would not let a TCP socket
+    send a lone SYN with our sequence number). UDP goes through a connected UDP socket bound to
+    the probe's address and port, with the DF bit forced (IP_PMTUDISC_DO) and IP_RECVERR on, so
+    the source's kernel itself reports what it knows: EMSGSIZE with the path MTU, ICMP errors
+    for the flow (ECONNREFUSED after a port unreachable) and the reply, which it delivers to
+    this socket instead of answering it with a port unreachable. ``error`` holds the errno that
+    opening met (no route: the probe cannot leave; that is the observation)."""
+
+    def __init__(self, netns_path: str, packet: Packet) -> None:
+        self.netns_path = netns_path
+        self.packet = packet
+        self.error: OSError | None = None
+        self._t0 = 0
+        family = socket.AF_INET6 if packet.family == 6 else socket.AF_INET
+        self.sock: socket.socket | None = None
+        if packet.proto == "udp":
+            self.sock = nsenter.socket_in(
+                netns_path, family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK
+            )
+            try:
+                self._udp_setup(family)
+            except OSError as exc:
+                self.error = exc
+        else:
+            self.sock = nsenter.socket_in(netns_path, family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            if family == socket.AF_INET6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+
+    def _udp_setup(self, family: int) -> None:
+        assert self.sock is not None
+        v6 = family == socket.AF_INET6
+        level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+        self.sock.setsockopt(level, IPV6_MTU_DISCOVER if v6 else IP_MTU_DISCOVER, PMTUDISC_DO)
+        self.sock.setsockopt(level, IPV6_RECVERR if v6 else IP_RECVERR, 1)
+        p = self.packet
+        for _ in range(20):
+            try:
+                self.sock.bind((p.src, p.sport or 0))
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                p = p.rewritten(sport=random.randint(32768, 60999))
+        self.packet = p
+        self.sock.connect((p.dst, p.dport or 0))
+
+    def fileno(self) -> int:
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def send(self, marker: Marker, size: int = 0) -> Injected:
+        """Hand the probe to the kernel; raises OSError as the kernel refuses (EPERM ...)."""
+        assert self.sock is not None
         t_ns, t_rt = time.monotonic_ns(), time.time_ns()
-        s.sendto(raw, (packet.dst, 0))
-    return Injected(packet, marker, t_ns, raw, t_rt)
+        self._t0 = t_ns
+        p = self.packet
+        if self.error is not None:
+            raise self.error
+        if p.proto == "udp":
+            raw = padded_payload(p, marker, size)
+            self.sock.send(raw)
+        else:
+            raw = build(p, marker, size)
+            self.sock.sendto(raw, (p.dst, 0))
+        return Injected(p, marker, t_ns, raw, t_rt)
+
+    def path_mtu(self) -> int | None:
+        """The path MTU the source's kernel holds towards the destination (the route's, or one
+        learned from ICMP), read from a connected UDP socket."""
+        v6 = self.packet.family == 6
+        try:
+            with nsenter.socket_in(
+                self.netns_path, socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM
+            ) as s:
+                s.connect((self.packet.dst, self.packet.dport or 9))
+                level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+                return int(s.getsockopt(level, IPV6_MTU if v6 else IP_MTU))
+        except OSError:
+            return None
+
+    def news(self) -> list[SourceNews]:
+        """What the socket holds now: ICMP errors queued for the flow, replies (UDP only)."""
+        out: list[SourceNews] = []
+        if self.sock is None or self.packet.proto != "udp" or self.error is not None:
+            return out
+        while True:
+            try:
+                _data, anc, _flags, _addr = self.sock.recvmsg(512, 512, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            t = time.monotonic_ns() - self._t0
+            for _level, kind, payload in anc:
+                if kind not in (IP_RECVERR, IPV6_RECVERR) or len(payload) < _EXT_ERR.size:
+                    continue
+                err, origin, etype, code, _pad, info, _d = _EXT_ERR.unpack_from(payload)
+                if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                    continue  # a local error: send() has reported it already
+                offender = _sockaddr_ip(payload[_EXT_ERR.size :])
+                mtu = info if err == errno.EMSGSIZE and info else None
+                out.append(SourceNews("icmp-error", t, err, etype, code, offender, mtu))
+        while True:
+            try:
+                self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # a pending error not on the queue (without IP_RECVERR)
+                out.append(SourceNews("icmp-error", time.monotonic_ns() - self._t0, exc.errno))
+                break
+            out.append(SourceNews("reply", time.monotonic_ns() - self._t0))
+        return out
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceNews:
+    """One thing the sending socket reported (trace/events.SourceEvent in the result)."""
+
+    kind: str  # icmp-error | reply
+    t_ns: int
+    errno: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    offender: str | None = None
+    mtu: int | None = None
+
+
+def _sockaddr_ip(raw: bytes) -> str | None:
+    """The address of a sockaddr_in or sockaddr_in6 (the ICMP error's sender)."""
+    if len(raw) >= 8 and int.from_bytes(raw[:2], "little") == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if len(raw) >= 24 and int.from_bytes(raw[:2], "little") == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return None

@@ -12,17 +12,16 @@ observation and prediction disagree, the report says so plainly.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
 import time
 from collections.abc import Callable
 from typing import TypedDict, Unpack
 
-from cntrace.errors import BadInput, EnvironmentProblem
-from cntrace.model import Hop, Path, RuleRef, Snapshot, Verdict
-from cntrace.trace import pcapng
+from cntrace.errors import BadInput, CntraceError, EnvironmentProblem
+from cntrace.model import Hop, Path, Snapshot
+from cntrace.trace import observed, pcapng
 from cntrace.trace.events import Backend, RuleEvent, Sighting, TracePlan, TraceResult, TraceTarget
 from cntrace.trace.session import run_trace
+from cntrace.trace.verdict import live_verdict
 
 Key = tuple[int, str]  # (netns inode, interface name)
 
@@ -35,6 +34,10 @@ def _netns_path(snap: Snapshot, inode: int | None) -> str | None:
     return (named or list(ns.paths))[0]
 
 
+class NothingToTrace(Exception):
+    """The prediction gives nothing a probe could follow (no hops, no source namespace)."""
+
+
 def plan_for(
     snap: Snapshot,
     path: Path,
@@ -44,12 +47,15 @@ def plan_for(
     ready_file: str | None = None,
     size: int = 0,
 ) -> TracePlan:
-    """The trace that watches every tap of the predicted path, request first, then reply."""
+    """The trace that watches every tap of the predicted path, request first, then reply; every
+    other port of the bridges on the way for ARP/NDP floods; the neighbours that matter."""
     if not path.hops:
-        raise BadInput(f"nothing to trace: {path.verdict.summary}")
+        raise NothingToTrace(f"nothing to trace: {path.verdict.summary}")
     source = _netns_path(snap, path.source.netns)
     if source is None:
-        raise BadInput("cannot enter the source's namespace (it has no path cntrace can open)")
+        raise NothingToTrace(
+            "cannot enter the source's namespace (it has no path cntrace can open)"
+        )
     targets: list[TraceTarget] = []
     seen: set[Key] = set()
     # A fork (a Service's endpoints) is watched on every branch: the kernel picks one.
@@ -93,7 +99,68 @@ def plan_for(
         backend=backend,
         ready_file=ready_file,
         size=size,
+        l2_targets=_bridge_ports(snap, path, seen),
+        neighbours=_neighbours(snap, path),
+        destination_netns=_destination(path),
     )
+
+
+def _destination(path: Path) -> int | None:
+    """The namespace whose socket the request reaches (after DNAT), else the destination's."""
+    sockets = [h for h in path.hops if h.kind == "socket" and h.direction == "request"]
+    return sockets[0].netns if sockets else path.destination.netns
+
+
+def _bridge_ports(snap: Snapshot, path: Path, taps: set[Key]) -> tuple[TraceTarget, ...]:
+    """Every port of each bridge on the request's way that is not a tap already: where a
+    flooded ARP/NDP solicitation shows (TraceTarget.hop is the bridge's hop)."""
+    out: list[TraceTarget] = []
+    done = set(taps)
+    for h in path.hops:
+        if h.kind != "bridge" or h.netns is None or h.direction != "request":
+            continue
+        ns = snap.ns(h.netns)
+        nspath = _netns_path(snap, h.netns)
+        link = ns.link(h.interface) if ns and h.interface else None
+        if ns is None or nspath is None or link is None:
+            continue
+        bridge = (
+            link
+            if link.kind == "bridge"
+            else next((b for b in ns.links if b.ifindex == link.master), None)
+        )
+        if bridge is None:
+            continue
+        for port in ns.links:
+            if port.master == bridge.ifindex and (h.netns, port.name) not in done:
+                done.add((h.netns, port.name))
+                out.append(
+                    TraceTarget(
+                        nspath,
+                        h.netns,
+                        port.name,
+                        port.ifindex,
+                        f"{h.netns_label} {port.name}",
+                        hop=h.index,
+                    )
+                )
+    return tuple(out)
+
+
+def _neighbours(snap: Snapshot, path: Path) -> tuple[str, ...]:
+    """The addresses whose ARP/NDP resolution matters: every address the packet carries on its
+    way, and the gateways of the namespaces it crosses."""
+    found: dict[str, None] = {}
+    for h in path.hops:
+        for p in (h.packet,):
+            found.setdefault(p.src)
+            found.setdefault(p.dst)
+    for inode in dict.fromkeys(h.netns for h in path.hops if h.netns is not None):
+        ns = snap.ns(inode)
+        for r in ns.routes if ns else ():
+            if r.gateway:
+                found.setdefault(r.gateway)
+    return tuple(a for a in found if a)
 
 
 class PlanOptions(TypedDict, total=False):
@@ -105,6 +172,16 @@ class PlanOptions(TypedDict, total=False):
     size: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LiveAnswer:
+    """A live trace's answer: always a Path; ``problem`` when the environment kept the trace
+    from running (the Path is then the prediction, marked "predicted only": exit 3)."""
+
+    path: Path
+    timings: dict[str, float]
+    problem: CntraceError | None = None
+
+
 def trace_path(
     snap: Snapshot,
     predicted: Path,
@@ -114,52 +191,57 @@ def trace_path(
     **options: Unpack[PlanOptions],
 ) -> tuple[Path, dict[str, float]]:
     """Run the live trace for ``predicted`` and return the merged Path and the phase timings."""
+    answer = trace_live(snap, predicted, pcap=pcap, notice=notice, **options)
+    return answer.path, answer.timings
+
+
+def trace_live(
+    snap: Snapshot,
+    predicted: Path,
+    *,
+    pcap: str | None = None,
+    notice: Callable[[str], None] | None = None,
+    **options: Unpack[PlanOptions],
+) -> LiveAnswer:
+    """The live trace of ``predicted``, whatever happens: a probe that could not be built or
+    sent, was not seen, or an engine that could not attach all end in a Path."""
     t = time.perf_counter()
-    plan = plan_for(snap, predicted, **options)
+    try:
+        plan = plan_for(snap, predicted, **options)
+    except NothingToTrace as exc:
+        return LiveAnswer(predicted_only(predicted, str(exc)), {})
     planned = time.perf_counter() - t
     try:
         result = run_trace(plan, notice=notice)
-    except (EnvironmentProblem, BadInput) as exc:  # the kernel refused to send it: observed
-        cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            return _unsendable(predicted, cause), {"plan": planned}
-        raise
+    except EnvironmentProblem as exc:
+        return LiveAnswer(predicted_only(predicted, str(exc)), {"plan": planned}, exc)
+    except BadInput as exc:  # the probe cannot be built (no source namespace, no port ...)
+        return LiveAnswer(predicted_only(predicted, str(exc)), {"plan": planned})
     if pcap:
         pcapng.write(pcap, result)
     timings = {"plan": planned, **result.timings}
-    return merge(predicted, result), timings
+    return LiveAnswer(merge(predicted, result, snap), timings)
 
 
-def _unsendable(predicted: Path, cause: OSError) -> Path:
-    """The source's kernel refused to send the probe at all: that is the observation."""
-    why = os.strerror(cause.errno or 0)
-    first = dataclasses.replace(
-        predicted.hops[0],
-        observed=False,
-        watched=True,
-        ok=False,
-        reason=errno.errorcode.get(cause.errno or 0),
-    )
-    hops = (
-        first,
-        *(dataclasses.replace(h, observed=False, watched=True) for h in predicted.hops[1:]),
-    )
-    status = "no-route" if cause.errno == errno.ENETUNREACH else "unreachable"
-    notes = (
-        ()
-        if predicted.verdict.status == status
-        else (
-            f"observation disagrees with the prediction: predicted "
-            f"{predicted.verdict.status.upper()}, observed {status.upper()}",
+def predicted_only(predicted: Path, why: str) -> Path:
+    """The prediction as a live document when nothing could be observed: every hop not watched
+    (with why), the verdict predicted and saying so."""
+    hops = tuple(
+        dataclasses.replace(
+            h, observed=False, watched=False, evidence=(*h.evidence, f"live: not watched: {why}")
         )
+        for h in predicted.hops
     )
-    verdict = Verdict(
-        status,
-        1,
-        f"the source's kernel refuses to send: {why}",
-        errno.errorcode.get(cause.errno or 0),
+    v = predicted.verdict
+    verdict = dataclasses.replace(v, summary=f"predicted only ({why}): {v.summary}")
+    return dataclasses.replace(
+        predicted,
+        hops=hops,
+        verdict=verdict,
+        mode="live",
+        stats={"sightings": 0, "drops": 0, "rule_events": 0, "lost_events": 0, "unwatched": 1},
+        notes=(*predicted.notes, f"predicted only: nothing was observed ({why})"),
     )
-    return dataclasses.replace(predicted, hops=hops, verdict=verdict, mode="live", notes=notes)
 
 
 # ---------------------------------------------------------------------- merging
@@ -187,27 +269,10 @@ def _rule_event_for(h: Hop, events: tuple[RuleEvent, ...]) -> RuleEvent | None:
     return None
 
 
-def _ruleref(e: RuleEvent) -> RuleRef | None:
-    if e.kind != "rule" or e.position is None:
-        return None
-    text = e.rule_text or ""
-    backend = "iptables-nft" if text.startswith("-A ") else "nftables"
-    return RuleRef(
-        backend=backend,
-        table=e.table,
-        chain=e.chain,
-        position=e.position,
-        text=text,
-        handle=e.handle,
-        family=e.family,
-        verdict=e.verdict,
-    )
-
-
-def merge(predicted: Path, result: TraceResult) -> Path:
-    """The predicted Path with every hop marked seen / not seen / not watched, and a verdict
-    from what was observed. On a fork, the branch the kernel took (the one whose endpoint the
-    probe was seen going to after its DNAT) becomes the path, and is marked chosen."""
+def merge(predicted: Path, result: TraceResult, snap: Snapshot | None = None) -> Path:
+    """The predicted Path with every hop marked seen / not seen / not watched (with why), the
+    ARP/NDP frames seen at each, and a verdict from what was observed. On a fork (a Service's
+    endpoints), the branch the kernel took becomes the path, and is marked chosen."""
     predicted = _taken_branch(predicted, result)
     by_target: dict[tuple[Key, str, bool], list[Sighting]] = {}
     for s in result.sightings:
@@ -258,15 +323,35 @@ def merge(predicted: Path, result: TraceResult) -> Path:
 
     hops = _infer_untapped(hops, result)
     status, detail = result.outcome()
-    verdict, hops, notes = _verdict(predicted, hops, result, status, detail)
+    verdict, hops, notes = live_verdict(predicted, hops, result, status, detail)
+    l2 = observed.neigh_evidence(hops, result)
+    hops = [
+        dataclasses.replace(
+            h,
+            evidence=(
+                *h.evidence,
+                *l2.get(h.index, ()),
+                *(observed.unwatched_evidence(h, result.unwatched) if h.watched is False else ()),
+            ),
+        )
+        for h in hops
+    ]
     stats = {
         "sightings": len(result.sightings),
         "drops": len(result.drops),
         "rule_events": len(result.rule_events),
         "lost_events": result.lost_events,
         "unwatched": len(result.unwatched),
+        "neighbour_frames": len(result.neigh),
+        "source_events": len(result.source),
     }
-    notes = [f"backend: {result.backend}", *result.notices, *notes, *_wrapped(hops, result)]
+    notes = [
+        f"backend: {result.backend}",
+        *result.notices,
+        *observed.end_notes(result, snap, predicted.source.netns),
+        *notes,
+        *_wrapped(hops, result),
+    ]
     for u in result.unwatched:
         notes.append(f"not watched: {u.what} ({u.why})" + (" [partial]" if u.partial else ""))
     if result.lost_events:
@@ -349,125 +434,3 @@ def _infer_untapped(hops: list[Hop], result: TraceResult) -> list[Hop]:
         )
         out[i] = dataclasses.replace(h, observed=passed, watched=None)
     return out
-
-
-def _verdict(
-    predicted: Path, hops: list[Hop], result: TraceResult, status: str, detail: str
-) -> tuple[Verdict, list[Hop], list[str]]:
-    """The observed verdict, the hop it happened at, and notes where it departs from the
-    prediction."""
-    p = predicted.verdict
-    request = [h for h in hops if h.direction == "request"]
-    drop = result.request_drop if status in ("dropped", "refused") else None
-    last_seen = max((h.index for h in hops if h.observed and h.tap), default=0)
-    rule: RuleRef | None = None
-    at: Hop | None
-    if status == "dropped":
-        # In the drop's namespace, after the last hop where the probe was seen; the predicted
-        # failing hop when it is one of those.
-        after = [h for h in request if h.index > last_seen]
-        if drop is not None and drop.netns_inode is not None:
-            after = [h for h in after if h.netns == drop.netns_inode] or after
-        kind = _kind_of(drop.location if drop is not None else None)
-        by_kind = [h for h in after if h.kind == kind] if kind else []
-        at = _pick(by_kind, None) or _pick(after, p.at_hop) or (request[-1] if request else None)
-        rule = next(
-            (
-                _ruleref(e)
-                for e in result.rule_events
-                if not e.is_reply and (e.verdict or "").startswith("drop")
-            ),
-            None,
-        )
-    elif status in ("refused", "delivered"):
-        at = next((h for h in request if h.kind == "socket"), request[-1] if request else None)
-    else:  # timeout, unreachable: the predicted hop beyond the last sighting, else the next
-        # watched hop (where the trail goes cold), else the last sighting itself
-        after = [h for h in hops if h.index > last_seen]
-        at = next((h for h in after if h.index == p.at_hop), None) or _pick(
-            [h for h in after if h.tap and h.watched], None
-        )
-        if at is None:
-            at = next((h for h in hops if h.index == last_seen), None)
-    reason = drop.reason if drop is not None else None
-    location = drop.location if drop is not None else None
-    if at is not None and status != "delivered":
-        failed = {"ok": False, "observed": False} if status == "dropped" else {}
-        hops = [
-            dataclasses.replace(h, reason=reason, location=location, **failed)  # type: ignore[arg-type]
-            if h.index == at.index
-            else h
-            for h in hops
-        ]
-    where = f" in {at.netns_label}" if at is not None else ""
-    summary = {
-        "delivered": f"delivered: {detail}",
-        "refused": f"refused{where}: {detail}",
-        "dropped": f"dropped{where} by the kernel"
-        + (f" ({reason}" + (f" in {location}" if location else "") + ")" if reason else "")
-        + (f", rule {rule.table}/{rule.chain} #{rule.position}" if rule else ""),
-        "unreachable": f"unreachable: {detail}",
-        "timeout": f"no answer within the timeout: {detail}",
-    }.get(status, detail)
-
-    notes: list[str] = []
-    predicted_ns = hops[p.at_hop - 1].netns if p.at_hop else None
-    same_end = status == p.status or (
-        {status, p.status} <= {"dropped", "timeout", "unreachable"}
-        and at is not None
-        and at.netns == predicted_ns
-    )
-    agrees = same_end and (p.at_hop is None or at is None or at.index == p.at_hop)
-    if not agrees:
-        notes.append(
-            f"observation disagrees with the prediction: predicted {p.status.upper()}"
-            + (f" at hop {p.at_hop}" if p.at_hop else "")
-            + f", observed {status.upper()}"
-            + (f" at hop {at.index}" if at else "")
-        )
-    for h in hops:
-        if (
-            h.tap
-            and h.watched
-            and h.observed is False
-            and h.ok
-            and (at is None or h.index < at.index)
-        ):
-            notes.append(
-                f"hop {h.index} ({h.netns_label} {h.interface} {h.tap}) was predicted but not seen"
-            )
-    verdict = Verdict(
-        status,
-        at.index if at else None,
-        summary,
-        reason or (p.reason if agrees else None),
-        rule or (p.rule if agrees else None),
-    )
-    return verdict, hops, notes
-
-
-def _pick(hops: list[Hop], index: int | None) -> Hop | None:
-    """The hop with ``index`` if present, else the first one."""
-    for h in hops:
-        if h.index == index:
-            return h
-    return hops[0] if hops else None
-
-
-# Which kind of hop a kernel function that freed the packet belongs to.
-_LOCATION_KINDS = (
-    (("br_", "nbp_"), "bridge"),
-    (("nf_", "nft_", "ipt_", "ip6t_", "xt_"), "netfilter"),
-    (("ip_", "ip6_", "fib", "ipv6_", "icmp_"), "route"),
-    (("tcp_", "udp_", "raw_", "inet_"), "socket"),
-    (("veth_", "__dev_forward", "dev_forward", "netif_"), "veth"),
-)
-
-
-def _kind_of(location: str | None) -> str | None:
-    if not location:
-        return None
-    for prefixes, kind in _LOCATION_KINDS:
-        if location.startswith(prefixes):
-            return kind
-    return None

@@ -85,7 +85,11 @@ class ProbeModule:
             return str(exc)
         if os.environ.get(PRINT_ENV):
             print_source_and_exit(self.facts)
-        if not is_cached(self.facts):
+        try:
+            cached = is_cached(self.facts)
+        except OSError as exc:  # a broken install or CNTRACE_PROBES_DIR
+            return f"cannot read the probes' source: {exc.strerror}: {exc.filename}"
+        if not cached:
             if not _bcc_installed():
                 return "bcc (python3-bpfcc) is not installed and no compiled probes are cached"
             headers = f"/lib/modules/{platform.release()}/build"

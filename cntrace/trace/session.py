@@ -25,30 +25,23 @@ from dataclasses import replace
 from typing import Protocol
 
 from cntrace.errors import BadInput, EnvironmentProblem
-from cntrace.model import Packet
 from cntrace.sources import nsenter
 from cntrace.trace import cleanup as cleanup_mod
 from cntrace.trace import inject
+from cntrace.trace.armed import SEND_ERRORS, ArmedTrace, write_ready_file
 from cntrace.trace.bpfsys import BpfError, prog_run_stats
 from cntrace.trace.capture import CaptureCollector
-from cntrace.trace.collector import Collector, Requirement, Seen, StopRule, ending
+from cntrace.trace.collector import Collector, Requirement
 from cntrace.trace.ebpf import ProbeBuildError
-from cntrace.trace.events import (
-    Backend,
-    Drop,
-    RuleEvent,
-    Sighting,
-    TracePlan,
-    TraceResult,
-    TraceTarget,
-    Unwatched,
-)
+from cntrace.trace.events import Backend, Drop, TracePlan, TraceResult, TraceTarget
 from cntrace.trace.events_c import CNT_CFG_ALL_DROPS
 from cntrace.trace.kallsyms import Kallsyms
+from cntrace.trace.neigh import NeighCollector
 from cntrace.trace.nftwatch import LegacyTraceCollector, NftraceCollector
-from cntrace.trace.packet import Matcher, reverse
 from cntrace.trace.probes import KfreeCollector, ProbeModule, TcCollector
 from cntrace.trace.tcattach import signals_deferred
+
+__all__ = ["ArmedTrace", "DropWatch", "TraceEngine", "run_trace", "targets_in", "write_ready_file"]
 
 _ENGINE_SEQ = [0]
 
@@ -59,161 +52,6 @@ class _Probed(Protocol):
     name: str
 
     def can_run(self) -> tuple[bool, str]: ...
-
-
-# --------------------------------------------------------------------------- one armed trace
-
-
-class ArmedTrace:
-    """One trace between arming and disarming (TraceEngine.armed); it owns the event loop."""
-
-    def __init__(
-        self,
-        collectors: Sequence[Collector],
-        plan: TracePlan,
-        probe: Packet,
-        marker: inject.Marker,
-        backend: str,
-        src_inode: int,
-        t_start: float,
-        notices: Sequence[str] = (),
-    ) -> None:
-        self.t_start = t_start
-        self.collectors = tuple(collectors)
-        self.plan = plan
-        self.probe = probe
-        self.marker = marker
-        self.backend = backend
-        self.src_inode = src_inode
-        self.matcher = Matcher()
-        self.matcher.arm(marker.nonce)
-        self.unwatched: list[Unwatched] = []
-        self.timings: dict[str, float] = {}
-        self.lost = 0
-        self.sent: inject.Injected | None = None
-        self.sightings: list[Sighting] = []
-        self.drops: list[Drop] = []
-        self.rules: list[RuleEvent] = []
-        self.notices = list(notices)
-        self.ended = "timeout"
-        self._fds: list[int] = []
-        self._stopping: list[Collector] = []
-
-    @property
-    def nonce(self) -> int:
-        return self.marker.nonce
-
-    @property
-    def t0_ns(self) -> int:
-        return self.sent.t_ns if self.sent is not None else 0
-
-    def arm(self) -> None:
-        """Attach, then start, every collector; each one tried is stopped by disarm()."""
-        t0 = time.monotonic()
-        for c in self.collectors:
-            self._stopping.append(c)
-            self.unwatched += c.attach(self)
-        for c in self.collectors:
-            self._fds += c.start(self)
-        self.timings["attach"] = time.monotonic() - t0
-        if self.plan.ready_file:
-            write_ready_file(self.plan.ready_file)
-
-    def disarm(self) -> None:
-        """Stop every collector arm() reached, even when one fails (the first error is raised
-        after). Signals are held: a Ctrl-C would skip the rest of the undoing; it lands after."""
-        with signals_deferred():
-            t0 = time.monotonic()
-            first: Exception | None = None
-            for c in self._stopping:
-                try:
-                    self.lost += c.stop(self)
-                except Exception as exc:  # raised below, once all are stopped
-                    first = first or exc
-            self._stopping = []
-            self.timings["detach"] = time.monotonic() - t0
-        if first is not None:
-            raise first
-
-    def inject(self) -> inject.Injected:
-        t0 = time.monotonic()
-        try:
-            self.sent = inject.send(
-                self.plan.source_netns_path, self.probe, self.marker, self.plan.size
-            )
-        except OSError as exc:
-            raise EnvironmentProblem(f"could not send the probe: {exc}") from exc
-        self.timings["inject"] = time.monotonic() - t0
-        return self.sent
-
-    def _drain(self) -> Seen:
-        """Every collector's news, kept; returns the news for the stop rule."""
-        got = [c.drain(self) for c in self.collectors]
-        new = Seen(
-            tuple(s for g in got for s in g.sightings),
-            tuple(d for g in got for d in g.drops),
-            tuple(r for g in got for r in g.rules),
-            tuple(n for g in got for n in g.notices),
-        )
-        self.sightings += new.sightings
-        self.drops += new.drops
-        self.rules += new.rules
-        self.notices += new.notices
-        return new
-
-    def gather_until_outcome(self) -> None:
-        """Gather events until the outcome is known (plus a short settle) or the timeout."""
-        assert self.sent is not None, "inject() first"
-        t0 = time.monotonic()
-        rule = StopRule.of(self.plan, self.src_inode, self.sent.packet)
-        poller = select.poll()
-        for fd in dict.fromkeys(self._fds):
-            poller.register(fd, select.POLLIN)
-        deadline = self.sent.t_ns + int(self.plan.timeout_s * 1e9)
-        settle_at: int | None = None
-        last_event = time.monotonic_ns()
-        while True:
-            now = time.monotonic_ns()
-            if (settle_at is not None and now >= settle_at) or now >= deadline:
-                break
-            wait_ns = min(deadline, settle_at or deadline) - now
-            poller.poll(max(1, min(50, wait_ns // 1_000_000)))
-            new = self._drain()
-            if new.sightings or new.drops:
-                last_event = time.monotonic_ns()
-            if settle_at is None:
-                end = ending(rule, new, self.sightings, time.monotonic_ns() - last_event)
-                if end is not None:
-                    self.ended, settle_at = end[0], time.monotonic_ns() + end[1]
-        self.timings["collect"] = time.monotonic() - t0
-
-    def result(self) -> TraceResult:
-        """The result (after the trace is disarmed: collectors finish what only the end can
-        tell, e.g. nft rule texts)."""
-        sent = self.sent
-        assert sent is not None
-        for s in self.sightings:  # the user-space matcher learns the flows the kernel learnt
-            if not s.is_reply and s.packet.proto in ("tcp", "udp"):
-                num = 6 if s.packet.proto == "tcp" else 17
-                f = (s.packet.src, s.packet.dst, s.packet.sport or 0, s.packet.dport or 0, num)
-                self.matcher.flows[f] = (self.marker.nonce, 1)
-                self.matcher.flows[reverse(f)] = (self.marker.nonce, 2)
-        self._drain()
-        self.timings["total"] = time.monotonic() - self.t_start
-        return TraceResult(
-            sightings=tuple(sorted(self.sightings, key=lambda s: s.t_ns)),
-            drops=tuple(self.drops),
-            rule_events=tuple(sorted(self.rules, key=lambda r: r.t_ns)),
-            lost_events=self.lost,
-            unwatched=tuple(self.unwatched),
-            timings=dict(self.timings),
-            backend=self.backend,
-            probe=sent.packet,
-            marker=self.marker.nonce,
-            notices=tuple(self.notices),
-            ended=self.ended,
-            t0_realtime_ns=sent.t_realtime_ns,
-        )
 
 
 # --------------------------------------------------------------------------- the engine
@@ -246,9 +84,10 @@ class TraceEngine:
         self.nft = NftraceCollector(self.seq)
         self.legacy = LegacyTraceCollector()
         self.capture = CaptureCollector()
+        self.neigh = NeighCollector()
         self.backends: dict[str, tuple[Collector, ...]] = {
-            "ebpf": (self.tc, self.kfree, self.nft),
-            "capture": (self.capture, self.nft),
+            "ebpf": (self.tc, self.kfree, self.nft, self.neigh),
+            "capture": (self.capture, self.nft, self.neigh),
         }
         if backends is not None:
             self.backends = {k: tuple(v) for k, v in backends.items()}
@@ -278,7 +117,14 @@ class TraceEngine:
     # ------------------------------------------------------------------ requirements
 
     def requirements(self) -> list[Requirement]:
-        probed: tuple[_Probed, ...] = (self.tc, self.kfree, self.nft, self.legacy, self.capture)
+        probed: tuple[_Probed, ...] = (
+            self.tc,
+            self.kfree,
+            self.nft,
+            self.legacy,
+            self.capture,
+            self.neigh,
+        )
         return [Requirement(c.name, *c.can_run()) for c in probed]
 
     def backend(self) -> str:
@@ -336,20 +182,41 @@ class TraceEngine:
         except ValueError as exc:
             raise BadInput(str(exc)) from exc
         except OSError as exc:
-            raise BadInput(f"no route from the source to {plan.packet.dst}: {exc}") from exc
+            if exc.errno not in SEND_ERRORS:
+                raise BadInput(f"no route from the source to {plan.packet.dst}: {exc}") from exc
+            # No source address without a route: the send fails the same way, and says so.
+            probe = inject.complete(
+                plan.source_netns_path, replace(plan.packet, src=""), route=False
+            )
+        try:
+            sender = inject.Sender(plan.source_netns_path, probe)
+        except PermissionError as exc:
+            raise EnvironmentProblem(f"cannot open the probe's socket: {exc.strerror}") from exc
+        except OSError as exc:
+            raise BadInput(f"source namespace {plan.source_netns_path}: {exc.strerror}") from exc
+        probe = sender.packet
 
-        backend = self.backend()
+        try:
+            backend = self.backend()
+        except BaseException:
+            sender.close()
+            raise
         notices, self._notices = self._notices, []
         collectors = self.backends[backend]
         marker = inject.new_marker()
-        a = ArmedTrace(collectors, plan, probe, marker, backend, src_inode, t_start, notices)
+        a = ArmedTrace(
+            collectors, plan, probe, marker, backend, src_inode, t_start, notices, sender
+        )
         a.timings["compile"] = self.compile_s if self._traces == 0 else 0.0
         self._traces += 1
         try:
             a.arm()
             yield a
         finally:
-            a.disarm()
+            try:
+                a.disarm()
+            finally:
+                sender.close()
 
     def trace(self, plan: TracePlan) -> TraceResult:
         """Inject one probe and report what was seen of it."""
@@ -373,13 +240,6 @@ class TraceEngine:
                 c.close()
             self._module.close()
             self._backend = None
-
-
-def write_ready_file(path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(f"{os.getpid()} armed\n")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- entry points

@@ -177,7 +177,15 @@ def test_udp_reply_is_matched(topo: Topo, backend: str) -> None:
 def test_udp_closed_port_icmp_error_quotes_the_probe(topo: Topo, backend: str) -> None:
     r = trace(topo, Packet("udp", "", SRV_IP, None, 54), backend)
     status, detail = r.outcome()
-    assert status == "refused", detail  # port unreachable: what the predictor says too
+    assert status == "refused" and "port unreachable" in detail, detail  # UDP's refusal
+    # the source's connected socket heard it too (IP_RECVERR): ECONNREFUSED, from the server
+    (heard,) = [e for e in r.source if e.kind == "icmp-error"]
+    assert (heard.errno, heard.icmp_type, heard.icmp_code, heard.offender) == (
+        "ECONNREFUSED",
+        3,
+        3,
+        SRV_IP,
+    )
     (err,) = seen(r, "trc0", "ingress", reply=True)
     assert err.proto == "icmp" and err.icmp_type == 3 and err.src == SRV_IP
     assert [s.match for s in r.sightings if s.is_reply] == ["icmp-quote"] * 4
@@ -565,3 +573,52 @@ def test_source_namespace_must_exist(topo: Topo) -> None:
     with pytest.raises(BadInput), TraceEngine() as engine:
         engine.trace(plan)
     assert os.path.exists(topo.path("cli"))
+
+
+def test_drops_summary_counts_what_matters_and_hides_benign_multicast(
+    topo: Topo, tmp_path: Path
+) -> None:
+    """`cntrace drops --summary`: a refused connection is counted by reason, function and
+    namespace; multicast for a group srv never joined (the NOT_SPECIFIED noise of every host)
+    is hidden and counted as hidden."""
+    ready = tmp_path / "summary.ready"
+    argv = [sys.executable, "-m", "cntrace", "drops", f"netns:{topo.ns('srv')}", "--summary"]
+    proc = subprocess.Popen(
+        [*argv, "--json", "--timeout", "4", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(ready, proc, timeout=60)
+    from safety import probe
+
+    assert probe(topo.path("cli"), SRV_IP, 82) == "refused"
+    # rtr's link to srv goes down and up: rtr's kernel sends its MLD reports and neighbour
+    # solicitations (DAD) again, multicast to groups srv has not joined (nothing the test sends)
+    rtr = ["ip", "-n", topo.ns("rtr"), "link", "set", "trr1"]
+    subprocess.run([*rtr, "down"], check=True)
+    subprocess.run([*rtr, "up"], check=True)
+    _until_no_tentative(topo, "rtr")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["by_reason"].get("NO_SOCKET", 0) >= 1, doc
+    assert any(k.startswith("tcp_v4_rcv") for k in doc["by_location"]), doc
+    assert doc["by_where"].get(topo.ns("srv"), 0) >= 1, doc
+    assert doc["hidden_benign"] >= 1 and "benign drop(s) hidden" in err, (doc, err)
+    assert "ip6_mc_input" not in doc["by_location"], doc
+
+
+def _until_no_tentative(topo: Topo, role: str, timeout: float = 5.0) -> None:
+    """Wait for IPv6 duplicate address detection to finish (later tests route over it)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = subprocess.run(
+            ["ip", "-n", topo.ns(role), "-6", "addr", "show", "tentative"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if not out.strip():
+            return
+        time.sleep(0.1)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream
@@ -247,3 +250,173 @@ def test_live_published_port(world: World, backend: str) -> None:
     ]
     last = into[-1]["observed_packet"]
     assert (last["dst"], last["dport"]) == (world.ip(D, "bridge"), 80)  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- issue 17: --live
+# always answers. Each case checks the document, the status, the observed hop and the exit code.
+
+
+def _live_run(
+    world: World,
+    src: str,
+    dst: str,
+    *extra: str,
+    backend: str = "ebpf",
+    env: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], str]:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cntrace",
+            "path",
+            "--live",
+            "--json",
+            "--backend",
+            backend,
+            src,
+            dst,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": f"unix://{world.engine.socket}", **(env or {})},
+        check=False,
+        timeout=120,
+    )
+    assert res.stdout, res.stderr  # a document whatever happened
+    doc: dict[str, Any] = json.loads(res.stdout)
+    assert doc["mode"] == "live" and doc["schema"] == "cntrace.path/v1"
+    return res.returncode, doc, res.stderr
+
+
+def _at(doc: dict[str, Any]) -> dict[str, Any]:
+    hop: dict[str, Any] = doc["hops"][doc["verdict"]["at_hop"] - 1]
+    return hop
+
+
+def _live_lines(doc: dict[str, Any]) -> list[str]:
+    return [e for h in doc["hops"] for e in h["evidence"] if e.startswith("live: ")]
+
+
+def test_live_unresolvable_name_is_a_negative_answer_not_bad_input(world: World) -> None:
+    rc, doc, _ = _live_run(world, B, f"{C}:80")  # C is on another network: B's DNS has no C
+    assert rc == 1
+    v = doc["verdict"]
+    assert v["status"] == "unreachable" and v["summary"].startswith("predicted only")
+    assert [f["code"] for f in doc["findings"] if f["severity"] == "error"]
+    assert any("predicted only" in n for n in doc["notes"])
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_output_drop_in_the_source_is_seen_as_its_eperm(world: World, backend: str) -> None:
+    ns, ip = world.ns(B), world.ip(A, NET1)
+    rule = ["OUTPUT", "-d", f"{ip}/32", "-p", "tcp", "--dport", "80", "-j", "DROP"]
+    subprocess.run(["nsenter", f"--net={ns}", "iptables", "-A", *rule], check=True)
+    try:
+        rc, doc, _ = _live_run(world, B, f"{A}:80", backend=backend)
+    finally:
+        subprocess.run(["nsenter", f"--net={ns}", "iptables", "-D", *rule], check=True)
+    assert rc == 1
+    v, hop = doc["verdict"], _at(doc)
+    assert (
+        v["status"] == "dropped"
+        and hop["kind"] == "netfilter"
+        and hop["netns"] == doc["source"]["netns"]
+    )
+    assert v["rule"] is not None and v["rule"]["chain"] == "OUTPUT"  # nftrace names the rule
+    assert v["reason"] == ("NETFILTER_DROP" if backend == "ebpf" else "EPERM")
+    assert any("EPERM" in n for n in doc["notes"])
+    assert not [n for n in doc["notes"] if "disagrees" in n]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_one_way_udp_is_delivered_at_the_socket_with_a_note(
+    world: World, backend: str
+) -> None:
+    from cntrace.sources import nsenter
+
+    with nsenter.socket_in(world.ns(A), socket.AF_INET, socket.SOCK_DGRAM) as quiet:
+        quiet.bind(("0.0.0.0", 9999))  # bound, never reads, never answers
+        rc, doc, _ = _live_run(world, B, f"{A}:9999", "--proto", "udp", backend=backend)
+    assert rc == 0
+    v, hop = doc["verdict"], _at(doc)
+    assert v["status"] == "delivered" and hop["kind"] == "socket"
+    into = [
+        h
+        for h in doc["hops"]
+        if h["tap"] == "ingress" and h["netns"] == hop["netns"] and h["direction"] == "request"
+    ]
+    assert into and all(h["observed"] for h in into)
+    assert any(n.startswith("no reply: UDP needs none") for n in doc["notes"])
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_udp_port_unreachable_is_refused(world: World, backend: str) -> None:
+    rc, doc, _ = _live_run(world, B, f"{A}:9998", "--proto", "udp", backend=backend)
+    assert rc == 1
+    v, hop = doc["verdict"], _at(doc)
+    assert (
+        v["status"] == "refused" and hop["kind"] == "socket" and "port unreachable" in v["summary"]
+    )
+    assert any("ECONNREFUSED" in n for n in doc["notes"])  # the source's socket heard it too
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_tcp_rst_is_refused_and_icmp_echo_delivered(world: World, backend: str) -> None:
+    rc, doc, _ = _live_run(world, B, f"{A}:81", backend=backend)
+    assert rc == 1 and doc["verdict"]["status"] == "refused" and "RST" in doc["verdict"]["summary"]
+    assert _at(doc)["kind"] == "socket"
+    rc, doc, _ = _live_run(world, B, A, "--proto", "icmp", backend=backend)
+    assert rc == 0 and doc["verdict"]["status"] == "delivered"
+    assert [h for h in doc["hops"] if h["direction"] == "reply" and h["observed"] and h["tap"]]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_neighbour_failure_is_seen_at_l2(world: World, backend: str) -> None:
+    # An on-link address of NET1 nobody holds: the probe waits in B's neighbour queue; the ARP
+    # request is flooded on NET1's bridge inside the engine's namespace and goes no further.
+    nobody = world.ip(A, NET1).rsplit(".", 1)[0] + ".250"
+    rc, doc, _ = _live_run(world, B, f"{nobody}:80", backend=backend)
+    assert rc == 1
+    v, hop = doc["verdict"], _at(doc)
+    assert v["status"] == "unreachable" and hop["kind"] == "bridge", v
+    lines = _live_lines(doc)
+    assert any(f"ARP who-has {nobody} sent" in e and "unanswered" in e for e in lines), lines
+    flood = [e for e in hop["evidence"] if "flooded to" in e]
+    ports = len(world.engine.network_inspect(NET1)["Containers"]) - 1  # all but B's own
+    assert flood and f"flooded to {ports} port" in flood[0], hop["evidence"]
+    if backend == "ebpf":
+        assert v["reason"] in ("NEIGH_FAILED", "NEIGH_QUEUEFULL"), v  # the kernel gave up
+    assert any("neighbour queue" in n for n in doc["notes"])
+
+
+def test_live_none_network_has_no_route_seen_as_enetunreach(world: World) -> None:
+    rc, doc, _ = _live_run(world, N, f"{world.upstream_ip}:80")
+    assert rc == 1
+    v, hop = doc["verdict"], _at(doc)
+    assert v["status"] == "no-route" and hop["kind"] == "route" and v["reason"] == "ENETUNREACH"
+    assert not [n for n in doc["notes"] if "disagrees" in n]
+
+
+@pytest.mark.parametrize("backend", ["ebpf", "capture"])
+def test_live_too_big_is_emsgsize_with_the_path_mtu(world: World, backend: str) -> None:
+    rc, doc, _ = _live_run(
+        world, B, f"{A}:9000", "--proto", "udp", "--size", "3000", backend=backend
+    )
+    assert rc == 1
+    v, hop = doc["verdict"], _at(doc)
+    assert v["status"] == "dropped" and v["reason"] == "EMSGSIZE" and hop["kind"] == "interface"
+    assert any("path MTU 1500" in n for n in doc["notes"]), doc["notes"]
+
+
+def test_live_engine_that_cannot_run_still_answers_with_the_prediction(
+    world: World, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "cntrace.bpf.c").write_text("this is not C\n")
+    rc, doc, err = _live_run(world, B, f"{A}:80", env={"CNTRACE_PROBES_DIR": str(tmp_path)})
+    assert rc == 3 and "eBPF" in err
+    v = doc["verdict"]
+    assert v["status"] == "delivered" and v["summary"].startswith("predicted only")
+    assert all(h["watched"] is False for h in doc["hops"])
+    assert all(any(e.startswith("live: not watched") for e in h["evidence"]) for h in doc["hops"])

@@ -16,6 +16,7 @@ from tuikit import (
     LAB,
     LiveRecordedSource,
     ScriptedTracer,
+    lab_drops,
     lab_snapshot,
     path_to,
     settle,
@@ -30,6 +31,7 @@ from cntrace.tui.app import CntraceApp, build_app
 from cntrace.tui.screens.help import HelpScreen, help_sections, key_label
 from cntrace.tui.screens.rules import RulesScreen
 from cntrace.tui.source import RecordedSource
+from cntrace.tui.tracer import KernelDrop
 from cntrace.tui.widgets.rules_table import RulesTable
 
 MakeApp = Callable[..., CntraceApp]
@@ -389,6 +391,35 @@ async def test_drops_are_attributed_to_containers(make_app: MakeApp) -> None:
         assert "2 shown, 3 seen, 0 lost" in status
         await pilot.press("a")
         assert "all drops" in _plain(app.main.drops.query_one("#drops-status"))
+
+
+async def test_benign_drops_are_hidden_and_counted_and_the_summary_counts(
+    make_app: MakeApp,
+) -> None:
+    snap = lab_snapshot("healthy")
+    web = next(c for c in snap.containers if c.name == "web")
+    noise = [
+        KernelDrop(1_500_000 + i, "NOT_SPECIFIED", "ip6_mc_input+0x1b2", web.netns, 2)
+        for i in range(3)
+    ]
+    app = make_app("healthy", live=True, tracer=ScriptedTracer([*lab_drops(snap), *noise]))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        table = app.main.drops.table
+        status = app.main.drops.query_one("#drops-status")
+        await wait_for(pilot, lambda: "seen" in _plain(status), timeout=5)
+        assert table.row_count == 2, "MLD noise in web's namespace is hidden"
+        assert "2 shown, 6 seen, 0 lost, 3 benign hidden" in _plain(status)
+        await pilot.press("s")
+        await pilot.pause()
+        summary = _plain(app.main.drops.query_one("#drops-summary"))
+        assert "2 drops (3 benign hidden)" in summary
+        assert "NO_SOCKET" in summary and "nf_hook_slow" in summary and "web" in summary
+        assert app.main.drops.query_one("#drops-summary").display
+        await pilot.press("s")
+        await pilot.pause()
+        assert not app.main.drops.query_one("#drops-summary").display
 
 
 async def test_refreshes_when_containers_change(make_app: MakeApp) -> None:

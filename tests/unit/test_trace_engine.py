@@ -4,15 +4,25 @@ in tests/integration/test_trace.py)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
 import pytest
 
+from cntrace.errors import EnvironmentProblem
 from cntrace.model import Packet
 from cntrace.trace import inject
-from cntrace.trace.collector import Collector, Seen, StopRule, Trace, ending
-from cntrace.trace.events import Drop, RuleEvent, Sighting, TracePlan, TraceTarget, Unwatched
+from cntrace.trace.collector import Collector, Seen, StopRule, Trace, ending, neigh_deadline
+from cntrace.trace.events import (
+    Drop,
+    NeighFrame,
+    RuleEvent,
+    Sighting,
+    TracePlan,
+    TraceTarget,
+    Unwatched,
+)
 from cntrace.trace.session import TraceEngine
 
 SRC = TraceTarget("/run/netns/c", 11, "eth0", 2, "cli eth0")
@@ -143,14 +153,37 @@ class Fake:
         self.calls.append("close")
 
 
+class FakeSender:
+    """The probe is not sent: the fake collectors report what they please. ``refuse`` makes
+    the source's kernel refuse it with that errno, as a netfilter drop or a missing route do."""
+
+    refuse: int | None = None
+
+    def __init__(self, _path: str, packet: Packet) -> None:
+        self.packet = packet
+
+    def send(self, marker: inject.Marker, _size: int = 0) -> inject.Injected:
+        if self.refuse is not None:
+            raise OSError(self.refuse, os.strerror(self.refuse))
+        return inject.Injected(self.packet, marker, time.monotonic_ns(), b"", time.time_ns())
+
+    def news(self) -> list[inject.SourceNews]:
+        return []
+
+    def fileno(self) -> int:
+        return -1
+
+    def path_mtu(self) -> int | None:
+        return 1400
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture(autouse=True)
 def no_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The probe is not sent: the fake collectors report what they please."""
-
-    def send(_path: str, packet: Packet, marker: inject.Marker, _size: int) -> inject.Injected:
-        return inject.Injected(packet, marker, time.monotonic_ns(), b"", time.time_ns())
-
-    monkeypatch.setattr(inject, "send", send)
+    FakeSender.refuse = None
+    monkeypatch.setattr(inject, "Sender", FakeSender)
 
 
 def engine(*collectors: Collector) -> TraceEngine:
@@ -212,3 +245,66 @@ def test_armed_without_a_probe_attaches_and_stops_only() -> None:
             assert a.calls == ["attach", "start"]
         assert a.calls == ["attach", "start", "stop"]
     assert a.calls[-1] == "close"
+
+
+@pytest.mark.parametrize(
+    ("err", "status"),
+    [
+        (errno.EPERM, "dropped"),
+        (errno.ENETUNREACH, "no-route"),
+        (errno.EHOSTUNREACH, "unreachable"),
+        (errno.EMSGSIZE, "dropped"),
+        (errno.ECONNREFUSED, "refused"),
+    ],
+)
+def test_a_refused_send_is_the_observation_not_a_failure(err: int, status: str) -> None:
+    FakeSender.refuse = err
+    a = Fake(reply_after=99)
+    with engine(a) as e:
+        r = e.trace(here(TCP, timeout=5.0))
+    assert r.ended == "send-error" and r.timings["collect"] < 1.0  # no waiting for the timeout
+    sent = r.send_error
+    assert sent is not None and sent.errno == errno.errorcode[err]
+    assert r.outcome()[0] == status, r.outcome()
+    assert (sent.mtu == 1400) == (err == errno.EMSGSIZE)  # the path MTU, read back
+    assert a.calls[-3:] == ["stop", "drain", "close"]
+
+
+def test_an_unexpected_send_error_is_an_environment_problem() -> None:
+    FakeSender.refuse = errno.ENOBUFS
+    with engine(Fake()) as e, pytest.raises(EnvironmentProblem, match="could not send"):
+        e.trace(here())
+
+
+# --------------------------------------------------------------------------- neighbour waits
+
+
+def ask(t_ns: int, retry_ns: int = 3_000_000_000, op: str = "request") -> NeighFrame:
+    if op == "reply":
+        return NeighFrame(SRC, "ingress", t_ns, "reply", 4, "10.0.0.9", "02:00:00:00:00:09", "x")
+    return NeighFrame(
+        SRC,
+        "egress",
+        t_ns,
+        "request",
+        4,
+        "10.0.0.2",
+        "02:00:00:00:00:02",
+        "10.0.0.9",
+        "ff:ff:ff:ff:ff:ff",
+        retry_ns,
+    )
+
+
+def test_an_unanswered_solicitation_holds_the_trace_until_the_kernel_gives_up() -> None:
+    second = 1_000_000_000
+    t0, timeout_at, bound, margin = 100 * second, 101 * second, 5 * second, second // 2
+    assert neigh_deadline([], timeout_at, t0, bound, margin) == (timeout_at, None)
+    frames = [ask(1000)]
+    deadline, why = neigh_deadline(frames, timeout_at, t0, bound, margin)
+    assert why == frames[0] and deadline == t0 + 1000 + 3 * second + margin
+    # answered: no reason to wait; a kernel that retries longer than the bound: the bound
+    assert neigh_deadline([*frames, ask(5, op="reply")], timeout_at, t0, bound, margin)[1] is None
+    assert neigh_deadline([ask(0, 30 * second)], timeout_at, t0, bound, margin)[0] == t0 + bound
+    # a solicitation only seen passing (retry_ns 0: not this namespace's own) does not hold it
+    assert neigh_deadline([ask(0, 0)], timeout_at, t0, bound, margin)[1] is None

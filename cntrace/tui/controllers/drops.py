@@ -8,15 +8,18 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from cntrace.errors import CntraceError
+from cntrace.render.drops import summary_table
+from cntrace.trace.droptally import DropTally
 from cntrace.tui.controllers.base import Controller, Reading, handles
-from cntrace.tui.tracer import DropBatch
-from cntrace.tui.views.drops import DropAttributor, drop_cells
+from cntrace.tui.tracer import DropBatch, KernelDrop
+from cntrace.tui.views.drops import DropAttribution, DropAttributor, drop_cells
 from cntrace.tui.widgets.drops_panel import DropsPanel
 
 if TYPE_CHECKING:
     from cntrace.tui.app import CntraceApp
 
 Row = tuple[str | Text, ...]
+Seen = tuple[Row, KernelDrop, DropAttribution]
 
 
 class DropsController(Controller):
@@ -33,6 +36,8 @@ class DropsController(Controller):
         self.seen = 0
         self.shown_rows = 0
         self.lost = 0
+        self.tally = DropTally()  # benign drops (droptally.BENIGN) hidden unless "all drops"
+        self.summary = False  # counts by reason, location and container instead of the list
         self._state = ""
         self._attributor: DropAttributor | None = None  # for the snapshot on screen
 
@@ -78,29 +83,40 @@ class DropsController(Controller):
             why = str(exc) if isinstance(exc, CntraceError) else f"{type(exc).__name__}: {exc}"
             self.post(self._failed, why)
 
-    def _rows(self, batch: DropBatch, start: float) -> list[Row]:
+    def _rows(self, batch: DropBatch, start: float) -> list[Seen]:
         snap = self.app.snapshot
         if snap is None:
             return []
         attributor = self._attributor
         if attributor is None:
             attributor = self._attributor = DropAttributor(snap)
-        rows: list[Row] = []
+        rows: list[Seen] = []
         for d in batch.drops:
             who = attributor.attribute(d.netns, d.ifindex, d.packet)
             if who.container is None and not self.everything:
                 continue
-            rows.append(drop_cells(d, who, start + d.t_ns / 1e9))
+            rows.append((drop_cells(d, who, start + d.t_ns / 1e9), d, who))
         return rows
 
-    def _add(self, rows: list[Row], batch: DropBatch) -> None:
+    def _add(self, seen: list[Seen], batch: DropBatch) -> None:
         self.seen += len(batch.drops)
         self.lost = batch.lost
         self._state = "watching kernel drops (skb:kfree_skb)"
+        rows = [
+            row
+            for row, d, who in seen
+            if self.tally.add(d, who.container or who.where, show_all=self.everything)
+        ]
         if not self.paused:
             self.shown_rows += len(rows)
             self.panel.add_drops(rows)
+            if self.summary:
+                self._show_summary()
         self._show_status()
+
+    def _show_summary(self) -> None:
+        t = self.tally
+        self.panel.set_summary(summary_table(t.rows(), t.total, t.hidden))
 
     def _failed(self, message: str) -> None:
         self._state = f"drops stopped: {message}"
@@ -110,6 +126,8 @@ class DropsController(Controller):
         t = Text(self._state, "bold red" if error else "")
         if self.started and not error:
             t.append(f" · {self.shown_rows} shown, {self.seen} seen, {self.lost} lost", "dim")
+            if self.tally.hidden:
+                t.append(f", {self.tally.hidden} benign hidden", "dim")
             t.append(" · all drops" if self.everything else " · containers only", "dim")
             if self.paused:
                 t.append(" · PAUSED", "bold")
@@ -119,4 +137,7 @@ class DropsController(Controller):
     def _settings(self, message: DropsPanel.Settings) -> None:
         self.paused = message.paused
         self.everything = message.everything
+        self.summary = message.summary
+        if self.summary:
+            self._show_summary()
         self._show_status()
