@@ -17,9 +17,9 @@ import shlex
 from typing import Any
 
 from cntrace import __version__, codec
-from cntrace.errors import BadInput
 from cntrace.model import REPORT_SCHEMA, Path, Snapshot
 from cntrace.render.path import to_document
+from cntrace.sources.recorded import write_text
 from cntrace.tui.query import PathQuery
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -80,11 +80,6 @@ def write_report(
     doc = build_report(
         path, snapshot, query, origin=origin, file_name=target, prediction=prediction
     )
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.write("\n")
-    except OSError as exc:
-        raise BadInput(f"cannot write the report in {directory}: {exc.strerror}") from exc
+    # the careful writer: atomic for a regular file, never replaces a device, FIFO or symlink
+    write_text(target, json.dumps(doc, indent=1) + "\n")
     return target
