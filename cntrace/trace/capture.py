@@ -44,6 +44,24 @@ _JEQ_K, _JSET_K = 0x15, 0x45
 _RET_K = 0x06
 
 
+def filtered_socket(
+    target: TraceTarget, kind: int, code: bytes
+) -> tuple[socket.socket, ctypes.Array[ctypes.c_char]]:
+    """A non-blocking packet socket on one interface of a namespace, with a classic BPF filter
+    and kernel timestamps. The filter's buffer is returned too: it must outlive the socket."""
+    sock = nsenter.socket_in(target.netns_path, socket.AF_PACKET, kind | socket.SOCK_NONBLOCK)
+    try:
+        prog = ctypes.create_string_buffer(code, len(code))
+        fprog = struct.pack("HxxxxxxQ", len(code) // 8, ctypes.addressof(prog))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((target.ifname, ETH_P_ALL))
+    except OSError:
+        sock.close()
+        raise
+    return sock, prog
+
+
 class _Asm:
     """A tiny classic-BPF assembler with forward labels."""
 
@@ -186,14 +204,7 @@ class CaptureTracer:
                 continue  # one socket per interface, or every packet would be seen twice
             seen.add((target.netns_inode, target.ifindex))
             try:
-                sock = nsenter.socket_in(
-                    target.netns_path, socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK
-                )
-                prog = ctypes.create_string_buffer(code, len(code))
-                fprog = struct.pack("HxxxxxxQ", len(code) // 8, ctypes.addressof(prog))
-                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                sock.bind((target.ifname, ETH_P_ALL))
+                sock, prog = filtered_socket(target, socket.SOCK_DGRAM, code)
             except OSError as exc:
                 why = f"cannot open a packet socket there: {exc.strerror}"
                 self.unwatched.append(Unwatched(f"capture {target.name}", why, target))

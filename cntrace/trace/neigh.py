@@ -33,12 +33,11 @@ from cntrace.trace.capture import (
     _LD_B_ABS,
     _LD_H_ABS,
     _RET_K,
-    ETH_P_ALL,
     PACKET_OUTGOING,
     PACKET_STATISTICS,
-    SO_ATTACH_FILTER,
     SOL_PACKET,
     _Asm,
+    filtered_socket,
 )
 from cntrace.trace.capture import can_run as packet_sockets_ok
 from cntrace.trace.collector import Seen, Trace
@@ -218,14 +217,7 @@ class NeighCollector:
                 continue
             seen.add((t.netns_inode, t.ifindex))
             try:
-                sock = nsenter.socket_in(
-                    t.netns_path, socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK
-                )
-                prog = ctypes.create_string_buffer(code, len(code))
-                fprog = struct.pack("HxxxxxxQ", len(code) // 8, ctypes.addressof(prog))
-                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-                sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
-                sock.bind((t.ifname, ETH_P_ALL))
+                sock, prog = filtered_socket(t, socket.SOCK_RAW, code)
             except OSError as exc:
                 # no target: a hole in L2 evidence only, the hop itself is still watched
                 out.append(Unwatched(f"arp/ndp {t.name}", f"no packet socket: {exc.strerror}"))
