@@ -1,0 +1,72 @@
+"""The one way tests run the cntrace CLI: a fresh process as a user runs it, or ``cli.main`` in
+this process where a subprocess per case would multiply a file's run time.
+
+Every runner checks the exit status it is told to expect and that no traceback reached stderr,
+so a test cannot pass on "it printed something".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ARGV = [sys.executable, "-m", "cntrace"]
+
+
+def run(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    inproc: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI's exit status and output; ``env`` adds to (not replaces) this process's."""
+    if inproc:
+        return _inproc(list(args))
+    full = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*ARGV, *args], capture_output=True, text=True, check=False, env=full, timeout=timeout
+    )
+
+
+def run_ok(*args: str, rc: int | Iterable[int] = 0, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run and assert the exit status is one of ``rc`` and that nothing crashed."""
+    res = run(*args, **kw)
+    allowed = {rc} if isinstance(rc, int) else set(rc)
+    assert res.returncode in allowed, (
+        f"cntrace {' '.join(args)}: exit {res.returncode}, expected {sorted(allowed)}\n{res.stderr}"
+    )
+    assert "Traceback (most recent call last)" not in res.stderr, res.stderr
+    return res
+
+
+def run_json(*args: str, rc: int | Iterable[int] = 0, **kw: Any) -> Any:
+    """Run with the given arguments (``--json`` included by the caller) and parse stdout."""
+    res = run_ok(*args, rc=rc, **kw)
+    try:
+        return json.loads(res.stdout)
+    except ValueError as exc:
+        msg = f"cntrace {' '.join(args)} printed no JSON: {exc}\n{res.stdout[:500]}"
+        raise AssertionError(msg) from exc
+
+
+def _inproc(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``cli.main`` in this process, its output captured; a crash lands in stderr as a traceback."""
+    from cntrace import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)
+            code = -1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
