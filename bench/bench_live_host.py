@@ -52,10 +52,10 @@ TARGETS = {
 }
 
 
-def wall(argv: list[str], check: bool = False) -> float:
+def wall(argv: list[str], check: bool = False, cwd: Path = REPO) -> float:
     t0 = time.perf_counter()
     subprocess.run(
-        argv, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check
+        argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check
     )
     return time.perf_counter() - t0
 
@@ -66,8 +66,9 @@ def median(fn: Callable[[], float], runs: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def cntrace(*args: str) -> Callable[[], float]:
-    return lambda: wall([PY, "-m", "cntrace", *args])
+def cntrace(*args: str, tree: Path = REPO) -> Callable[[], float]:
+    """`cntrace ARGS` from the source tree ``tree`` (--before: an older checkout)."""
+    return lambda: wall([PY, "-m", "cntrace", *args], cwd=tree)
 
 
 def floor(namespaces: list[str]) -> Callable[[], float]:
@@ -85,11 +86,23 @@ def by_hand(cmds: list[list[str]]) -> Callable[[], float]:
     return run
 
 
+# The cntrace arguments of each row (client, container, snapshot file), for --before.
+CMDS: dict[str, Callable[[str, str, str], tuple[str, ...]]] = {
+    "path": lambda c, _t, _f: ("path", c, "203.0.113.10:80", "--json"),
+    "path --live": lambda c, _t, _f: ("path", c, "203.0.113.10:80", "--json", "--live"),
+    "show": lambda _c, t, _f: ("show", t, "--json"),
+    "ls": lambda _c, _t, _f: ("ls", "--json"),
+    "snapshot": lambda _c, _t, f: ("snapshot", "--save", f),
+}
+
+
 def tui_first_frame() -> float:
     return tui_once([])[0]
 
 
-def measure(n: int, runs: int) -> list[tuple[str, float, float | None, float | None]]:
+def measure(
+    n: int, runs: int, before: Path | None
+) -> list[tuple[str, float, float | None, float | None]]:
     """(row, cntrace median, floor median, baseline median) for a lab of n containers."""
     subprocess.run(
         [PY, "-m", "cntrace", "lab", "up", "--containers", str(n), "--name", LAB],
@@ -156,6 +169,11 @@ def measure(n: int, runs: int) -> list[tuple[str, float, float | None, float | N
                 h = median(hand, runs)[0] if hand else None
                 print(f"  {name:<12} {' '.join(f'{t:.3f}' for t in times)}", flush=True)
                 out.append((name, m, f, h))
+                args = CMDS.get(name)
+                if before is not None and args is not None:
+                    b, times = median(cntrace(*args(client, target, save), tree=before), runs)
+                    print(f"  {name + ' before':<12} {' '.join(f'{t:.3f}' for t in times)}")
+                    out.append((f"{name} before", b, f, h))
             return out
     finally:
         subprocess.run(
@@ -170,6 +188,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--before", type=Path, help="also time the commands from this older checkout, same lab"
+    )
     args = ap.parse_args()
     results: dict[int, list[tuple[str, float, float | None, float | None]]] = {}
     for n in (int(s) for s in args.sizes.split(",")):
@@ -184,7 +205,7 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.1f}; {len(os.listdir('/run/netns'))} namespaces before",
             flush=True,
         )
-        results[n] = measure(n, args.runs)
+        results[n] = measure(n, args.runs, args.before)
         print(f"  load after: {os.getloadavg()[0]:.1f}", flush=True)
     for n, rows in results.items():
         print(f"\n{n} containers (median of {args.runs}, fresh processes)")
@@ -193,10 +214,11 @@ def main() -> None:
             f"{'by hand':>9}{'x hand':>8}"
         )
         for name, m, f, h in rows:
-            ok = "ok" if m <= TARGETS[name] else "MISS"
+            goal = TARGETS[name.removesuffix(" before")]
+            ok = "ok" if m <= goal else "MISS"
             fs = f"{f:>8.3f}s{m / f:>8.1f}x" if f else f"{'':>18}"
             hs = f"{h:>8.3f}s{h / m:>7.1f}x" if h else ""
-            print(f"{name:<14}{m:>8.3f}s{TARGETS[name]:>7.2f}s{ok:>6}{fs}{hs}")
+            print(f"{name:<14}{m:>8.3f}s{goal:>7.2f}s{ok:>6}{fs}{hs}")
     if len(results) > 1:
         sizes = list(results)
         print("\ngrowth (cntrace median, s): " + " / ".join(str(n) for n in sizes))
