@@ -164,15 +164,22 @@ def measure(
             ]
             out = []
             for name, fn, fl, hand in rows:
-                m, times = median(fn, runs)
+                args = CMDS.get(name)
+                if before is not None and args is not None:
+                    # Interleaved (now, before, now, ...) so both see the same machine load.
+                    old = cntrace(*args(client, target, save), tree=before)
+                    fn(), old()
+                    pairs = [(fn(), old()) for _ in range(runs)]
+                    times = [a for a, _ in pairs]
+                    m, b = statistics.median(times), statistics.median(o for _, o in pairs)
+                else:
+                    m, times = median(fn, runs)
                 f = median(fl, runs)[0] if fl else None
                 h = median(hand, runs)[0] if hand else None
                 print(f"  {name:<12} {' '.join(f'{t:.3f}' for t in times)}", flush=True)
                 out.append((name, m, f, h))
-                args = CMDS.get(name)
                 if before is not None and args is not None:
-                    b, times = median(cntrace(*args(client, target, save), tree=before), runs)
-                    print(f"  {name + ' before':<12} {' '.join(f'{t:.3f}' for t in times)}")
+                    print(f"  {name + ' before':<12} {' '.join(f'{o:.3f}' for _, o in pairs)}")
                     out.append((f"{name} before", b, f, h))
             return out
     finally:
@@ -217,7 +224,7 @@ def main() -> None:
             goal = TARGETS[name.removesuffix(" before")]
             ok = "ok" if m <= goal else "MISS"
             fs = f"{f:>8.3f}s{m / f:>8.1f}x" if f else f"{'':>18}"
-            hs = f"{h:>8.3f}s{h / m:>7.1f}x" if h else ""
+            hs = f"{h:>8.3f}s{m / h:>7.1f}x" if h else ""
             print(f"{name:<14}{m:>8.3f}s{goal:>7.2f}s{ok:>6}{fs}{hs}")
     if len(results) > 1:
         sizes = list(results)
