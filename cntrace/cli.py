@@ -143,7 +143,7 @@ def _silence_stdout() -> None:
 
 def _report_bug(argv: list[str], exc: BaseException) -> None:
     where = ""
-    import traceback  # only when a command crashed
+    import traceback  # noqa: PLC0415 (only when a command crashed)
 
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if "cntrace" in f.filename.replace("\\", "/").split("/")[-3:-1]]
