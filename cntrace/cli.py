@@ -13,7 +13,6 @@ import importlib
 import os
 import signal
 import sys
-import traceback
 from types import ModuleType
 
 from cntrace import __version__
@@ -144,6 +143,8 @@ def _silence_stdout() -> None:
 
 def _report_bug(argv: list[str], exc: BaseException) -> None:
     where = ""
+    import traceback  # noqa: PLC0415 (only when a command crashed)
+
     frames = traceback.extract_tb(exc.__traceback__)
     ours = [f for f in frames if "cntrace" in f.filename.replace("\\", "/").split("/")[-3:-1]]
     if ours or frames:

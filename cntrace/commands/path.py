@@ -74,7 +74,6 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from cntrace.path import predict
     from cntrace.render import path as render_path
-    from cntrace.render.console import console
 
     if args.live and args.snapshot is not None:
         raise BadInput("--live traces the live host; it cannot use --snapshot")
@@ -124,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(render_path.to_json(result))
     else:
+        from cntrace.render.console import console  # rich: only for the text rendering
+
         render_path.render(result, console())
     if args.timing:
         import sys

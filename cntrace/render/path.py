@@ -8,15 +8,15 @@ the verdict in one sentence and each finding with its evidence and fix.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from cntrace import codec
 from cntrace.model import Hop, Packet, Path
 from cntrace.render import safe
+
+if TYPE_CHECKING:  # rich is imported where text is drawn: `path --json` never loads it
+    from rich.console import Console
+    from rich.text import Text
 
 STATUS_STYLE = {
     "delivered": "bold green",
@@ -56,6 +56,8 @@ def _addr(ip: str, port: int | None) -> str:
 
 
 def _packet_text(p: Packet, prev: Packet | None) -> Text:
+    from rich.text import Text  # noqa: PLC0415
+
     src, dst = _addr(p.src, p.sport), _addr(p.dst, p.dport)
     text = Text(f"{p.proto} ")
     changed_src = prev is not None and (prev.src, prev.sport) != (p.src, p.sport)
@@ -67,6 +69,8 @@ def _packet_text(p: Packet, prev: Packet | None) -> Text:
 
 
 def _observed(h: Hop) -> Text:
+    from rich.text import Text  # noqa: PLC0415
+
     if h.observed is None:
         return Text("")
     if h.watched is False:
@@ -89,6 +93,9 @@ def _safe(path: Path) -> Path:
 
 
 def render(path: Path, console: Console) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     path = _safe(path)
     src, dst = path.source, path.destination
     target = dst.name or dst.ip or dst.asked
@@ -195,6 +202,9 @@ def _fork_hop(path: Path) -> int | None:
 
 def _service(path: Path, console: Console) -> None:
     """The Kubernetes Service and, when the walk forked, every endpoint with its verdict."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     svc = path.service
     if svc is not None:
         count = f", {svc.endpoints} endpoint{'s' if svc.endpoints != 1 else ''}"

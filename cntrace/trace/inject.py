@@ -14,7 +14,7 @@ NAT may rewrite addresses, ports and ICMP identifiers, never these bytes. Each r
 nonce, so concurrent runs never see each other's packets. The IP ID is set from the nonce too,
 which helps to spot the probe in a capture by eye.
 
-The packet is built with scapy and sent through a raw IP socket created inside the source
+The packet is built with struct and sent through a raw IP socket created inside the source
 namespace, so the namespace's own routes, neighbours and netfilter OUTPUT rules apply to it.
 """
 
@@ -26,7 +26,6 @@ import random
 import secrets
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass
 
@@ -37,9 +36,6 @@ MAGIC = b"cnTR"
 PAYLOAD_TAIL = b" cntrace probe\n"
 IPV6_HDRINCL = 36
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1}
-
-_scapy_ready = threading.Event()
-_scapy_error: list[BaseException] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,24 +70,6 @@ def proto_number(packet: Packet) -> int:
         raise ValueError(f"cannot send a {packet.proto} probe (tcp, udp or icmp)") from None
 
 
-def preload() -> None:
-    """Import scapy in the background (it takes ~0.7 s) while the probes are being attached."""
-    if _scapy_ready.is_set() or getattr(preload, "_started", False):
-        return
-    preload._started = True  # type: ignore[attr-defined]
-
-    def _import() -> None:
-        try:
-            import scapy.layers.inet  # noqa: PLC0415
-            import scapy.layers.inet6  # noqa: F401, PLC0415
-        except BaseException as exc:  # reported when a probe is built
-            _scapy_error.append(exc)
-        finally:
-            _scapy_ready.set()
-
-    threading.Thread(target=_import, name="cntrace-scapy-import", daemon=True).start()
-
-
 def source_address(netns_path: str, dst: str) -> str:
     """The address the namespace's routing would send from towards ``dst`` (no packet sent)."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
@@ -100,40 +78,77 @@ def source_address(netns_path: str, dst: str) -> str:
         return str(s.getsockname()[0])
 
 
-def build(packet: Packet, marker: Marker, size: int = 0) -> bytes:
-    """The probe's bytes (IP header included), built with scapy. ``size`` pads a UDP or ICMP
-    probe's payload so the IP packet has that length (to test MTUs); the marker stays first."""
-    preload()
-    _scapy_ready.wait()
-    if _scapy_error:
-        raise RuntimeError(f"scapy is not importable: {_scapy_error[0]}")
-    from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: PLC0415
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # noqa: PLC0415
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
-    l3: IP | IPv6
-    if packet.family == 6:
-        l3 = IPv6(src=packet.src, dst=packet.dst, hlim=64)
-    else:
-        l3 = IP(src=packet.src, dst=packet.dst, ttl=64, id=marker.nonce & 0xFFFF, flags="DF")
+
+def build(packet: Packet, marker: Marker, size: int = 0) -> bytes:
+    """The probe's bytes (IP header included). ``size`` pads a UDP or ICMP probe's payload so the
+    IP packet has that length (to test MTUs); the marker stays first.
+
+    Built with struct rather than scapy: importing scapy costs ~0.5 s of a live path's budget,
+    and these five headers are all a probe needs (tests/unit/test_trace_probe_bytes.py checks
+    them byte for byte against scapy's)."""
+    proto = proto_number(packet)
+    v6 = packet.family == 6
+    src = ipaddress.ip_address(packet.src).packed
+    dst = ipaddress.ip_address(packet.dst).packed
     if packet.proto == "tcp":
-        l4 = TCP(
-            sport=packet.sport,
-            dport=packet.dport,
-            flags="S",
-            seq=marker.nonce,
-            window=64240,
-            options=[("MSS", 1460)],
-        )
-        return bytes(l3 / l4)
-    payload = padded_payload(packet, marker, size)
-    if packet.proto == "udp":
-        return bytes(l3 / UDP(sport=packet.sport, dport=packet.dport) / payload)
-    if packet.proto == "icmp":
-        ident = (packet.sport or 0) & 0xFFFF
-        if packet.family == 6:
-            return bytes(l3 / ICMPv6EchoRequest(id=ident, seq=1) / payload)
-        return bytes(l3 / ICMP(type=8, id=ident, seq=1) / payload)
-    raise ValueError(f"cannot send a {packet.proto} probe")
+        # SYN, data offset 6 words (one MSS option), window 64240, MSS 1460.
+        l4 = struct.pack(
+            "!HHIIBBHHH",
+            packet.sport or 0,
+            packet.dport or 0,
+            marker.nonce,
+            0,
+            6 << 4,
+            0x02,
+            64240,
+            0,
+            0,
+        ) + struct.pack("!BBH", 2, 4, 1460)
+    else:
+        payload = padded_payload(packet, marker, size)
+        if packet.proto == "udp":
+            l4 = struct.pack("!HHHH", packet.sport or 0, packet.dport or 0, 8 + len(payload), 0)
+        else:
+            ident = (packet.sport or 0) & 0xFFFF
+            l4 = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, 1)
+        l4 += payload
+    if v6 or proto != 1:  # the pseudo header counts for TCP, UDP and ICMPv6, not for ICMP
+        if v6:
+            pseudo = src + dst + struct.pack("!IxxxB", len(l4), proto)
+        else:
+            pseudo = src + dst + struct.pack("!xBH", proto, len(l4))
+        ck = _checksum(pseudo + l4)
+    else:
+        ck = _checksum(l4)
+    if proto == 17 and ck == 0:
+        ck = 0xFFFF  # a UDP checksum of 0 means "none"
+    at = 16 if proto == 6 else 6 if proto == 17 else 2
+    l4 = l4[:at] + struct.pack("!H", ck) + l4[at + 2 :]
+    if v6:
+        return struct.pack("!IHBB", 6 << 28, len(l4), proto, 64) + src + dst + l4
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(l4),
+        marker.nonce & 0xFFFF,
+        0x4000,
+        64,
+        proto,
+        0,
+        src,
+        dst,
+    )
+    return ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:] + l4
 
 
 def padded_payload(packet: Packet, marker: Marker, size: int = 0) -> bytes:

@@ -95,7 +95,6 @@ class TraceEngine:
         self.compile_s = 0.0  # building/fetching and loading the probes, on first use
         self._notices: list[str] = []
         self._traces = 0
-        inject.preload()
         if remove_leftovers and os.geteuid() == 0:
             report = cleanup_mod.CleanupReport()
             with contextlib.suppress(OSError):
