@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import clirun
 import pytest
 from harness import require_root
 from hostkit import World, new_world
@@ -73,3 +74,35 @@ def test_macvlan_semantics(world: World, src: str, dst: str, want: str, code: st
     assert real in AGREES[want], f"kernel {real}"
     if code is not None:
         assert path.findings and path.findings[0].code == code, path.findings
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "want", "code"),
+    [
+        ("c1", "10.83.0.12", "delivered", None),
+        ("par", "10.83.0.11", "unreachable", "macvlan-parent"),
+    ],
+    ids=["sibling", "parent-to-child"],
+)
+def test_live_confirms_macvlan(
+    world: World, src: str, dst: str, want: str, code: str | None
+) -> None:
+    """The live trace agrees: the probe between siblings is seen arriving at the child's eth0;
+    the parent's probe leaves p0 and never reaches the child."""
+    for role in world.roles:
+        world.ip(role, "neigh flush all")
+    doc = clirun.run_json(
+        "path", "--live", "--json", f"netns:{world.ns(src)}", f"{dst}:80", rc=(0, 1)
+    )
+    assert doc["mode"] == "live", doc
+    assert not [n for n in doc["notes"] if "disagrees" in n], doc["notes"]
+    codes = [f["code"] for f in doc["findings"]]
+    if code is None:
+        assert doc["verdict"]["status"] == want, doc["verdict"]
+        dest = [h for h in doc["hops"] if h["netns_label"] == world.ns("c2")]
+        assert dest and any(h["observed"] for h in dest), doc["hops"]
+    else:
+        assert doc["verdict"]["status"] != "delivered", doc["verdict"]
+        assert code in codes, codes
+        child = [h for h in doc["hops"] if h["netns_label"] == world.ns("c1") and h["observed"]]
+        assert not child, child
