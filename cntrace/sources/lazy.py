@@ -60,7 +60,19 @@ def _deferring(base: type[T], names: tuple[str, ...]) -> type[T]:
 
         return property(get, slot.__set__)
 
+    listed = tuple(f.name for f in fields(base) if f.name not in names)  # type: ignore[arg-type]
+
+    def eq(self: Any, other: object) -> bool:
+        """Equal as the base compares, reading the detail only when all else is equal."""
+        if self is other:
+            return True
+        if not isinstance(other, base):
+            return NotImplemented  # type: ignore[no-any-return]
+        return all(getattr(self, n) == getattr(other, n) for n in (*listed, *names))
+
     body: dict[str, Any] = {n: prop(s) for n, s in slots.items()}
+    body["__eq__"] = eq
+    body["__hash__"] = base.__hash__
     body["__module__"] = __name__
     body["__doc__"] = f"A {base.__name__} whose {', '.join(names)} are read on first access."
     return type(f"Lazy{base.__name__}", (base,), body)
