@@ -142,7 +142,8 @@ def read_snapshot(
         tool_version=__version__,
         warnings=tuple(warnings),
     )
-    return _finish(snap, detail=detail, lazy=lazy)
+    # A targeted read (show) reads resolvers too only where asked: one container, not all.
+    return _finish(snap, detail=detail, lazy=lazy or refs is not None)
 
 
 def _select(
