@@ -111,3 +111,11 @@ def test_evidence_of_unread_namespace_keeps_links_only() -> None:
     assert snap.warnings == (lazy.PARTIAL.format(read=0, total=1),)
     plain = Snapshot(netns=(Netns(inode=1),))
     assert lazy.evidence(plain) is plain
+
+
+def test_every_netns_field_is_listed_or_deferred() -> None:
+    """A new Netns field must be read by the listing or named in NETNS_DETAIL (else a lazy
+    read would leave it at its default and answer differently from a full read)."""
+    listed = {"inode", "name", "paths", "is_root", "links", "pids"}
+    assert {f.name for f in fields(Netns)} == listed | set(lazy.NETNS_DETAIL)
+    assert {f.name for f in fields(Container)} & set(lazy.CONTAINER_DETAIL) == {"resolver"}
