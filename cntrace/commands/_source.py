@@ -41,8 +41,10 @@ def get_snapshot(
     only: Iterable[str] | None = None,
     sockets: bool = True,
     rulesets: bool = True,
+    lazy: bool = False,
 ) -> Snapshot:
-    """The recorded snapshot if --snapshot was given, else a live read of the host."""
+    """The recorded snapshot if --snapshot was given, else a live read of the host (``lazy``:
+    each namespace's detail read when first asked, sources.lazy)."""
     path = getattr(args, "snapshot", None)
     if path is not None:  # `--snapshot ''` is a mistake, not a request for the live host
         from cntrace.sources import recorded
@@ -54,7 +56,9 @@ def get_snapshot(
         return recorded.load(path)
     from cntrace.sources import live
 
-    return live.read_snapshot(detail=detail, only=only, sockets=sockets, rulesets=rulesets)
+    return live.read_snapshot(
+        detail=detail, only=only, sockets=sockets, rulesets=rulesets, lazy=lazy
+    )
 
 
 def print_json(doc: dict[str, object], rows: str | None = None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from cntrace.commands._args import PORT, integer, seconds
 from cntrace.commands._source import add_snapshot_arg, get_snapshot
 from cntrace.errors import BadInput, Exit
+from cntrace.model import Snapshot
 
 
 def register(sub: Any) -> None:
@@ -72,9 +73,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cntrace.path import predict
-    from cntrace.render import path as render_path
-
     if args.live and args.snapshot is not None:
         raise BadInput("--live traces the live host; it cannot use --snapshot")
     live_only = [f"--{k.replace('_', '-')}" for k in ("pcap", "ready_file") if getattr(args, k)]
@@ -83,17 +81,26 @@ def run(args: argparse.Namespace) -> int:
     if args.live and args.what_if:
         raise BadInput("--what-if predicts a change without making it; it cannot use --live")
     t0 = time.perf_counter()
-    snap = get_snapshot(args)
+    # Lazily read: only the namespaces the walk enters are read in full (sources.lazy).
+    snap = get_snapshot(args, lazy=True)
     t1 = time.perf_counter()
-    if args.save_snapshot is not None:
-        from cntrace.sources import recorded
+    try:
+        return _answer(args, snap, timings={"snapshot": t1 - t0}, t1=t1)
+    finally:
+        if args.save_snapshot is not None:  # after the walk: exactly the evidence it read
+            from cntrace.sources import lazy, recorded
 
-        recorded.save(snap, args.save_snapshot)
+            recorded.save(lazy.evidence(snap), args.save_snapshot)
+
+
+def _answer(args: argparse.Namespace, snap: Snapshot, timings: dict[str, float], t1: float) -> int:
+    from cntrace.path import predict
+    from cntrace.render import path as render_path
+
     result = predict(
         snap, args.source, args.destination, proto=args.proto, port=args.port, size=args.size
     )
-    t2 = time.perf_counter()
-    timings = {"snapshot": t1 - t0, "predict": t2 - t1}
+    timings["predict"] = time.perf_counter() - t1
     from cntrace.commands import _whatif
 
     if args.what_if:

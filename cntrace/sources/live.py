@@ -22,6 +22,7 @@ from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
 from cntrace.sources import nsenter
 from cntrace.sources.containers import RuntimeAsker, dedupe, place, resolver
+from cntrace.sources.lazy import Fill, defer, deferred
 from cntrace.sources.namespaces import (
     Space,
     find_namespaces,
@@ -51,6 +52,7 @@ def read_snapshot(
     detail: bool = True,
     pids: Iterable[int] = (),
     sources: Iterable[RuntimeSource] | None = None,
+    lazy: bool = False,
 ) -> Snapshot:
     """Read the live host.
 
@@ -59,7 +61,9 @@ def read_snapshot(
     rulesets are read only for those containers' namespaces, their host sides and the root.
     ``detail=False`` reads links and addresses alone, without loopback (what ``cntrace ls``
     shows). ``pids`` adds
-    ``pid:N`` containers. ``sources`` replaces the runtime sources (tests).
+    ``pid:N`` containers. ``sources`` replaces the runtime sources (tests). ``lazy``: links and
+    addresses of every namespace now, the rest of each namespace (and each container's resolver)
+    when something first reads it (sources.lazy); the namespaces' sockets stay open for that.
     """
     _check_privilege()
     refs = list(only) if only is not None else None
@@ -80,7 +84,8 @@ def read_snapshot(
     asking = RuntimeAsker(runtime_sources)
     asking.start()
 
-    full_all = detail and refs is None
+    lazy = lazy and detail and refs is None
+    full_all = detail and refs is None and not lazy
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
     try:
         # `ls` (detail=False) never shows loopback: it is not even decoded then.
@@ -112,13 +117,22 @@ def read_snapshot(
             owners = socket_owners(procs.pids_in({sp.inode for sp in chosen}))
             for sp in chosen:
                 sp.owners = owners
+    except BaseException:
+        lazy = False
+        raise
     finally:
         asking.join()
-        for sp in spaces.values():
+        for sp in spaces.values() if not lazy else ():
             if sp.conn is not None:
                 sp.conn.close()
 
-    netns = tuple(to_netns(sp, root, peers) for sp in ordered)
+    if lazy:
+        netns = tuple(
+            deferred(sp, to_netns(sp, root, peers), root, peers, sockets, rulesets)
+            for sp in ordered
+        )
+    else:
+        netns = tuple(to_netns(sp, root, peers) for sp in ordered)
     snap = Snapshot(
         netns=netns,
         containers=tuple(containers),
@@ -128,7 +142,8 @@ def read_snapshot(
         tool_version=__version__,
         warnings=tuple(warnings),
     )
-    return _finish(snap, detail=detail)
+    # A targeted read (show) reads resolvers too only where asked: one container, not all.
+    return _finish(snap, detail=detail, lazy=lazy or refs is not None)
 
 
 def _select(
@@ -165,7 +180,7 @@ def _select(
     return wanted
 
 
-def _finish(snap: Snapshot, *, detail: bool) -> Snapshot:
+def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
     """Settle what needs the whole picture: host namespaces, inferred modes, resolvers.
 
     A named namespace that turns out to be a host (it holds a bridge with ports, or another
@@ -190,12 +205,20 @@ def _finish(snap: Snapshot, *, detail: bool) -> Snapshot:
             changes["network_mode"] = topo.infer_mode(c)
         if c.host_netns is None and c.netns is not None:
             changes["host_netns"] = topo.host_netns(c)
-        if detail and c.resolver is None and c.pid is not None and c.state != "gone":
+        wants = detail and c.resolver is None and c.pid is not None and c.state != "gone"
+        if wants and not lazy and c.pid is not None:
             found = resolver(c.pid)
             if found is not None:
                 changes["resolver"] = found
-        out.append(replace(c, **changes) if changes else c)  # type: ignore[arg-type]
+        done = replace(c, **changes) if changes else c  # type: ignore[arg-type]
+        if lazy and wants and c.pid is not None:
+            done = defer(done, _resolver_of(c.pid))
+        out.append(done)
     return replace(snap, containers=tuple(out))
+
+
+def _resolver_of(pid: int) -> Fill:
+    return lambda: {"resolver": resolver(pid)}
 
 
 def read_netns(path: str) -> Netns:

@@ -1,0 +1,58 @@
+"""The lazily read live host answers exactly as the fully read one, for every lab fault.
+
+For the healthy lab and each fault of `cntrace lab faults`, every question of tests/labcases.py
+is predicted on a full read of the host (what `cntrace snapshot --save` records) and on a fresh
+lazy read (what `cntrace path` does): the JSON documents are identical, the lazy read entered
+fewer namespaces than the host has, and the evidence it recorded, saved and loaded back, replays
+to the same document.
+"""
+
+from __future__ import annotations
+
+import pytest
+from labcases import CASES
+from labkit import Lab
+
+from cntrace import codec
+from cntrace.errors import BadInput
+from cntrace.lab.faults import FAULTS
+from cntrace.model import Snapshot
+from cntrace.path import predict
+from cntrace.render import path as render_path
+from cntrace.sources import lazy, live, recorded
+
+QUESTIONS = sorted({(c.src, c.dst, c.proto, c.size) for c in CASES}, key=str)
+
+
+def _dst(lab: Lab, dst: str) -> str:
+    name, _, port = dst.partition(":")
+    where = {"internet": lab.state.internet_ip, "host": "host"}.get(name, f"{lab.name}.{name}")
+    return f"{where}:{port}" if port else where
+
+
+def _answer(snap: Snapshot, src: str, dst: str, proto: str | None, size: int | None) -> str:
+    try:
+        return render_path.to_json(predict(snap, src, dst, proto=proto, size=size))
+    except BadInput as exc:
+        return f"error: {exc}"
+
+
+@pytest.mark.parametrize("fault", [None, *FAULTS], ids=lambda f: f or "healthy")
+def test_lazy_read_predicts_as_the_full_read(lab: Lab, fault: str | None) -> None:
+    if fault:
+        assert lab.run("lab", "break", fault).returncode == 0
+    try:
+        full = live.read_snapshot()
+        for src, dst, proto, size in QUESTIONS:
+            args = (f"{lab.name}.{src}", _dst(lab, dst), proto, size)
+            want = _answer(full, *args)
+            lz = live.read_snapshot(lazy=True)
+            assert _answer(lz, *args) == want, f"{fault}: {args}"
+            read, total = lazy.read_count(lz)
+            assert 0 < read < total, (read, total)
+            saved = lazy.evidence(lz)
+            replayed = recorded.loads(codec.dumps(saved, indent=None, compact=True), "evidence")
+            assert _answer(replayed, *args) == want, f"{fault}: replay {args}"
+    finally:
+        if fault:
+            assert lab.run("lab", "fix", fault).returncode == 0
