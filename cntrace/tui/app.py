@@ -30,6 +30,7 @@ from cntrace.tui.controllers.drops import DropsController
 from cntrace.tui.controllers.feed import SnapshotFeed
 from cntrace.tui.controllers.path import PathController
 from cntrace.tui.controllers.topology import TopologyController
+from cntrace.tui.controllers.whatif import WhatIfController
 from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.screens.help import HelpScreen
 from cntrace.tui.screens.main import MainScreen
@@ -88,12 +89,14 @@ class CntraceApp(App[int]):
         self.topology = TopologyController(self)
         self.path = PathController(self, export_dir=export_dir, timer=timer)
         self.drops = DropsController(self, clock=clock)
+        self.whatif = WhatIfController(self)
         self.controllers: tuple[Controller, ...] = (
             self.feed,
             self.containers,
             self.topology,
             self.path,
             self.drops,
+            self.whatif,
         )
         self._routes: dict[type[ConsoleMessage], list[Callable[[Any], None]]] = {}
         for controller in self.controllers:

@@ -153,3 +153,15 @@ def test_path_dropped_no_color(
     app = make_app("forward-drop")
     assert app.no_color
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
+
+
+def test_whatif_fix_checked(snap_compare: SnapCompare, make_app: MakeApp) -> None:
+    """`f` on a dropped path: the fix repairs it, before and after side by side."""
+
+    async def checked(pilot: Pilot[int]) -> None:
+        app = pilot.app
+        assert isinstance(app, CntraceApp)
+        await wait_for(pilot, lambda: app.whatif.answers == app.whatif.requests == 1)
+
+    steps = _run(path("client", "203.0.113.10:80"), keys("f"), checked)
+    assert snap_compare(make_app("forward-drop"), terminal_size=(100, 30), run_before=steps)

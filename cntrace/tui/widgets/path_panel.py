@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
@@ -18,7 +19,24 @@ from cntrace.tui.widgets.verdict_view import VerdictView
 
 
 class PathPanel(Vertical):
-    """Enter in the destination box asks for a path; the path controller answers with show_*."""
+    """Enter in the destination box asks for a path; the path controller answers with show_*.
+    `w` and `f` (outside the text box) ask for a what-if on the path shown."""
+
+    BINDINGS = [
+        Binding(
+            "w",
+            "what_if",
+            "What-if",
+            tooltip="what-if: type a change (iptables, nft, ip route/link, sysctl, docker "
+            "network connect...), see the path before and after side by side",
+        ),
+        Binding(
+            "f",
+            "check_fix",
+            "Check fix",
+            tooltip="apply the findings' fixes as a what-if: does the path deliver then?",
+        ),
+    ]
 
     DEFAULT_CSS = """
     PathPanel {
@@ -55,6 +73,12 @@ class PathPanel(Vertical):
         """Predict (and trace, when live) from the source to ``text``."""
 
         text: str
+
+    class WhatIfAsked(ConsoleMessage):
+        """`w`: open the what-if view on the path shown."""
+
+    class FixAsked(ConsoleMessage):
+        """`f`: check the findings' fixes as what-ifs."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -109,6 +133,12 @@ class PathPanel(Vertical):
         self._hop.show(None, None)
         self.verdict.message(text, error=True)
         self.set_status("")
+
+    def action_what_if(self) -> None:
+        self.post_message(self.WhatIfAsked())
+
+    def action_check_fix(self) -> None:
+        self.post_message(self.FixAsked())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table is self.timeline:
