@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from cntrace.model import Path
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_renderable
 from cntrace.tui.views.path import path_header
 from cntrace.tui.widgets.hop_detail import HopDetail
 from cntrace.tui.widgets.hop_timeline import HopTimeline
@@ -108,10 +109,10 @@ class PathPanel(Vertical):
             label.append("(select a container)", "dim")
         else:
             label.append(name, "bold")
-        self._source.update(label)
+        self._source.update(safe_renderable(label))
 
     def set_status(self, text: Text | str) -> None:
-        self._status.update(text)
+        self._status.update(safe_renderable(text))
 
     def focus_destination(self) -> None:
         self.destination.focus()
