@@ -16,7 +16,6 @@ from textual.widgets.data_table import ColumnKey
 from tuikit import path_to, settle, to_container_node, type_text, wait_for
 
 from cntrace.tui.app import CntraceApp
-from cntrace.tui.screens.whatif import WhatIfScreen
 
 STAMP = "00:00:00.000"  # a drop's time
 MakeApp = Callable[..., CntraceApp]
@@ -154,20 +153,3 @@ def test_path_dropped_no_color(
     app = make_app("forward-drop")
     assert app.no_color
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps)
-
-
-def test_whatif_fix_checked(snap_compare: SnapCompare, make_app: MakeApp) -> None:
-    """`f` on a dropped path: the fix repairs it, before and after side by side."""
-
-    async def checked(pilot: Pilot[int]) -> None:
-        app = pilot.app
-        assert isinstance(app, CntraceApp)
-        await wait_for(pilot, lambda: app.whatif.answers == app.whatif.requests == 1)
-        screen = app.screen
-        assert isinstance(screen, WhatIfScreen)
-        # rows of auto height are measured when the table is idle: wait for the last one's
-        await wait_for(pilot, lambda: screen.hops.virtual_size.height > screen.hops.row_count)
-        await pilot.pause(0.1)
-
-    steps = _run(path("client", "203.0.113.10:80"), keys("f"), checked)
-    assert snap_compare(make_app("forward-drop"), terminal_size=(100, 30), run_before=steps)
