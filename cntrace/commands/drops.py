@@ -126,6 +126,10 @@ def _resolve(ref: str, namer: _Namer) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ready_file is not None:  # refused before the probe is loaded
+        from cntrace.sources.recorded import check_target
+
+        check_target(args.ready_file, follow_symlinks=False)
     if args.print_bpf:
         os.environ["CNTRACE_PRINT_BPF"] = "1"
     if os.geteuid() != 0:

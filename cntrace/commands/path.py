@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"{', '.join(live_only)} go with --live")
     if args.live and args.what_if:
         raise BadInput("--what-if predicts a change without making it; it cannot use --live")
+    for target in (args.pcap, args.ready_file):
+        if target is not None:  # refused now, not after the trace ran
+            from cntrace.sources.recorded import check_target
+
+            check_target(target, follow_symlinks=False)
     t0 = time.perf_counter()
     # Lazily read: only the namespaces the walk enters are read in full (sources.lazy).
     snap = get_snapshot(args, lazy=True)

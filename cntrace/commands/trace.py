@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count is not None and args.count <= 0:
         raise BadInput("--count must be positive")
+    if args.ready_file is not None:  # refused before anything is watched
+        from cntrace.sources.recorded import check_target
+
+        check_target(args.ready_file, follow_symlinks=False)
     snap = read_snapshot(sockets=False, rulesets=False)
     target = resolve_ref(snap, args.container)
     if not isinstance(target, Container):

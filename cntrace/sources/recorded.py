@@ -241,24 +241,46 @@ def save(snapshot: Snapshot, path: str) -> None:
     write_text(path, text)
 
 
-def write_text(path: str, text: str) -> None:
-    """Write a file the way a careful user would, as root too.
-
-    A regular file (or a new one) is replaced atomically: a killed save never leaves half a file.
-    A symlink is followed: its target is replaced, the link stays. A character device or FIFO is
-    written through, never replaced (``--save /dev/null`` must leave /dev/null a device); a block
-    device, socket or directory is refused.
-    """
+def check_target(path: str, *, follow_symlinks: bool = True) -> os.stat_result | None:
+    """Refuse, before any work, a target ``write_bytes`` would refuse (BadInput, exit 2): an
+    empty name, a directory, a missing directory, a symlink when not following them. The
+    target's stat, or None for a new file."""
     if not path:
         raise BadInput("empty file name to write")
     try:
+        if not follow_symlinks and stat.S_ISLNK(os.lstat(path).st_mode):
+            raise BadInput(f"cannot write {path}: is a symbolic link; refusing to follow it")
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"cannot write {path}: is a directory (name a file in it)")
+    directory = os.path.dirname(os.path.realpath(path)) if st is None else ""
+    if directory and not os.path.isdir(directory):
+        raise BadInput(f"cannot write {path}: no such directory {directory}")
+    return st
+
+
+def write_text(path: str, text: str, *, follow_symlinks: bool = True) -> None:
+    """:func:`write_bytes` of ``text`` in UTF-8."""
+    write_bytes(path, text.encode("utf-8"), follow_symlinks=follow_symlinks)
+
+
+def write_bytes(path: str, data: bytes, *, follow_symlinks: bool = True) -> None:
+    """Write a file the way a careful user would, as root too.
+
+    A regular file (or a new one) is replaced atomically: a killed save never leaves half a file.
+    A symlink is followed (its target is replaced, the link stays), or with
+    ``follow_symlinks=False`` refused: a file root writes into a shared directory (a trace's pcap,
+    a ready file in /tmp) must not be redirected by someone else's link. A character device or
+    FIFO is written through, never replaced (``--save /dev/null`` must leave /dev/null a device);
+    a block device, socket or directory is refused.
+    """
+    st = check_target(path, follow_symlinks=follow_symlinks)
     if st is not None and not stat.S_ISREG(st.st_mode):
-        _write_through(path, st, text)
+        _write_through(path, st, data)
         return
     real = os.path.realpath(path)  # a symlink's target (a dangling one is created)
     directory = os.path.dirname(real)
@@ -267,8 +289,8 @@ def write_text(path: str, text: str) -> None:
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         if st is not None:
             mode = stat.S_IMODE(st.st_mode)  # keep an existing file's permissions
         else:
@@ -285,7 +307,7 @@ def write_text(path: str, text: str) -> None:
         raise
 
 
-def _write_through(path: str, st: os.stat_result, text: str) -> None:
+def _write_through(path: str, st: os.stat_result, data: bytes) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise BadInput(f"cannot write {path}: is a directory (name a file in it)")
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
@@ -300,7 +322,7 @@ def _write_through(path: str, st: os.stat_result, text: str) -> None:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         os.set_blocking(fd, True)
-        view = memoryview(text.encode("utf-8"))
+        view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     except OSError as exc:

@@ -270,7 +270,8 @@ def _waited_text(f: NeighFrame, waited_ns: int, bound_ns: int) -> str:
 
 
 def write_ready_file(path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(f"{os.getpid()} armed\n")
-    os.replace(tmp, path)
+    """``PID armed``, atomically (a watcher never reads half of it), through a temporary file of
+    an unguessable name, never through a symlink (a ready file often lives in a shared /tmp)."""
+    from cntrace.sources.recorded import write_text  # noqa: PLC0415
+
+    write_text(path, f"{os.getpid()} armed\n", follow_symlinks=False)

@@ -134,6 +134,9 @@ def render(result: TraceResult, t0_realtime_ns: int) -> bytes:
 
 def write(path: str | Path, result: TraceResult) -> int:
     """Write the file; returns how many packets it holds."""
+    from cntrace.sources.recorded import write_bytes  # noqa: PLC0415
+
     data = render(result, result.t0_realtime_ns)
-    Path(path).write_bytes(data)
+    # whole or not at all, never through a symlink: root writes it, often into a shared /tmp
+    write_bytes(str(path), data, follow_symlinks=False)
     return len(result.sightings) + sum(1 for d in result.drops if d.frame_hex)

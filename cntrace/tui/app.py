@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from textual import on
 from textual.app import App
@@ -30,7 +30,9 @@ from cntrace.tui.controllers.drops import DropsController
 from cntrace.tui.controllers.feed import SnapshotFeed
 from cntrace.tui.controllers.path import PathController
 from cntrace.tui.controllers.topology import TopologyController
+from cntrace.tui.controllers.whatif import WhatIfController
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_message
 from cntrace.tui.screens.help import HelpScreen
 from cntrace.tui.screens.main import MainScreen
 from cntrace.tui.source import SnapshotSource
@@ -88,12 +90,14 @@ class CntraceApp(App[int]):
         self.topology = TopologyController(self)
         self.path = PathController(self, export_dir=export_dir, timer=timer)
         self.drops = DropsController(self, clock=clock)
+        self.whatif = WhatIfController(self)
         self.controllers: tuple[Controller, ...] = (
             self.feed,
             self.containers,
             self.topology,
             self.path,
             self.drops,
+            self.whatif,
         )
         self._routes: dict[type[ConsoleMessage], list[Callable[[Any], None]]] = {}
         for controller in self.controllers:
@@ -159,6 +163,21 @@ class CntraceApp(App[int]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Literal["information", "warning", "error"] = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast; its text often holds names from the snapshot: never markup, escaped."""
+        super().notify(
+            safe_message(message), title=safe_message(title), severity=severity,
+            timeout=timeout, markup=markup,
+        )  # fmt: skip
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK

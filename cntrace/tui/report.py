@@ -1,10 +1,10 @@
-"""The console's bug report: the path on screen together with the snapshot it came from.
+"""The console's bug report (`e`): the path on screen with the snapshot it came from, as one
+``cntrace.report/v1`` document built by cntrace.report, the same builder as `cntrace report`.
 
-One self-contained JSON file (``cntrace.report/v1``) so nothing can get separated in a ticket:
-``path`` is the ``cntrace.path/v1`` document as shown (predicted or live), ``prediction`` the
-prediction it started from when ``path`` is live, ``snapshot`` the whole ``cntrace.snapshot/v1``
-Snapshot, and ``replay`` the command that recomputes the prediction anywhere
-(``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
+``path`` is the answer as shown (predicted or live), ``prediction`` the prediction a live path
+started from, ``snapshot`` the whole Snapshot, ``replay`` the command that recomputes the
+prediction anywhere (``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
+This module only names the file and says where the snapshot came from.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import platform
 import re
-import shlex
 from typing import Any
 
-from cntrace import __version__, codec
-from cntrace.model import REPORT_SCHEMA, Path, Snapshot
-from cntrace.render.path import to_document
+from cntrace import __version__, report
+from cntrace.model import Path, Snapshot
 from cntrace.sources.recorded import write_text
 from cntrace.tui.query import PathQuery
 
@@ -36,21 +35,22 @@ def build_report(
     prediction: Path | None = None,
 ) -> dict[str, Any]:
     """The report document; ``origin`` says where the snapshot came from (live or a file)."""
-    argv = query.argv(file_name)
-    doc: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "created_at": created_at
-        or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "tool_version": __version__,
-        "origin": origin,
-        "query": {"source": query.source, "destination": query.destination, "proto": query.proto},
-        "replay": {"argv": argv, "command": shlex.join(argv)},
-        "path": to_document(path),
-    }
-    if prediction is not None and path.mode != "predicted":
-        doc["prediction"] = to_document(prediction)
-    doc["snapshot"] = codec.to_plain(snapshot)
-    return doc
+    asked = {"source": query.source, "destination": query.destination, "proto": query.proto}
+    doc = report.build(
+        snapshot,
+        path,
+        query=asked,
+        command=["cntrace", "tui"],
+        environment={
+            "cntrace": __version__,
+            "python": platform.python_version(),
+            "snapshot_file": not origin.startswith("live"),
+        },
+        created_at=created_at or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        tool_version=__version__,
+        prediction=prediction,
+    )
+    return report.name_file({**doc, "origin": origin}, file_name)
 
 
 def report_name(query: PathQuery, when: datetime.datetime | None = None) -> str:
@@ -74,7 +74,7 @@ def write_report(
     base = report_name(query)
     target = os.path.join(directory, base)
     n = 1
-    while os.path.exists(target):
+    while os.path.lexists(target):
         n += 1
         target = os.path.join(directory, base.replace(".json", f"-{n}.json"))
     doc = build_report(

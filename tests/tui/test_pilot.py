@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path as FsPath
 
+import jsonschema
 import pytest
 from rich.style import Style
 from textual.geometry import Region
@@ -25,6 +26,7 @@ from tuikit import (
     wait_for,
 )
 
+from cntrace import codec
 from cntrace.model import REPORT_SCHEMA
 from cntrace.render.path import to_document
 from cntrace.tui.app import CntraceApp, build_app
@@ -35,6 +37,7 @@ from cntrace.tui.tracer import KernelDrop
 from cntrace.tui.widgets.rules_table import RulesTable
 
 MakeApp = Callable[..., CntraceApp]
+REPO = FsPath(__file__).resolve().parents[2]
 SIZE = (80, 24)
 
 
@@ -324,8 +327,11 @@ async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: 
     assert report.name.startswith("cntrace-report-client-to-203.0.113.10_80-")
     doc = json.loads(report.read_text())
     assert doc["schema"] == REPORT_SCHEMA
-    assert shown is not None and doc["path"] == to_document(shown)
+    # built by cntrace.report, like `cntrace report`: the path as shown, and what made it
+    assert shown is not None and doc["path"] == codec.to_plain(shown)
+    assert doc["command"] == ["cntrace", "tui"] and doc["redacted"] is False
     assert doc["snapshot"]["schema"] == "cntrace.snapshot/v1"
+    jsonschema.validate(doc, json.loads((REPO / "docs/schemas/report.schema.json").read_text()))
     # The embedded snapshot replays with the CLI, to the same path.
     argv = doc["replay"]["argv"]
     assert argv[:4] == ["cntrace", "path", "--snapshot", str(report)]
@@ -336,7 +342,7 @@ async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: 
         check=False,
     )
     assert res.returncode == 1, res.stderr  # the path fails: exit 1
-    assert json.loads(res.stdout) == doc["path"]
+    assert json.loads(res.stdout) == to_document(shown)
     # and `cntrace tui --snapshot REPORT` opens a post-mortem on it
     assert RecordedSource.load(str(report)).read(detail=True) == lab_snapshot("forward-drop")
 

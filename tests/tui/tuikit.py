@@ -124,7 +124,7 @@ def lab_drops(snap: Snapshot) -> list[KernelDrop]:
 
 # --------------------------------------------------------------------------- pilot steps
 
-BUSY = ("discovery", "path", "export", "warm")
+BUSY = ("discovery", "path", "export", "warm", "whatif")
 
 
 async def settle(pilot: Pilot[int], timeout: float = 10.0) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.text import Text
 
 from cntrace.errors import CntraceError
 from cntrace.render.drops import summary_table
+from cntrace.render.safe import term
 from cntrace.trace.droptally import DropTally
 from cntrace.tui.controllers.base import Controller, Reading, handles
 from cntrace.tui.tracer import DropBatch, KernelDrop
@@ -116,7 +118,9 @@ class DropsController(Controller):
 
     def _show_summary(self) -> None:
         t = self.tally
-        self.panel.set_summary(summary_table(t.rows(), t.total, t.hidden))
+        # rich parses a str cell as markup: a container named `[reverse]x` is just text here
+        rows = [(col, escape(term(key)), n) for col, key, n in t.rows()]
+        self.panel.set_summary(summary_table(rows, t.total, t.hidden))
 
     def _failed(self, message: str) -> None:
         self._state = f"drops stopped: {message}"

@@ -14,6 +14,7 @@ from textual.widgets import Static
 BUILTIN_KEYS = (
     ("enter", "in the filter box: keep the filter, back to the table"),
     ("enter", "in the destination box: predict the path, then trace it live when possible"),
+    ("enter", "in the what-if change box: predict the path again as if the change were made"),
     ("enter, space", "in the topology tree: expand or collapse the node"),
     ("tab, shift+tab", "move between the boxes and panes of a tab"),
     ("arrows, pgup, pgdn", "move in tables, trees and text; home/end jump"),
@@ -42,18 +43,22 @@ def help_sections() -> list[tuple[str, list[Binding]]]:
     from cntrace.tui.app import CntraceApp
     from cntrace.tui.screens.main import MainScreen
     from cntrace.tui.screens.rules import RulesScreen
+    from cntrace.tui.screens.whatif import WhatIfScreen
     from cntrace.tui.widgets.containers_table import ContainersTable
     from cntrace.tui.widgets.drops_panel import DropsPanel
     from cntrace.tui.widgets.filter_input import FilterInput
     from cntrace.tui.widgets.hop_timeline import HopTimeline
+    from cntrace.tui.widgets.path_panel import PathPanel
 
     return [
         ("Everywhere", bindings_of(CntraceApp) + bindings_of(MainScreen)),
         ("Containers", bindings_of(ContainersTable)),
         ("Filter box", bindings_of(FilterInput)),
+        ("Path", bindings_of(PathPanel)),
         ("Path: hop timeline", bindings_of(HopTimeline)),
         ("Drops", bindings_of(DropsPanel)),
         ("Rules view", bindings_of(RulesScreen)),
+        ("What-if view", bindings_of(WhatIfScreen)),
         ("Help", bindings_of(HelpScreen)),
     ]
 

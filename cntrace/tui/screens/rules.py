@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 from cntrace.errors import CntraceError
 from cntrace.model import Snapshot
 from cntrace.topology import Topology
+from cntrace.tui.safe import safe_renderable
 from cntrace.tui.views.rules import RuleKey
 from cntrace.tui.widgets.rules_table import RulesTable
 
@@ -63,7 +64,7 @@ class RulesScreen(Screen[None]):
         title.append(f"  {self._why}", "dim")
         if self._marked:
             title.append("  ▶ marks it", "dim")
-        self.query_one("#rules-title", Static).update(title)
+        self.query_one("#rules-title", Static).update(safe_renderable(title))
         table = self.query_one(RulesTable)
         if ns is None or ns.ruleset.empty:
             self.query_one("#rule-detail", Static).update(
@@ -75,7 +76,9 @@ class RulesScreen(Screen[None]):
 
             nf = netfilter.load(ns.ruleset)
         except CntraceError as exc:
-            self.query_one("#rule-detail", Static).update(Text(str(exc), "bold red"))
+            self.query_one("#rule-detail", Static).update(
+                safe_renderable(Text(str(exc), "bold red"))
+            )
             return
         table.show(nf, self._marked)
         table.focus()
@@ -94,7 +97,7 @@ class RulesScreen(Screen[None]):
             t.append(f"  {rule.counters[0]} packets, {rule.counters[1]} bytes", "dim")
         t.append("\n")
         t.append(rule.text)
-        detail.update(t)
+        detail.update(safe_renderable(t))
 
     def action_next_marked(self) -> None:
         self.query_one(RulesTable).next_marked()

@@ -26,13 +26,15 @@ class ContainerRow:
     bridge: str
     ports: str
     state: str
+    pod: str = ""  # NAMESPACE/POD of a Kubernetes sandbox or container: rows are grouped by it
 
     @property
     def haystack(self) -> str:
-        """What the incremental filter searches."""
+        """What the incremental filter searches (a pod's name finds its containers too)."""
         return " ".join(
-            (self.name, self.runtime, self.ips, self.host_veth, self.bridge, self.ports, self.state)
-        ).lower()
+            (self.name, self.runtime, self.ips, self.host_veth, self.bridge, self.ports,
+             self.state, self.pod)
+        ).lower()  # fmt: skip
 
     def cells(self) -> tuple[str | Text, ...]:
         state: str | Text = (
@@ -45,9 +47,15 @@ CONTAINER_COLUMNS = ("NAME", "RUNTIME", "IPS", "HOST VETH", "BRIDGE", "PORTS", "
 
 
 def container_rows(snapshot: Snapshot) -> list[ContainerRow]:
-    """The ``cntrace ls`` rows (containers sorted by runtime, then name)."""
+    """The ``cntrace ls`` rows (containers sorted by runtime, then name), Kubernetes pods grouped:
+    the pod's sandbox (``pod NAMESPACE/POD``), then its containers (``└ NAME``)."""
     rows = []
     for r in ls_doc(snapshot)["containers"]:
+        k8s = r.get("kubernetes") or {}
+        pod = f"{k8s['namespace']}/{k8s['pod']}" if k8s.get("pod") else ""
+        name = r["name"]
+        if pod:
+            name = f"pod {pod}" if not k8s.get("container") else f"  └ {k8s['container']}"
         veths = ", ".join(
             v["name"] if v["netns_label"] == "host" else f"{v['name']}@{v['netns_label']}"
             for v in r["host_veths"]
@@ -56,16 +64,35 @@ def container_rows(snapshot: Snapshot) -> list[ContainerRow]:
         rows.append(
             ContainerRow(
                 key=r["id"],
-                name=r["name"],
+                name=name,
                 runtime=r["runtime"],
                 ips=", ".join(r["ips"]) or "-",
                 host_veth=veths or "-",
                 bridge=", ".join(r["bridges"]) or "-",
                 ports=ports or "-",
                 state=r["state"],
+                pod=pod,
             )
         )
-    return rows
+    return _grouped(rows)
+
+
+def _grouped(rows: list[ContainerRow]) -> list[ContainerRow]:
+    """Each pod's rows together where its first row was: the sandbox, then its containers."""
+    pods: dict[str, list[ContainerRow]] = {}
+    for r in rows:
+        if r.pod:
+            pods.setdefault(r.pod, []).append(r)
+    if not pods:
+        return rows
+    out: list[ContainerRow] = []
+    for r in rows:
+        if not r.pod:
+            out.append(r)
+        elif r.pod in pods:
+            group = pods.pop(r.pod)
+            out += sorted(group, key=lambda g: (not g.name.startswith("pod "), g.name))
+    return out
 
 
 def port_text_doc(p: Doc) -> str:

@@ -50,17 +50,28 @@ def _port_node(topo: Topology, host: Netns, port: Doc, prefix: str = "") -> Tree
     return node
 
 
+def _within(node: TreeNode, other: TreeNode) -> bool:
+    """Whether ``other`` is ``node`` or below it (a broken snapshot may claim a cycle)."""
+    return node is other or any(_within(c, other) for c in node.children)
+
+
 def topology_nodes(snapshot: Snapshot) -> list[TreeNode]:
-    """The host as a tree: hosts, their uplinks, bridges, ports, containers, published ports."""
+    """The host as a tree: hosts, their uplinks, bridges, ports, containers, published ports; a
+    host inside a host (a Kubernetes-in-Docker node, a router namespace with its own bridges)
+    sits under the host holding the other end of its uplink, as `cntrace topo` draws it."""
     topo = Topology(snapshot)
     doc = topo_doc(snapshot)
     out: list[TreeNode] = []
+    by_inode: dict[int, TreeNode] = {}
+    inside: list[tuple[int, TreeNode]] = []
     for host in doc["hosts"]:
         inode = host["netns"]["inode"]
         ns = topo.ns(inode)
         assert ns is not None
         label = Text(host["netns"]["label"], "bold")
         fwd = host["sysctls"].get("net.ipv4.ip_forward")
+        if host.get("inside"):
+            label.append(f"  host inside {host['inside']['label']}", "dim")
         if fwd is not None:
             label.append(f"  ip_forward={fwd}", "dim" if fwd == "1" else "bold red")
         hnode = TreeNode(label, NodeRef("host", inode))
@@ -89,7 +100,18 @@ def topology_nodes(snapshot: Snapshot) -> list[TreeNode]:
                 hl = Text(c.name, "bold")
                 hl.append(" (host network)", "dim")
                 hnode.children.append(TreeNode(hl, NodeRef("container", inode, c.id)))
-        out.append(hnode)
+        by_inode[inode] = hnode
+        parent = (host.get("inside") or {}).get("inode")
+        if parent is not None and parent != inode:
+            inside.append((parent, hnode))
+        else:
+            out.append(hnode)
+    for parent, hnode in inside:  # after the loop: a parent may be listed after its child
+        holder = by_inode.get(parent)
+        if holder is not None and not _within(hnode, holder):
+            holder.children.append(hnode)
+        else:
+            out.append(hnode)
     if doc["unowned"]:
         group = TreeNode(Text("namespaces no runtime owns", "dim"), NodeRef("info"), expand=False)
         for u in doc["unowned"]:

@@ -19,6 +19,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from cntrace.render.safe import term
 from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.views.containers import CONTAINER_COLUMNS, ContainerRow
 
@@ -27,7 +28,10 @@ MAX_COL = 48  # a column never grows past this (IP lists, port lists): the rest 
 
 
 def _cells(r: ContainerRow) -> tuple[str, ...]:
-    return (r.name, r.runtime, r.ips, r.host_veth, r.bridge, r.ports, r.state)
+    """The row's texts, escaped: the table writes them to the terminal as they are."""
+    return tuple(
+        term(v) for v in (r.name, r.runtime, r.ips, r.host_veth, r.bridge, r.ports, r.state)
+    )
 
 
 class ContainersTable(ScrollView, can_focus=True):

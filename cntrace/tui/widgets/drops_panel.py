@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_renderable
 from cntrace.tui.widgets.drops_table import DropsTable
 
 
@@ -81,7 +82,7 @@ class DropsPanel(Vertical):
         self.query_one("#drops-summary", Static).update(table)
 
     def set_status(self, text: Text | str) -> None:
-        self.query_one("#drops-status", Static).update(text)
+        self.query_one("#drops-status", Static).update(safe_renderable(text))
 
     def add_drops(self, rows: Sequence[tuple[str | Text, ...]]) -> None:
         if not self.paused:

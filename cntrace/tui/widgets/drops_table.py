@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.widgets import DataTable
 
+from cntrace.tui.safe import safe_cell
 from cntrace.tui.views.drops import DROP_COLUMNS
 
 MAX_ROWS = 500
@@ -38,7 +39,7 @@ class DropsTable(DataTable[object]):
         for cells in rows:
             self._n += 1
             key = f"d{self._n}"
-            self.add_row(*cells, key=key)
+            self.add_row(*(safe_cell(c) for c in cells), key=key)
             self._keys.append(key)
         while len(self._keys) > MAX_ROWS:
             self.remove_row(self._keys.pop(0))

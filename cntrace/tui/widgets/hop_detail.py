@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.widgets import Static
 
 from cntrace.model import Path
+from cntrace.tui.safe import safe_renderable
 from cntrace.tui.views.path import hop_detail
 
 
@@ -23,4 +24,4 @@ class HopDetail(Static):
     def show(self, path: Path | None, index: int | None) -> None:
         text = hop_detail(path, index) if path is not None and index is not None else None
         self.display = bool(text)
-        self.update(text or "")
+        self.update(safe_renderable(text or ""))

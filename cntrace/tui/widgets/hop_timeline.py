@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 
 from cntrace.model import Path
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_cell
 from cntrace.tui.views.path import hop_columns, hop_rows
 
 
@@ -58,7 +59,7 @@ class HopTimeline(DataTable[object]):
             self.clear()
         target = 0
         for i, (key, cells) in enumerate(hop_rows(path)):
-            self.add_row(*cells, key=key)
+            self.add_row(*(safe_cell(c) for c in cells), key=key)
             self._keys.append(key)
             if key == f"hop-{path.verdict.at_hop}":
                 target = i

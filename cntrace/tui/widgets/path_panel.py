@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from cntrace.model import Path
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_renderable
 from cntrace.tui.views.path import path_header
 from cntrace.tui.widgets.hop_detail import HopDetail
 from cntrace.tui.widgets.hop_timeline import HopTimeline
@@ -18,7 +20,24 @@ from cntrace.tui.widgets.verdict_view import VerdictView
 
 
 class PathPanel(Vertical):
-    """Enter in the destination box asks for a path; the path controller answers with show_*."""
+    """Enter in the destination box asks for a path; the path controller answers with show_*.
+    `w` and `f` (outside the text box) ask for a what-if on the path shown."""
+
+    BINDINGS = [
+        Binding(
+            "w",
+            "what_if",
+            "What-if",
+            tooltip="what-if: type a change (iptables, nft, ip route/link, sysctl, docker "
+            "network connect...), see the path before and after side by side",
+        ),
+        Binding(
+            "f",
+            "check_fix",
+            "Check fix",
+            tooltip="apply the findings' fixes as a what-if: does the path deliver then?",
+        ),
+    ]
 
     DEFAULT_CSS = """
     PathPanel {
@@ -56,6 +75,12 @@ class PathPanel(Vertical):
 
         text: str
 
+    class WhatIfAsked(ConsoleMessage):
+        """`w`: open the what-if view on the path shown."""
+
+    class FixAsked(ConsoleMessage):
+        """`f`: check the findings' fixes as what-ifs."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._path: Path | None = None
@@ -84,10 +109,10 @@ class PathPanel(Vertical):
             label.append("(select a container)", "dim")
         else:
             label.append(name, "bold")
-        self._source.update(label)
+        self._source.update(safe_renderable(label))
 
     def set_status(self, text: Text | str) -> None:
-        self._status.update(text)
+        self._status.update(safe_renderable(text))
 
     def focus_destination(self) -> None:
         self.destination.focus()
@@ -109,6 +134,12 @@ class PathPanel(Vertical):
         self._hop.show(None, None)
         self.verdict.message(text, error=True)
         self.set_status("")
+
+    def action_what_if(self) -> None:
+        self.post_message(self.WhatIfAsked())
+
+    def action_check_fix(self) -> None:
+        self.post_message(self.FixAsked())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table is self.timeline:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import DataTable
 
+from cntrace.tui.safe import safe_cell
 from cntrace.tui.views.rules import RuleKey, rule_key
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class RulesTable(DataTable[object]):
                     head.append(f"  (hook {chain.hook}", "dim")
                     head.append(f", policy {chain.policy})" if chain.policy else ")", "dim")
                 pk, by = ("", "") if chain.counters is None else map(str, chain.counters)
-                self.add_row("", "", pk, by, head, key=f"c{ti}-{chain.name}")
+                self.add_row("", "", pk, by, safe_cell(head), key=f"c{ti}-{chain.name}")
                 row += 1
                 for r in chain.rules:
                     key = f"r{row}"
@@ -58,7 +59,7 @@ class RulesTable(DataTable[object]):
                         Text(str(r.position), style),
                         pk,
                         by,
-                        Text(r.text, style),
+                        safe_cell(Text(r.text, style)),
                         key=key,
                     )
                     self.rules[key] = r

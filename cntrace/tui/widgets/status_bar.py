@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from cntrace.tui.safe import safe_text
+
 
 class StatusBar(Static):
     """Mode, host, container count and the time of the snapshot shown."""
@@ -27,4 +29,4 @@ class StatusBar(Static):
         self.set_class(post_mortem, "post-mortem")
         text.no_wrap = True
         text.overflow = "ellipsis"
-        self.update(text)
+        self.update(safe_text(text))

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.text import Text, TextType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
+from cntrace.render.safe import term
 from cntrace.tui.messages import ConsoleMessage
+from cntrace.tui.safe import safe_text
 from cntrace.tui.views.topology import NodeRef, TreeNode
 
 LAZY_CHILDREN = 40  # a bridge with more ports than this is filled in when it is expanded
@@ -44,6 +47,12 @@ class TopologyTree(Tree[NodeRef]):
         self.show_root = False
         self.auto_expand = False
         self._pending: dict[int, list[TreeNode]] = {}  # UI node id -> children not built yet
+
+    def process_label(self, label: TextType) -> Text:
+        """Every label is literal text (never markup), escaped: names come from the kernel."""
+        return super().process_label(
+            safe_text(label) if isinstance(label, Text) else Text(term(label))
+        )
 
     def show(self, nodes: Sequence[TreeNode], prefer: NodeRef | None = None) -> None:
         """Replace the tree; the cursor stays on its node, else goes to ``prefer``."""
