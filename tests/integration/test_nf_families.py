@@ -22,7 +22,7 @@ from harness import require_root, unavailable
 from hostkit import World, new_world
 
 A, B, B2 = "10.83.0.1", "10.83.0.2", "10.83.0.3"
-PORTS = (80, 81, 82, 83, 84)
+PORTS = (80, 81, 82, 83, 84, 85)
 BRIDGE_FW = """table bridge nfhbr {
   chain fw {
     type filter hook forward priority filter; policy accept;
@@ -163,6 +163,34 @@ def test_br_netfilter_decides_whether_iptables_forward_sees_bridged_traffic(
         if call_iptables:
             rule = doc["verdict"]["rule"]
             assert rule and (rule["table"], rule["chain"]) == ("filter", "FORWARD"), rule
+    finally:
+        world.sysctl("br", "net.bridge.bridge-nf-call-iptables", 0)
+        _flush(world)
+
+
+@pytest.mark.parametrize("priority", [-200, 100], ids=["bridge-chain-first", "iptables-first"])
+def test_bridge_chain_and_br_netfilter_run_in_priority_order(world: World, priority: int) -> None:
+    """Both drop port 85: whichever the kernel runs first counts the packet and is named."""
+    _flush(world)
+    world.sysctl("br", "net.bridge.bridge-nf-call-iptables", 1)
+    world.run("br", "iptables-nft-restore", stdin=IPT_FORWARD.replace("83", "85"))
+    table = f"""table bridge nfhbo {{
+  chain fw {{
+    type filter hook forward priority {priority}; policy accept;
+    tcp dport 85 counter drop
+  }}
+}}
+"""
+    world.run("br", "nft", "-f", "-", stdin=table)
+    try:
+        doc, real = _both(world, B, 85)
+        assert real == "timeout"
+        _agree(doc, real)
+        counted = "packets 0 " not in world.run("br", "nft", "list", "table", "bridge", "nfhbo")
+        assert counted == (priority < -1)  # br_netfilter calls FORWARD at priority -1
+        rule = doc["verdict"]["rule"]
+        want = ("bridge", "fw") if counted else ("ip", "FORWARD")
+        assert rule and (rule["family"], rule["chain"]) == want, rule
     finally:
         world.sysctl("br", "net.bridge.bridge-nf-call-iptables", 0)
         _flush(world)
