@@ -220,6 +220,7 @@ class Chain:
     policy: str | None = None  # accept | drop (base chains only)
     counters: tuple[int, int] | None = None  # the policy's counters (iptables-save -c)
     handle: int | None = None
+    devices: tuple[str, ...] = ()  # netdev (and inet ingress) base chains: the devices bound
 
     @property
     def is_base(self) -> bool:

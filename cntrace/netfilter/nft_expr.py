@@ -61,6 +61,27 @@ def _typeof_kind(expr: Any) -> str:
     )
 
 
+# The link-layer fields the bridge, netdev and arp families read (cntrace.netfilter.families).
+L2_FIELDS = {
+    ("ether", "type"): "ethertype",
+    ("ether", "saddr"): "ether.saddr",
+    ("ether", "daddr"): "ether.daddr",
+    ("arp", "operation"): "arp.op",
+    ("arp", "saddr ip"): "arp.sip",
+    ("arp", "daddr ip"): "arp.tip",
+    ("arp", "saddr ether"): "arp.sha",
+    ("arp", "daddr ether"): "arp.tha",
+    ("arp", "htype"): "arp.htype",
+    ("arp", "ptype"): "arp.ptype",
+    ("arp", "hlen"): "arp.hlen",
+    ("arp", "plen"): "arp.plen",
+}
+ARP_OPS = {
+    "request": 1, "reply": 2, "rrequest": 3, "rreply": 4, "inrequest": 8, "inreply": 9, "nak": 10,
+}  # fmt: skip
+ETHERTYPES = {"ip": 4, "ip6": 6, "arp": 0x806, "vlan": 0x8100, "8021ad": 0x88A8}
+ETHERTYPE_NUMBERS = {0x0800: 4, 0x86DD: 6}  # IP versions stand for their ethertypes
+
 TYPE_KIND = {
     "ipv4_addr": "addr",
     "ipv6_addr": "addr",
@@ -75,6 +96,9 @@ TYPE_KIND = {
     "fib_addrtype": "str",
     "pkt_type": "str",
     "nf_proto": "nfproto",
+    "ether_type": "ethertype",
+    "ether_addr": "mac",
+    "arp_op": "arpop",
 }
 
 
@@ -117,6 +141,9 @@ def _field_uncached(k: str, v: Any, family: str) -> Field:
             return Field(fld)
         if proto in ("icmp", "icmpv6") and fld in ("type", "code"):
             return Field(f"icmp.{fld}", proto=1 if proto == "icmp" else 58)
+        l2 = L2_FIELDS.get((str(proto), str(fld)))
+        if l2 is not None:
+            return Field(l2)
         where = f"{proto} {fld}" if proto else "raw payload"
         return Field(f"unsupported:{where}")
     if k == "meta":
@@ -125,6 +152,8 @@ def _field_uncached(k: str, v: Any, family: str) -> Field:
             return Field("mark" if key == "mark" else str(key))
         if key in ("iif", "oif"):
             return Field(f"{key}name")
+        if key in ("ibrname", "obrname", "ibridgename", "obridgename"):
+            return Field(f"{str(key)[0]}brname")
         if key == "protocol":
             return Field("ethertype")
         return Field(f"unsupported:meta {key}")
@@ -218,8 +247,16 @@ def kind_of(f: Field) -> str:
         return "port"
     if k == "l4proto":
         return "proto"
-    if k in ("iifname", "oifname", "pkttype") or k.startswith("fib."):
+    if k in ("iifname", "oifname", "pkttype", "ibrname", "obrname") or k.startswith("fib."):
         return "str"
+    if k in ("arp.sip", "arp.tip"):
+        return "addr"
+    if k in ("ether.saddr", "ether.daddr", "arp.sha", "arp.tha"):
+        return "mac"
+    if k == "arp.op":
+        return "arpop"
+    if k == "arp.ptype":
+        return "ethertype"
     if k == "icmp.type":
         return "icmpv6" if f.proto == 58 else "icmp"
     if k == "ctstate":
@@ -289,7 +326,13 @@ def _atom(value: Any, kind: str) -> Atom:
     if kind == "nfproto":
         return Atom({"ipv4": 4, "ipv6": 6}.get(str(value), -1) if isinstance(value, str) else value)
     if kind == "ethertype":
-        return Atom({"ip": 4, "ip6": 6}.get(str(value), -1) if isinstance(value, str) else value)
+        if isinstance(value, str):
+            return Atom(ETHERTYPES.get(value, -1))
+        return Atom(ETHERTYPE_NUMBERS.get(value, value))
+    if kind == "mac":
+        return Atom(str(value).lower())
+    if kind == "arpop":
+        return Atom(ARP_OPS.get(value, -1) if isinstance(value, str) else value)
     if kind == "raw":
         return Atom(value if isinstance(value, int) else str(value))
     if isinstance(value, int):

@@ -175,6 +175,7 @@ class _Builder:
                     type=c.get("type"),
                     policy=c.get("policy") if c.get("hook") else None,
                     handle=c.get("handle"),
+                    devices=c.get("dev", ()),
                 )
             if key[1] in IPTABLES_TABLES and key[0] in ("ip", "ip6") and t["xt"]:
                 self.out.warnings.append(
@@ -182,15 +183,11 @@ class _Builder:
                     "iptables-save view was given; rules using extensions are uncertain"
                 )
             for c in chains.values():
-                if c.hook in ("ingress", "egress") and c.rules:
+                if c.hook in ("ingress", "egress") and c.rules and not c.devices:
                     self.out.warnings.append(
-                        f"{key[0]} {key[1]} {c.name}: {c.hook} chains are not evaluated"
+                        f"{key[0]} {key[1]} {c.name}: the device of this {c.hook} chain is not "
+                        "known, so it is never evaluated"
                     )
-            if key[0] in ("bridge", "arp", "netdev") and any(c.rules for c in chains.values()):
-                self.out.warnings.append(
-                    f"nft table {key[0]} {key[1]}: {key[0]} family tables are listed but not "
-                    "evaluated"
-                )
             self.out.tables.append(
                 Table(
                     backend="nftables",
@@ -257,7 +254,12 @@ class _Builder:
         policy = body.get("policy", "accept" if hook else None)
         if policy not in (None, "accept", "drop"):
             raise Malformed(f"chain {name}: unknown policy {policy!r}")
+        dev = body.get("dev", ())
+        devices: tuple[str, ...] = (dev,) if isinstance(dev, str) else ()
+        if isinstance(dev, list):
+            devices = tuple(d for d in dev if isinstance(d, str))
         t["chains"][name] = {
+            "dev": devices,
             "hook": hook,
             "prio": prio if hook else None,
             "type": body.get("type"),

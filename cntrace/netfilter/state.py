@@ -58,6 +58,10 @@ class State:
         self.prio = 0
         self.cache: dict[Field, object] = {}
         self.local = _local_ints(facts)
+        # The frame around the packet, for the bridge, netdev and arp families (families.py):
+        # (source MAC, destination MAC) when known, and the ARP operation of an ARP packet.
+        self.ether: tuple[str, str] | None = None
+        self.arp_op = 0
 
     def set_packet(self, packet: Packet) -> None:
         self.packet = packet
@@ -138,6 +142,8 @@ def value(st: State, f: Field) -> object:
 def _compute(st: State, f: Field) -> object:
     p = st.packet
     key = f.key
+    if p.proto == "arp" or key.startswith(_L2_KEYS):
+        return _l2_field(st, key)
     if f.family is not None and f.family != p.family:
         return None
     if f.proto is not None and proto_num(p) != f.proto:
@@ -206,6 +212,41 @@ def _compute(st: State, f: Field) -> object:
     if key.startswith("ct.orig.") or key.startswith("ct.reply."):
         return _ct_tuple(st, key)
     return UNKNOWN
+
+
+_L2_KEYS = ("arp.", "ether.", "ibrname", "obrname")
+_ARP_CONSTANTS = {"arp.htype": 1, "arp.ptype": 4, "arp.hlen": 6, "arp.plen": 4}  # Ethernet, IPv4
+
+
+def _l2_field(st: State, key: str) -> object:
+    """A link-layer field, or any field of an ARP packet (which has no IP header or ports)."""
+    p = st.packet
+    arp = p.proto == "arp"
+    if key in ("ibrname", "obrname"):
+        dev = st.iif if key == "ibrname" else st.oif
+        return st.facts.bridge_of.get(dev or "", "")
+    if key in ("ether.saddr", "ether.daddr"):
+        return st.ether[key == "ether.daddr"] if st.ether else UNKNOWN
+    if key in ("ethertype", "nfproto"):
+        return 0x806 if key == "ethertype" else 3  # NFPROTO_ARP
+    if key in ("iifname", "oifname"):
+        return (st.iif if key == "iifname" else st.oif) or ""
+    if key == "mark":
+        return p.mark
+    if not arp or not key.startswith("arp."):
+        return None  # an IP field of an ARP packet, or an ARP field of an IP packet: absent
+    if key == "arp.op":
+        return st.arp_op
+    if key in ("arp.sip", "arp.tip"):
+        return ip_to_int(p.src if key == "arp.sip" else p.dst)[1]
+    if key in ("arp.sha", "arp.tha"):
+        if st.ether is None:
+            return UNKNOWN
+        # A request asks for the target's MAC: its target hardware address is all zeros.
+        if key == "arp.tha" and st.arp_op == 1:
+            return "00:00:00:00:00:00"
+        return st.ether[key == "arp.tha"]
+    return _ARP_CONSTANTS.get(key, UNKNOWN)
 
 
 def _ct_state_bit(st: State) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cntrace.model import Link, Netns, Packet
-from cntrace.path import diagnose, hooks, macvlan, overlay, routed, routing
+from cntrace.path import diagnose, l2hooks, macvlan, overlay, routed, routing
 from cntrace.path.walk import LEFT_HOST, Arrive, End, Step, Walk
 from cntrace.topology import LinkRef
 
@@ -43,6 +43,11 @@ def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     peer = w.topo.peer(ns, link)
     if peer is not None and (end := routed.unanswered_arp(w, ns, link, peer, nexthop, packet)):
         return end
+    if peer is not None and (end := _resolve(w, ns, link, peer, nexthop, packet)):
+        return end
+    frame = l2hooks.Frame(link.mac, peer.link.mac if peer else None)
+    if (end := l2hooks.egress(w, ns, link, packet, frame)) is not None:
+        return end
     _leaves(w, ns, link, packet)
     peer = peer or _across_nodes(w, ns, link, nexthop)
     if peer is None:
@@ -53,6 +58,8 @@ def _pair(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
 def wire(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet) -> Step:
     """Any other link: the packet leaves this host (or the snapshot), unless the snapshot was
     stitched from several nodes and another node holds the next hop on the same network."""
+    if (end := l2hooks.egress(w, ns, link, packet)) is not None:
+        return end
     _leaves(w, ns, link, packet)
     far = _across_nodes(w, ns, link, nexthop)
     if far is not None:
@@ -119,6 +126,8 @@ def _cross(w: Walk, peer: LinkRef, nexthop: str, packet: Packet) -> Step:
     if packet.family == 4 and w.size > link.mtu + VETH_OVERHEAD:
         return _too_big(w, "veth", ns, link.name, link, packet)
     w.hop("veth", ns, link.name, packet, f"enters {w.label(ns)} by {link.name}", tap="ingress")
+    if (end := l2hooks.ingress(w, ns, link, packet)) is not None:
+        return end
     if (child := macvlan.to_child(w, ns, link, nexthop, packet)) is not None:
         return child
     master = w.topo.master(ns, link)
@@ -191,7 +200,9 @@ def _bridge(
             f"{bridge.name} takes the frame for its own address {nexthop} (routed by "
             f"{w.label(ns)})",
         )
-        return Arrive(ns, bridge, packet)
+        frame = l2hooks.Frame(_sender_mac(w, ns, bridge, in_port), bridge.mac)
+        dropped = l2hooks.bridge_local_in(w, ns, bridge, in_port, packet, frame)
+        return dropped if dropped is not None else Arrive(ns, bridge, packet)
     target = _port_towards(w, ns, bridge, nexthop)
     if target is None:
         end = w.fail(
@@ -207,6 +218,10 @@ def _bridge(
         ports = ", ".join(p.name for p in w.topo.ports(ns, bridge)) or "none"
         diagnose.nobody_behind(w, ns, bridge, ports, nexthop, end.hop)
         return end
+    if in_port is None:  # the bridge's own stack resolves the next hop behind a port
+        bridged = l2hooks.Bridged(ns, bridge, None, target[0])
+        if unresolved := l2hooks.resolve(w, ns, bridge, target[1], nexthop, packet, bridged):
+            return unresolved
     return _forward(w, ns, bridge, in_port, target, nexthop, packet)
 
 
@@ -243,22 +258,13 @@ def _forward(
         how = f"FDB: {far.link.mac} on {port.name}"
     else:
         how = f"FDB says {far.link.mac} is on {fdb.port}, not {port.name} (stale entry)"
-    if in_port is not None and ns.sysctl("net.bridge.bridge-nf-call-iptables", "0") == "1":
-        for hook in ("prerouting", "forward", "postrouting"):  # br_netfilter
-            routed = hook != "prerouting"
-            packet, drop = hooks.run(
-                w,
-                ns,
-                hook,
-                packet,
-                iif=bridge.name,
-                oif=bridge.name if routed else None,
-                physdev_in=in_port.name,
-                physdev_out=port.name if routed else None,
-            )
-            if drop is not None:
-                diagnose.forward_drop(w, ns, drop, bridge.name, bridge.name)
-                return drop
+    frame = l2hooks.Frame(_sender_mac(w, ns, bridge, in_port), far.link.mac)
+    if in_port is not None:
+        packet, drop = l2hooks.bridge_forward(w, ns, bridge, in_port, port, packet, frame)
+    else:
+        drop = l2hooks.bridge_local_out(w, ns, bridge, port, packet, frame)
+    if drop is not None:
+        return drop
     if packet.family == 4 and w.size > port.mtu:
         return _too_big(w, "bridge", ns, bridge.name, port, packet)
     w.hop(
@@ -269,7 +275,36 @@ def _forward(
         f"{bridge.name} forwards to {port.name} ({how})",
         tap="egress",
     )
+    if (end := l2hooks.egress(w, ns, port, packet, frame)) is not None:
+        return end
     return _cross(w, far, nexthop, packet)
+
+
+def _sender_mac(w: Walk, ns: Netns, bridge: Link, in_port: Link | None) -> str | None:
+    """The source MAC of a frame on ``bridge``: the far end of its input port, or the bridge."""
+    if in_port is None:
+        return bridge.mac
+    far = w.topo.peer(ns, in_port)
+    return far.link.mac if far is not None else None
+
+
+def _resolve(
+    w: Walk, ns: Netns, link: Link, peer: LinkRef, nexthop: str, packet: Packet
+) -> End | None:
+    """The ARP exchange for ``nexthop`` out of ``link`` (across the peer's bridge, if any)."""
+    master = w.topo.master(peer.netns, peer.link)
+    if master is None:
+        return l2hooks.resolve(w, ns, link, peer, nexthop, packet)
+    if master.kind != "bridge":
+        return None
+    local = {a.address for a in master.addresses} | routing.local_addresses(peer.netns)
+    if nexthop in local:
+        return l2hooks.resolve(w, ns, link, LinkRef(peer.netns, master), nexthop, packet)
+    target = _port_towards(w, peer.netns, master, nexthop)
+    if target is None:
+        return None
+    bridged = l2hooks.Bridged(peer.netns, master, peer.link, target[0])
+    return l2hooks.resolve(w, ns, link, target[1], nexthop, packet, bridged)
 
 
 EnslavedHop = Callable[[Walk, Netns, Link, Link, str, Packet], Step]

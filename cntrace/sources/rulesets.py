@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
 from cntrace.model import Ruleset
+from cntrace.netfilter import families
 from cntrace.sources import nsenter
 from cntrace.sources.libnftables import Libnftables, library
 
@@ -142,6 +144,8 @@ def read_ruleset(netns_path: str) -> Ruleset:
                 errors.append(f"libnftables: {exc}")
         else:
             found["nft_json"] = full
+    if found.get("nft_json") and _HOOK_ON_DEVICE.search(found["nft_json"] or ""):
+        found["nft_json"] = _chain_devices(found["nft_json"] or "", path, lib if use_lib else None)
     if has_ipset and shutil.which("ipset"):
         text, err = _run(["ipset", "save"], path)
         if err:
@@ -149,6 +153,23 @@ def read_ruleset(netns_path: str) -> Ruleset:
         elif text and text.strip():
             found["ipsets"] = text
     return Ruleset(**found, errors=tuple(errors))
+
+
+_HOOK_ON_DEVICE = re.compile(r'"hook":\s*"(?:ingress|egress)"')
+
+
+def _chain_devices(nft_json: str, path: str, lib: Libnftables | None) -> str:
+    """nft 1.0.6 leaves the devices of ingress/egress chains out of its JSON: take them from
+    ``nft list chains`` text (families.with_devices), so netdev chains can be evaluated."""
+    text: str | None
+    if lib is not None:
+        try:
+            text = nsenter.run_in(path, lambda: lib.run("list chains")[0][1])
+        except OSError:
+            return nft_json
+    else:
+        text, _ = _run(["nft", "list", "chains"], path)
+    return families.with_devices(nft_json, text) if text else nft_json
 
 
 def _nft_view(
