@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS, PROTO_NUMBERS
+from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS
+from cntrace.netfilter.names import ICMP_TYPE_CODES, ICMPV6_TYPE_CODES, protocol_number
 from cntrace.netfilter.steps import MASK32, Atom, Effect, Field, Match, Step
 from cntrace.netfilter.values import (
     ADDRTYPES,
@@ -49,7 +50,7 @@ def iface_atom(value: str) -> Atom:
 def _names_to_bits(spec: str, table: dict[str, int], what: str) -> int:
     bits = 0
     for name in spec.split(","):
-        key = name.strip().lower()
+        key = name.strip().lower().replace("_", "-")
         if key not in table:
             raise ValueError(f"unknown {what} {name!r}")
         bits |= table[key]
@@ -102,6 +103,10 @@ def _m_icmp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) 
     spec = _one(args)
     names = ICMPV6_TYPES if v6 else ICMP_TYPES
     typ, _, code = spec.partition("/")
+    pairs = ICMPV6_TYPE_CODES if v6 else ICMP_TYPE_CODES
+    if typ in pairs and not code:
+        t, c = pairs[typ]
+        typ, code = str(t), str(c)
     t = names[typ] if typ in names else int(typ)
     fields: tuple[Field, ...] = (Field("icmp.type", proto=58 if v6 else 1),)
     if t == -1:
@@ -149,9 +154,9 @@ def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: 
         return Match((Field(tuple_key),), "!=" if neg else "==", atoms, text=text)
     if opt == "--ctproto":
         value = _one(args).lower()
-        num = PROTO_NUMBERS.get(value)
+        num = protocol_number(value)
         if num is None:
-            num = int(value)
+            raise ValueError(f"unknown protocol {value!r}")
         return Match((Field("l4proto"),), "!=" if neg else "==", ((Atom(num),),), text=text)
     return Match((), text=f"-m conntrack {text}", unsupported=f"conntrack {opt} is not modelled")
 
