@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
 import os
 import re
 import shlex
@@ -39,6 +38,7 @@ from cntrace.model import Packet
 from cntrace.netfilter import iptables_save, nft_json
 from cntrace.netfilter.matching import match_holds, vmap_verdict
 from cntrace.netfilter.model import Netfilter, Rule, Table
+from cntrace.netfilter.probe import Probe
 from cntrace.netfilter.results import NetnsFacts
 from cntrace.netfilter.state import State
 from cntrace.netfilter.steps import Match, NatSpec, Unsupported, VerdictMap
@@ -79,6 +79,7 @@ def _probes(ver: int) -> list[Packet]:
     ]
 
 
+PROBE = Probe(length=60, time=1_750_000_000.0)  # a packet of known size, at a known time
 _FACTS = NetnsFacts(
     frozenset({"10.0.0.2", "2001:db8::2"}),
     {"eth0": ("10.0.0.2", "2001:db8::2"), "eth1": ("10.1.0.1",)},
@@ -92,6 +93,7 @@ def rule_reason(nf: Netfilter, rule: Rule, table: Table | None) -> str | None:
         for p in _probes(ver):
             st = State(nf, p, _FACTS, "new", 0, None, None, None)
             st.iif, st.oif, st.ct_attached = "eth0", "eth1", True
+            st.probe = PROBE
             for step in rule.steps:
                 if isinstance(step, Match):
                     r = match_holds(st, step, table)
@@ -299,7 +301,7 @@ def nft_shell_corpus(root: Path, limit: int | None) -> Tally:
         if rc != 0:
             continue
         dump = _dump()
-        n = sum(1 for item in json.loads(dump)["nftables"] if "rule" in item)
+        n = dump.count('{"rule": {')
         t.accepted += n
         t.files += 1
         _parse_nft(t, dump, path, n)

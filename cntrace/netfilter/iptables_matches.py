@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cntrace.netfilter.iptables_probe import (
+    m_dscp,
+    m_length,
+    m_owner,
+    m_time,
+    m_tos,
+    m_ttl,
+    tcp_flags,
+)
 from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS
 from cntrace.netfilter.names import ICMP_TYPE_CODES, ICMPV6_TYPE_CODES, protocol_number
 from cntrace.netfilter.steps import MASK32, Atom, Effect, Field, Match, Step
@@ -75,12 +84,10 @@ def _m_tcp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -
         return ports("dport", args, neg, pr, text)
     if opt in ("--sport", "--source-port"):
         return ports("sport", args, neg, pr, text)
+    if opt in ("--syn", "--tcp-flags") and pr == 6:
+        return tcp_flags(opt, args, neg, pr, text)
     if opt in ("--syn", "--tcp-flags", "--tcp-option"):
-        return Match(
-            (),
-            text=text,
-            unsupported=f"TCP flags/options ({opt}) are not part of the packet description",
-        )
+        return Match((), text=text, unsupported=f"TCP {opt} is not modelled")
     if opt in ("--chunk-types", "--verification-tag"):
         return Match((), text=text, unsupported=f"{opt} is not modelled")
     raise ValueError(f"unknown option {opt}")
@@ -303,20 +310,20 @@ MODULES: dict[str, ModuleHandler] = {
     "hashlimit": _uncertain("hashlimit: depends on recent traffic"),
     "recent": _uncertain("recent: depends on recently seen addresses"),
     "connlimit": _uncertain("connlimit: depends on the number of open connections"),
-    "owner": _uncertain("owner: depends on the sending socket"),
+    "owner": m_owner,
     "socket": _uncertain("socket: depends on open sockets"),
     "rpfilter": _uncertain("rpfilter: needs a reverse route lookup"),
-    "length": _uncertain("length: the packet length is not known"),
-    "ttl": _uncertain("ttl: the TTL is not known"),
-    "hl": _uncertain("hl: the hop limit is not known"),
-    "tos": _uncertain("tos: the TOS is not known"),
-    "dscp": _uncertain("dscp: the DSCP is not known"),
+    "length": m_length,
+    "ttl": m_ttl,
+    "hl": m_ttl,
+    "tos": m_tos,
+    "dscp": m_dscp,
     "ecn": _uncertain("ecn: ECN bits are not known"),
     "string": _uncertain("string: the payload is not known"),
     "u32": _uncertain("u32: raw packet bytes are not known"),
     "bpf": _uncertain("bpf: a BPF program decides"),
     "cgroup": _uncertain("cgroup: depends on the sending socket"),
-    "time": _uncertain("time: depends on the clock"),
+    "time": m_time,
     "quota": _uncertain("quota: depends on traffic so far"),
     "helper": _uncertain("helper: depends on a conntrack helper"),
     "policy": _uncertain("policy: IPsec policy is not modelled"),

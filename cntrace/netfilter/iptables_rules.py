@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from cntrace.netfilter.iptables_matches import MODULE_PROTO, MODULES, iface_atom
+from cntrace.netfilter.iptables_probe import fragment, join_time
 from cntrace.netfilter.iptables_targets import target_steps
 from cntrace.netfilter.model import Compiled, RuleForm
 from cntrace.netfilter.names import protocol_number
@@ -197,14 +198,14 @@ class RuleCompiler:
                 steps.append(_iface_match(ikey, value, neg, f"{'! ' if neg else ''}{tok} {value}"))
                 i += 2
             elif tok in ("-f", "--fragment"):
-                steps.append(
-                    Match((), text="-f", unsupported="fragment match (-f) is not modelled")
-                )
+                steps.append(fragment(neg))
                 i += 1
             elif tok in ("-c", "--set-counters"):
                 i += 3
             else:
                 raise self.err(f"unknown option {tok!r}", lineno)
+        if module is not None:
+            join_time(steps)
         return tuple(steps + target), comment
 
     def arg(self, tokens: list[str], i: int, lineno: int) -> str:

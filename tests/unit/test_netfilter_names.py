@@ -145,3 +145,26 @@ def test_probe_fields() -> None:
     assert _holds(nf, rule, probe=Probe(time=17 * 3600 + 5)) == [True]
     nf, _, rule = _nft([_match({"meta": {"key": "skuid"}}, 0)])
     assert _holds(nf, rule) == [False]  # arrived on eth0: no local socket
+
+
+def test_iptables_probe_matches() -> None:
+    probe = Probe(length=60, dscp=10, ttl=64, time=1_750_000_000.0)  # a Sunday, 15:06:40 UTC
+    for rule, want in (
+        ("-m length --length 0:100", True),
+        ("-m length ! --length 61:65535", True),
+        ("-m tos --tos 0x28/0xff", True),
+        ("-m dscp --dscp-class AF11", True),
+        ("-m ttl --ttl-gt 63", True),
+        ("-p tcp -m tcp --tcp-flags SYN,RST,ACK,FIN SYN", True),
+        ("-p tcp -m tcp ! --syn", False),
+        ("-f", False),
+        ("-m time --timestart 23:00 --timestop 16:00", True),
+        ("-m time --timestart 16:00 --timestop 23:00", False),
+        ("-m time --weekdays Sun", True),
+    ):
+        nf, r = _ipt(f"{rule} -j ACCEPT")
+        got = _holds(nf, r, probe=probe)
+        assert all(g is True for g in got) is want, (rule, got)
+    nf, r = _ipt("-m owner --uid-owner 0 -j ACCEPT")
+    st = State(nf, TCP, FACTS, "new", 0, None, None, None)
+    assert [match_holds(st, s, None) for s in r.steps if isinstance(s, Match)] == [True]
