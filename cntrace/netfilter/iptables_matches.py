@@ -147,8 +147,7 @@ def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: 
     if opt == "--ctstatus":
         spec = _one(args).lower()
         bits = 0 if spec == "none" else _names_to_bits(spec, CT_STATUS_BITS, "conntrack status")
-        if bits == 0:
-            return Match((Field("ctstatus"),), "!=" if neg else "==", ((Atom(0),),), text=text)
+        # NONE is an empty mask: (status & 0) != 0 never holds, as in xt_conntrack
         return Match((Field("ctstatus"),), "!bits" if neg else "bits", ((Atom(bits),),), text=text)
     if opt == "--ctdir":
         d = {"ORIGINAL": 0, "REPLY": 1}[_one(args).upper()]

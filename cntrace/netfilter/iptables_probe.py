@@ -8,6 +8,8 @@ probe cannot know (a user name, the kernel's time zone) stays an uncertain match
 
 from __future__ import annotations
 
+import datetime
+
 from cntrace.netfilter.names import DAYS, DSCP, TCP_FLAGS, bit_names
 from cntrace.netfilter.steps import Atom, Field, Match, Step
 from cntrace.netfilter.values import int_value
@@ -125,6 +127,10 @@ def m_time(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -
             (Field("day"),), "!=" if neg else "==", tuple((Atom(d),) for d in sorted(days)),
             text=text,
         )  # fmt: skip
+    if opt in ("--datestart", "--datestop"):
+        stamp = datetime.datetime.fromisoformat(_one(args)).replace(tzinfo=datetime.UTC)
+        op = ">=" if opt == "--datestart" else "<="
+        return Match((Field("date"),), op, ((Atom(int(stamp.timestamp())),),), text=text)
     if opt == "--kerneltz":
         return None  # the kernel's time zone; cntrace's clock is UTC, as sys_tz usually is
     return Match((), text=text, unsupported=f"time {opt} is not modelled")

@@ -280,6 +280,11 @@ def _atom(value: Any, kind: str) -> Atom:
     """A right-hand scalar, prefix or range as an Atom of the field's kind."""
     if value == "*":
         return CATCHALL
+    if isinstance(value, list) and kind in _FLAG_KINDS:  # a flag combination: ["syn", "ack"]
+        bits = 0
+        for part in value:
+            bits |= int(_atom(part, kind).lo)
+        return Atom(bits)
     if isinstance(value, dict):
         if "prefix" in value:
             p = value["prefix"]
@@ -351,6 +356,7 @@ def _atom(value: Any, kind: str) -> Atom:
     return Atom(int_value(str(value)))
 
 
+_FLAG_KINDS = ("tcpflags", "ctstate", "ctstatus")
 _NAMED = ("tcpflags", "dscp", "ecn", "day", "hour", "time", "uid", "icmpcode", "icmpv6code")
 
 
@@ -420,6 +426,8 @@ def _values(
             items = [items]
         return tuple(element(i, kinds) for i in items), None
     if isinstance(right, list):
+        if len(kinds) == 1 and kinds[0] in _FLAG_KINDS:
+            return ((_atom(right, kinds[0]),),), None
         return tuple(element(i, kinds) for i in right), None
     return (element(right, kinds),), None
 
