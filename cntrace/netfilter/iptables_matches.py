@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS, PROTO_NUMBERS
+from cntrace.netfilter.iptables_probe import (
+    m_dscp,
+    m_length,
+    m_owner,
+    m_time,
+    m_tos,
+    m_ttl,
+    tcp_flags,
+)
+from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS
+from cntrace.netfilter.names import ICMP_TYPE_CODES, ICMPV6_TYPE_CODES, protocol_number
 from cntrace.netfilter.steps import MASK32, Atom, Effect, Field, Match, Step
 from cntrace.netfilter.values import (
     ADDRTYPES,
@@ -49,7 +59,7 @@ def iface_atom(value: str) -> Atom:
 def _names_to_bits(spec: str, table: dict[str, int], what: str) -> int:
     bits = 0
     for name in spec.split(","):
-        key = name.strip().lower()
+        key = name.strip().lower().replace("_", "-")
         if key not in table:
             raise ValueError(f"unknown {what} {name!r}")
         bits |= table[key]
@@ -74,12 +84,10 @@ def _m_tcp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -
         return ports("dport", args, neg, pr, text)
     if opt in ("--sport", "--source-port"):
         return ports("sport", args, neg, pr, text)
+    if opt in ("--syn", "--tcp-flags") and pr == 6:
+        return tcp_flags(opt, args, neg, pr, text)
     if opt in ("--syn", "--tcp-flags", "--tcp-option"):
-        return Match(
-            (),
-            text=text,
-            unsupported=f"TCP flags/options ({opt}) are not part of the packet description",
-        )
+        return Match((), text=text, unsupported=f"TCP {opt} is not modelled")
     if opt in ("--chunk-types", "--verification-tag"):
         return Match((), text=text, unsupported=f"{opt} is not modelled")
     raise ValueError(f"unknown option {opt}")
@@ -102,6 +110,10 @@ def _m_icmp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) 
     spec = _one(args)
     names = ICMPV6_TYPES if v6 else ICMP_TYPES
     typ, _, code = spec.partition("/")
+    pairs = ICMPV6_TYPE_CODES if v6 else ICMP_TYPE_CODES
+    if typ in pairs and not code:
+        t, c = pairs[typ]
+        typ, code = str(t), str(c)
     t = names[typ] if typ in names else int(typ)
     fields: tuple[Field, ...] = (Field("icmp.type", proto=58 if v6 else 1),)
     if t == -1:
@@ -135,8 +147,7 @@ def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: 
     if opt == "--ctstatus":
         spec = _one(args).lower()
         bits = 0 if spec == "none" else _names_to_bits(spec, CT_STATUS_BITS, "conntrack status")
-        if bits == 0:
-            return Match((Field("ctstatus"),), "!=" if neg else "==", ((Atom(0),),), text=text)
+        # NONE is an empty mask: (status & 0) != 0 never holds, as in xt_conntrack
         return Match((Field("ctstatus"),), "!bits" if neg else "bits", ((Atom(bits),),), text=text)
     if opt == "--ctdir":
         d = {"ORIGINAL": 0, "REPLY": 1}[_one(args).upper()]
@@ -149,9 +160,9 @@ def _m_conntrack(opt: str, args: list[str], neg: bool, proto: int | None, text: 
         return Match((Field(tuple_key),), "!=" if neg else "==", atoms, text=text)
     if opt == "--ctproto":
         value = _one(args).lower()
-        num = PROTO_NUMBERS.get(value)
+        num = protocol_number(value)
         if num is None:
-            num = int(value)
+            raise ValueError(f"unknown protocol {value!r}")
         return Match((Field("l4proto"),), "!=" if neg else "==", ((Atom(num),),), text=text)
     return Match((), text=f"-m conntrack {text}", unsupported=f"conntrack {opt} is not modelled")
 
@@ -298,20 +309,20 @@ MODULES: dict[str, ModuleHandler] = {
     "hashlimit": _uncertain("hashlimit: depends on recent traffic"),
     "recent": _uncertain("recent: depends on recently seen addresses"),
     "connlimit": _uncertain("connlimit: depends on the number of open connections"),
-    "owner": _uncertain("owner: depends on the sending socket"),
+    "owner": m_owner,
     "socket": _uncertain("socket: depends on open sockets"),
     "rpfilter": _uncertain("rpfilter: needs a reverse route lookup"),
-    "length": _uncertain("length: the packet length is not known"),
-    "ttl": _uncertain("ttl: the TTL is not known"),
-    "hl": _uncertain("hl: the hop limit is not known"),
-    "tos": _uncertain("tos: the TOS is not known"),
-    "dscp": _uncertain("dscp: the DSCP is not known"),
+    "length": m_length,
+    "ttl": m_ttl,
+    "hl": m_ttl,
+    "tos": m_tos,
+    "dscp": m_dscp,
     "ecn": _uncertain("ecn: ECN bits are not known"),
     "string": _uncertain("string: the payload is not known"),
     "u32": _uncertain("u32: raw packet bytes are not known"),
     "bpf": _uncertain("bpf: a BPF program decides"),
     "cgroup": _uncertain("cgroup: depends on the sending socket"),
-    "time": _uncertain("time: depends on the clock"),
+    "time": m_time,
     "quota": _uncertain("quota: depends on traffic so far"),
     "helper": _uncertain("helper: depends on a conntrack helper"),
     "policy": _uncertain("policy: IPsec policy is not modelled"),

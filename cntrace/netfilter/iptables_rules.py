@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 
 from cntrace.netfilter.iptables_matches import MODULE_PROTO, MODULES, iface_atom
+from cntrace.netfilter.iptables_probe import fragment, join_time
 from cntrace.netfilter.iptables_targets import target_steps
-from cntrace.netfilter.model import PROTO_NUMBERS, Compiled, RuleForm
-from cntrace.netfilter.steps import Atom, Effect, Field, Match, Step
+from cntrace.netfilter.model import Compiled, RuleForm
+from cntrace.netfilter.names import protocol_number
+from cntrace.netfilter.steps import Atom, Effect, Field, Match, Step, Unsupported
 from cntrace.netfilter.values import RulesetError, prefix_atom
 
 _TOKEN = re.compile(r'(?:[^\s"\\]+|"(?:[^"\\]|\\.)*"|\\.)+')
@@ -171,29 +173,23 @@ class RuleCompiler:
                 i += 2
             elif tok in ("-p", "--protocol"):
                 value = self.arg(tokens, i, lineno).lower()
-                cached = self.cache.get(("-p", value, "!" if neg else ""))
+                ck = ("-p", value, "!" if neg else "")
+                num = protocol_number(value)
+                cached = self.cache.get(ck)
+                if cached is None:
+                    text = f"{'! ' if neg else ''}-p {value}"
+                    if num is None:
+                        cached = Match(
+                            (), text=text, unsupported=f"protocol {value!r} is not known"
+                        )
+                    elif num != 0 or neg:
+                        cached = Match(
+                            (Field("l4proto"),), "!=" if neg else "==", ((Atom(num),),), text=text
+                        )
+                    if cached is not None:
+                        self.cache[ck] = cached
                 if cached is not None:
                     steps.append(cached)
-                    proto = PROTO_NUMBERS.get(value) if not neg else None
-                    if proto is None and value.isdigit() and not neg:
-                        proto = int(value)
-                    proto = proto or None
-                    i += 2
-                    continue
-                num = PROTO_NUMBERS.get(value)
-                if num is None:
-                    if not value.isdigit():
-                        raise self.err(f"unknown protocol {value!r}", lineno)
-                    num = int(value)
-                if num != 0 or neg:
-                    m = Match(
-                        (Field("l4proto"),),
-                        "!=" if neg else "==",
-                        ((Atom(num),),),
-                        text=f"{'! ' if neg else ''}-p {value}",
-                    )
-                    self.cache[("-p", value, "!" if neg else "")] = m
-                    steps.append(m)
                 proto = (num or None) if not neg else None
                 i += 2
             elif tok in ("-i", "--in-interface", "-o", "--out-interface"):
@@ -202,14 +198,14 @@ class RuleCompiler:
                 steps.append(_iface_match(ikey, value, neg, f"{'! ' if neg else ''}{tok} {value}"))
                 i += 2
             elif tok in ("-f", "--fragment"):
-                steps.append(
-                    Match((), text="-f", unsupported="fragment match (-f) is not modelled")
-                )
+                steps.append(fragment(neg))
                 i += 1
             elif tok in ("-c", "--set-counters"):
                 i += 3
             else:
                 raise self.err(f"unknown option {tok!r}", lineno)
+        if module is not None:
+            join_time(steps)
         return tuple(steps + target), comment
 
     def arg(self, tokens: list[str], i: int, lineno: int) -> str:
@@ -251,8 +247,15 @@ class RuleCompiler:
             )
         try:
             return handler(opt, args, neg, proto, text)
-        except (ValueError, IndexError) as exc:
-            raise self.err(f"-m {module} {opt}: {exc}", lineno) from None
+        except (ValueError, IndexError, KeyError) as exc:
+            if not str(exc).startswith(("unknown", "missing", "'")):
+                raise self.err(f"-m {module} {opt}: {exc}", lineno) from None
+            # what iptables printed but cntrace does not know: uncertain, naming it
+            return Match(
+                (),
+                text=f"-m {module} {text}",
+                unsupported=f"-m {module} {opt}: {exc} (not modelled)",
+            )
 
     def target(
         self, name: str, args: list[str], goto: bool, lineno: int, names: set[str]
@@ -266,7 +269,10 @@ class RuleCompiler:
             self.targets[key] = steps
             return steps
         except (ValueError, IndexError, KeyError) as exc:
-            raise self.err(f"-j {name}: {exc}", lineno) from None
+            if not str(exc).startswith(("unknown", "missing", "'")):
+                raise self.err(f"-j {name}: {exc}", lineno) from None
+            text = " ".join(["-g" if goto else "-j", name, *args])
+            return [Unsupported(text, f"target {name}: {exc} (not modelled)")]
 
 
 def _limit_addrtype(steps: list[Step], iface: str) -> None:

@@ -7,7 +7,8 @@ it holds and records the rule as uncertain.
 from __future__ import annotations
 
 from cntrace.netfilter.model import PORT_PROTOS, NamedSet, Table
-from cntrace.netfilter.state import UNKNOWN, State, proto_num, value
+from cntrace.netfilter.probe_fields import UNKNOWN
+from cntrace.netfilter.state import State, proto_num, value
 from cntrace.netfilter.steps import Atom, Field, Match, Verdict, VerdictMap
 from cntrace.netfilter.values import ip_to_int
 

@@ -7,11 +7,22 @@ turns into an unsupported (uncertain) Match; shapes nft never prints raise Malfo
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS, PROTO_NUMBERS
+from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS
+from cntrace.netfilter.names import (
+    DAYS,
+    DSCP,
+    ECN,
+    ICMP_CODES,
+    ICMPV6_CODES,
+    TCP_FLAGS,
+    bit_names,
+    protocol_number,
+)
 from cntrace.netfilter.nft_text import stmt_text
-from cntrace.netfilter.steps import Atom, Field, Match, Verdict
+from cntrace.netfilter.steps import CATCHALL, Atom, Field, Match, Verdict
 from cntrace.netfilter.values import (
     ICMP_TYPES,
     ICMPV6_TYPES,
@@ -81,6 +92,15 @@ ARP_OPS = {
 }  # fmt: skip
 ETHERTYPES = {"ip": 4, "ip6": 6, "arp": 0x806, "vlan": 0x8100, "8021ad": 0x88A8}
 ETHERTYPE_NUMBERS = {0x0800: 4, 0x86DD: 6}  # IP versions stand for their ethertypes
+_BIT_OPS = ("&", "|", "^", ">>", "<<")
+_IP_FIELDS = {
+    ("ip", "ttl"): "ttl", ("ip6", "hoplimit"): "ttl", ("ip", "dscp"): "dscp",
+    ("ip6", "dscp"): "dscp", ("ip", "ecn"): "ecn", ("ip6", "ecn"): "ecn",
+    ("ip", "length"): "length", ("ip6", "length"): "l3.payload_length",
+    ("ip", "version"): "ipversion", ("ip6", "version"): "ipversion",
+    ("ip", "hdrlength"): "iphdrlength", ("ip", "frag-off"): "fragoff", ("ip", "id"): "ip.id",
+    ("ip6", "flowlabel"): "flowlabel",
+}  # fmt: skip
 
 TYPE_KIND = {
     "ipv4_addr": "addr",
@@ -144,6 +164,12 @@ def _field_uncached(k: str, v: Any, family: str) -> Field:
         l2 = L2_FIELDS.get((str(proto), str(fld)))
         if l2 is not None:
             return Field(l2)
+        if proto in ("ip", "ip6"):
+            key = _IP_FIELDS.get((proto, str(fld)))
+            if key is not None:
+                return Field(key, family=4 if proto == "ip" else 6)
+        if proto == "tcp" and fld == "flags":
+            return Field("tcpflags", proto=6)
         where = f"{proto} {fld}" if proto else "raw payload"
         return Field(f"unsupported:{where}")
     if k == "meta":
@@ -154,6 +180,8 @@ def _field_uncached(k: str, v: Any, family: str) -> Field:
             return Field(f"{key}name")
         if key in ("ibrname", "obrname", "ibridgename", "obridgename"):
             return Field(f"{str(key)[0]}brname")
+        if key in ("length", "skuid", "skgid", "hour", "day", "time"):
+            return Field(str(key))
         if key == "protocol":
             return Field("ethertype")
         return Field(f"unsupported:meta {key}")
@@ -195,17 +223,21 @@ def _field_uncached(k: str, v: Any, family: str) -> Field:
             arg = "iif" if "iif" in flags else ("oif" if "oif" in flags else None)
             return Field(f"fib.{which}.type", arg=arg)
         return Field(f"unsupported:fib {' . '.join(flags)} {result}")
-    if k == "&":
+    if k in _BIT_OPS:
         if not isinstance(v, list) or len(v) != 2:
-            raise Malformed("bad & expression")
+            raise Malformed(f"bad {k} expression")
         inner = _field(v[0], family)
-        mask = v[1]
-        if not isinstance(mask, int):
-            try:
-                mask = int_value(mask)
-            except (ValueError, TypeError):
-                return Field("unsupported:& with a non-constant mask")
-        return Field(inner.key, mask=mask, family=inner.family, proto=inner.proto, arg=inner.arg)
+        if inner.key.startswith("unsupported:"):
+            return inner
+        try:
+            n = v[1] if type(v[1]) is int else int(_atom(v[1], kind_of(inner)).lo)
+        except (ValueError, TypeError, Malformed):
+            return Field(f"unsupported:{k} with a non-constant operand")
+        if k == "&" and not inner.ops and inner.mask is None:
+            return Field(inner.key, mask=n, family=inner.family, proto=inner.proto, arg=inner.arg)
+        ops = inner.ops or ((("&", inner.mask),) if inner.mask is not None else ())
+        return Field(inner.key, family=inner.family, proto=inner.proto, arg=inner.arg,
+                     ops=(*ops, (k, n)))  # fmt: skip
     if k == "numgen":
         if not isinstance(v, dict):
             raise Malformed("bad numgen expression")
@@ -259,6 +291,8 @@ def kind_of(f: Field) -> str:
         return "ethertype"
     if k == "icmp.type":
         return "icmpv6" if f.proto == 58 else "icmp"
+    if k == "icmp.code":
+        return "icmpv6code" if f.proto == 58 else "icmpcode"
     if k == "ctstate":
         return "ctstate"
     if k == "ctstatus":
@@ -269,15 +303,37 @@ def kind_of(f: Field) -> str:
         return "nfproto"
     if k == "ethertype":
         return "ethertype"
-    return "int"
+    return _KINDS.get(k, "int")
+
+
+_KINDS = {
+    "tcpflags": "tcpflags", "dscp": "dscp", "ecn": "ecn", "day": "day", "hour": "hour",
+    "time": "time", "skuid": "uid", "skgid": "uid", "icmp.code": "icmpcode",
+}  # fmt: skip
 
 
 def _atom(value: Any, kind: str) -> Atom:
     """A right-hand scalar, prefix or range as an Atom of the field's kind."""
+    if value == "*":
+        return CATCHALL
+    if isinstance(value, list) and kind in _FLAG_KINDS:  # a flag combination: ["syn", "ack"]
+        bits = 0
+        for part in value:
+            bits |= int(_atom(part, kind).lo)
+        return Atom(bits)
     if isinstance(value, dict):
         if "prefix" in value:
             p = value["prefix"]
+            if kind != "addr":  # a mark or other number with a mask: its top bits
+                base, plen = int(_atom(p["addr"], kind).lo), int(p["len"])
+                host = (1 << (32 - plen)) - 1
+                return Atom(base & ~host & 0xFFFFFFFF, (base & ~host) | host)
             return prefix_atom(f"{p['addr']}/{p['len']}")[1]
+        if "|" in value and isinstance(value["|"], list):
+            bits = 0
+            for part in value["|"]:
+                bits |= int(_atom(part, kind).lo)
+            return Atom(bits)
         if "range" in value:
             lo, hi = value["range"]
             a, b = _atom(lo, kind), _atom(hi, kind)
@@ -296,7 +352,7 @@ def _atom(value: Any, kind: str) -> Atom:
     if kind == "proto":
         if isinstance(value, int):
             return Atom(value)
-        num = PROTO_NUMBERS.get(str(value))
+        num = protocol_number(str(value))
         if num is None:
             raise Malformed(f"unknown protocol {value!r}")
         return Atom(num)
@@ -335,9 +391,39 @@ def _atom(value: Any, kind: str) -> Atom:
         return Atom(ARP_OPS.get(value, -1) if isinstance(value, str) else value)
     if kind == "raw":
         return Atom(value if isinstance(value, int) else str(value))
+    if kind in _NAMED and isinstance(value, str):
+        return Atom(_named(value, kind))
     if isinstance(value, int):
         return Atom(value)
     return Atom(int_value(str(value)))
+
+
+_FLAG_KINDS = ("tcpflags", "ctstate", "ctstatus")
+_NAMED = ("tcpflags", "dscp", "ecn", "day", "hour", "time", "uid", "icmpcode", "icmpv6code")
+
+
+def _named(value: str, kind: str) -> int:
+    """A symbolic value of a probe field as nft prints it."""
+    if kind == "tcpflags":
+        return bit_names(list(value.split("|")), TCP_FLAGS, "TCP flag")
+    if kind in ("dscp", "ecn", "day"):
+        table = {"dscp": DSCP, "ecn": ECN, "day": DAYS}[kind]
+        key = value.lower()
+        if key in table:
+            return table[key]
+    elif kind == "hour":
+        parts = [int(x) for x in value.split(":")]
+        return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)
+    elif kind == "time":
+        stamp = datetime.datetime.fromisoformat(value).replace(tzinfo=datetime.UTC)
+        return int(stamp.timestamp()) * 1_000_000_000
+    elif kind == "uid" and value == "root":
+        return 0
+    elif kind in ("icmpcode", "icmpv6code"):
+        codes = ICMPV6_CODES if kind == "icmpv6code" else ICMP_CODES
+        if value in codes:
+            return codes[value]
+    return int_value(value)
 
 
 def element(value: Any, kinds: tuple[str, ...]) -> tuple[Atom, ...]:
@@ -348,6 +434,8 @@ def element(value: Any, kinds: tuple[str, ...]) -> tuple[Atom, ...]:
         if len(parts) != len(kinds):
             raise Malformed("concatenation does not fit the key")
         return tuple(_atom(p, k) for p, k in zip(parts, kinds, strict=True))
+    if value == "*":
+        return tuple(CATCHALL for _ in kinds)
     if len(kinds) != 1:
         raise Malformed("element does not fit a concatenated key")
     return (_atom(value, kinds[0]),)
@@ -380,6 +468,8 @@ def _values(
             items = [items]
         return tuple(element(i, kinds) for i in items), None
     if isinstance(right, list):
+        if len(kinds) == 1 and kinds[0] in _FLAG_KINDS:
+            return ((_atom(right, kinds[0]),),), None
         return tuple(element(i, kinds) for i in right), None
     return (element(right, kinds),), None
 
@@ -424,7 +514,7 @@ def lower_match(body: Any, family: str) -> Match:
     if any(f.key.startswith("numgen.") for f in fields) and len(fields) > 1:
         return Match(fields, text=stmt_text("match", body), unsupported="numgen in a concatenation")
     values, set_name = _values(right, fields)
-    flag_field = len(fields) == 1 and fields[0].key in ("ctstate", "ctstatus")
+    flag_field = len(fields) == 1 and fields[0].key in ("ctstate", "ctstatus", "tcpflags")
     if op == "in" and flag_field:
         bits = 0
         for (a,) in values:

@@ -20,7 +20,7 @@ from cntrace.netfilter.model import Chain, Compiled, NamedSet, Rule, RuleForm, T
 from cntrace.netfilter.nft_expr import TYPE_KIND, Malformed, element, key_types, lower_verdict
 from cntrace.netfilter.nft_statements import lower_statement
 from cntrace.netfilter.nft_text import expr_text, stmt_text, value_text
-from cntrace.netfilter.steps import Atom, Step, Unsupported, Verdict
+from cntrace.netfilter.steps import CATCHALL, Atom, Step, Unsupported, Verdict
 from cntrace.netfilter.values import RulesetError
 
 HOOK_NAMES = {"prerouting", "input", "forward", "output", "postrouting", "ingress", "egress"}
@@ -46,6 +46,7 @@ def parse(
     text: str | bytes, *, skip: Iterable[tuple[str, str]] = (), source: str = "nft"
 ) -> ParsedNft:
     """Parse ``nft -j list ruleset``; ``skip`` holds (family, table) pairs to leave out."""
+    text = _strip_warnings(text)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -67,6 +68,16 @@ def parse(
         where = f"nftables[{index}]: " if index is not None else ""
         raise RulesetError(f"{where}{exc}", line, source=source) from None
     return out
+
+
+def _strip_warnings(text: str | bytes) -> str | bytes:
+    """libnftables 1.0.6 prints "warning: stmt ops map have no json callback" into the same
+    buffer as the JSON for a few statements: lines before the document are not part of it."""
+    head = text[:1]
+    if head in ("{", b"{", "", b""):
+        return text
+    at = text.find(b"\n{") if isinstance(text, bytes) else text.find("\n{")
+    return text[at + 1 :] if at >= 0 else text
 
 
 def _line_of_item(text: str | bytes, index: int) -> int:
@@ -310,28 +321,38 @@ class _Builder:
         name = body.get("name")
         if not isinstance(name, str):
             raise Malformed(f"{kind} without a name")
-        types = key_types(body.get("type"))
+        try:
+            types = key_types(body.get("type"))
+        except Malformed:
+            types = ("raw",)
         kinds = tuple(TYPE_KIND.get(k, "raw") for k in types)
         elems: list[tuple[Atom, ...]] = []
         data: list[Verdict | str] = []
         map_type = body.get("map") if kind == "map" else None
-        for el in body.get("elem", []) or []:
-            if kind == "map":
-                if not isinstance(el, list) or len(el) != 2:
-                    raise Malformed(f"map {name}: elements must be [key, value] pairs")
-                key, val = el
-                elems.append(element(key, kinds))
-                data.append(lower_verdict(val) if map_type == "verdict" else value_text(val))
-            else:
-                elems.append(element(el, kinds))
+        try:
+            for el in body.get("elem", []) or []:
+                if kind == "map":
+                    if not isinstance(el, list) or len(el) != 2:
+                        raise Malformed(f"map {name}: elements must be [key, value] pairs")
+                    key, val = el
+                    elems.append(element(key, kinds))
+                    data.append(lower_verdict(val) if map_type == "verdict" else value_text(val))
+                else:
+                    elems.append(element(el, kinds))
+        except (Malformed, ValueError, KeyError, TypeError, IndexError) as exc:
+            # one element cntrace cannot read makes this set unknown, not the ruleset unreadable
+            self.out.warnings.append(f"{kind} {name}: contents not read ({exc})")
+            elements: tuple[tuple[Atom, ...], ...] | None = None
+        else:
+            elements = _catchall_last(elems, data)
         flags = body.get("flags", [])
         t["sets"][name] = NamedSet(
             name=name,
             family=str(body.get("family")),
             table=str(body.get("table")),
             key_types=types,
-            elements=tuple(elems),
-            data=tuple(data),
+            elements=elements,
+            data=tuple(data) if elements is None else _data_order(elems, data),
             map_type=str(map_type) if isinstance(map_type, str) else None,
             flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
             handle=_opt_int(body.get("handle")),
@@ -410,6 +431,26 @@ def _lower_one(e: Any, family: str) -> Step:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError):
             text = json.dumps(e)
         return Unsupported(text or k, f"not understood: {exc}")
+
+
+def _is_catchall(atoms: tuple[Atom, ...]) -> bool:
+    return all(a is CATCHALL for a in atoms)
+
+
+def _catchall_last(
+    elems: list[tuple[Atom, ...]], data: list[Verdict | str]
+) -> tuple[tuple[Atom, ...], ...]:
+    """The elements with the catch-all ``*`` last: the kernel tries it only after the others."""
+    return tuple(sorted(elems, key=_is_catchall))
+
+
+def _data_order(
+    elems: list[tuple[Atom, ...]], data: list[Verdict | str]
+) -> tuple[Verdict | str, ...]:
+    if not data:
+        return ()
+    pairs = sorted(zip(elems, data, strict=False), key=lambda p: _is_catchall(p[0]))
+    return tuple(d for _, d in pairs)
 
 
 def _opt_int(v: Any) -> int | None:

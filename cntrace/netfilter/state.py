@@ -10,11 +10,11 @@ from __future__ import annotations
 from cntrace.errors import BadInput
 from cntrace.model import Packet
 from cntrace.netfilter.model import CT_STATE_BITS, PORT_PROTOS, PROTO_NUMBERS, Netfilter
+from cntrace.netfilter.probe import PREDICTED
+from cntrace.netfilter.probe_fields import UNKNOWN, apply_ops, probe_value
 from cntrace.netfilter.results import Conntrack, NetnsFacts
 from cntrace.netfilter.steps import MASK32, Field
 from cntrace.netfilter.values import ip_to_int
-
-UNKNOWN = object()  # a field that cannot be known for this packet: the match is uncertain
 
 
 class State:
@@ -62,6 +62,7 @@ class State:
         # (source MAC, destination MAC) when known, and the ARP operation of an ARP packet.
         self.ether: tuple[str, str] | None = None
         self.arp_op = 0
+        self.probe = PREDICTED
 
     def set_packet(self, packet: Packet) -> None:
         self.packet = packet
@@ -133,8 +134,11 @@ def value(st: State, f: Field) -> object:
     if cached is not st:
         return cached
     v = _compute(st, f)
-    if f.mask is not None and isinstance(v, int):
-        v &= f.mask
+    if isinstance(v, int):
+        if f.ops:
+            v = apply_ops(v, f.ops)
+        elif f.mask is not None:
+            v &= f.mask
     st.cache[f] = v
     return v
 
@@ -193,7 +197,7 @@ def _compute(st: State, f: Field) -> object:
     if key == "icmp.type":
         return p.icmp_type if p.icmp_type is not None else UNKNOWN
     if key == "icmp.code":
-        return UNKNOWN
+        return st.probe.icmp_code
     if key in ("nfproto", "ethertype"):
         return p.family
     if key == "pkttype":
@@ -211,7 +215,7 @@ def _compute(st: State, f: Field) -> object:
         return 1 if st.physdev_out else 0
     if key.startswith("ct.orig.") or key.startswith("ct.reply."):
         return _ct_tuple(st, key)
-    return UNKNOWN
+    return probe_value(st, key)
 
 
 _L2_KEYS = ("arp.", "ether.", "ibrname", "obrname")

@@ -31,13 +31,17 @@ class Atom:
         lo = self.lo
         if isinstance(lo, str):
             if not isinstance(value, str):
-                return False
+                return self.wildcard and not lo  # the catch-all matches any value
             return value.startswith(lo) if self.wildcard else value == lo
         if not isinstance(value, int):
             return False
         if self.hi is None:
             return value == lo
         return lo <= value <= self.hi
+
+
+CATCHALL = Atom("", wildcard=True)
+"""nft's catch-all set element ``*`` (and iptables' ``-i +``): any value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class Field:
     family: int | None = None
     proto: int | None = None
     arg: str | None = None  # extra selector, e.g. the ipset direction ("src,dst")
+    ops: tuple[tuple[str, int], ...] = ()  # nft bit operations, in order: ("|", 1), (">>", 8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Measure cntrace.netfilter on the netfilter projects' own test corpora (issue 20).
+
+Every rule of iptables' ``extensions/*.t`` (both back ends, IPv4 and IPv6) and nftables'
+``tests/py/*/*.t`` that this kernel accepts is loaded with the real tools into a private network
+namespace (the script re-runs itself under ``unshare --net``), dumped (``iptables-save``,
+``nft -j list ruleset``) and given to the parser; every ``tests/shell`` dump is loaded with
+``nft -f`` and parsed whole. Each parsed rule is then checked against probe packets (TCP, UDP,
+ICMP of its family): *evaluable* when every step decides, otherwise *uncertain* with the reason.
+Stateful matches (rates, quotas, counts, randomness) are counted apart: no packet decides them.
+
+Not run by ``make test``; root, and the kernel lock:
+
+    flock /run/cntrace-dev.lock .venv/bin/python scripts/netfilter_corpus.py \\
+        --iptables /tmp/nfcorp/ipt --nftables /tmp/nfcorp/nft
+
+where the two directories hold ``extensions/`` of iptables and ``tests/`` of nftables (e.g.
+``git --git-dir MIRROR archive HEAD extensions | tar -x -C DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cntrace.model import Packet
+from cntrace.netfilter import iptables_save, nft_json
+from cntrace.netfilter.matching import match_holds, vmap_verdict
+from cntrace.netfilter.model import Netfilter, Rule, Table
+from cntrace.netfilter.probe import Probe
+from cntrace.netfilter.results import NetnsFacts
+from cntrace.netfilter.state import State
+from cntrace.netfilter.steps import Match, NatSpec, Unsupported, VerdictMap
+from cntrace.netfilter.values import RulesetError
+from cntrace.sources.libnftables import library
+
+STATEFUL = (
+    "limit", "quota", "recent", "connlimit", "hashlimit", "connbytes", "ct count",
+    "ct expiration", "statistic", "numgen", "random", "nth", "rate",
+)  # fmt: skip
+NOT_WALKED = ("bridge", "arp", "netdev")
+
+
+@dataclass
+class Tally:
+    accepted: int = 0
+    parsed: int = 0
+    evaluable: int = 0
+    stateful: int = 0
+    other_family: int = 0
+    rejected_files: int = 0
+    files: int = 0
+    parse_fail: collections.Counter[str] = field(default_factory=collections.Counter)
+    uncertain: collections.Counter[str] = field(default_factory=collections.Counter)
+    stateful_why: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def decidable(self) -> int:
+        return self.parsed - self.stateful - self.other_family
+
+
+def _probes(ver: int) -> list[Packet]:
+    s, d = ("10.0.0.1", "10.0.0.2") if ver == 4 else ("2001:db8::1", "2001:db8::2")
+    return [
+        Packet("tcp", s, d, 40000, 80, ver),
+        Packet("udp", s, d, 40000, 53, ver),
+        Packet("icmp", s, d, None, None, ver, icmp_type=8),
+    ]
+
+
+PROBE = Probe(length=60, time=1_750_000_000.0)  # a packet of known size, at a known time
+_FACTS = NetnsFacts(
+    frozenset({"10.0.0.2", "2001:db8::2"}),
+    {"eth0": ("10.0.0.2", "2001:db8::2"), "eth1": ("10.1.0.1",)},
+)
+
+
+def rule_reason(nf: Netfilter, rule: Rule, table: Table | None) -> str | None:
+    """Why the rule cannot be decided for some probe packet (None: every step decides)."""
+    vers = (4, 6) if rule.family == "inet" else ((6,) if rule.family == "ip6" else (4,))
+    for ver in vers:
+        for p in _probes(ver):
+            st = State(nf, p, _FACTS, "new", 0, None, None, None)
+            st.iif, st.oif, st.ct_attached = "eth0", "eth1", True
+            st.probe = PROBE
+            for step in rule.steps:
+                if isinstance(step, Match):
+                    r = match_holds(st, step, table)
+                    if isinstance(r, str):
+                        return r
+                elif isinstance(step, Unsupported):
+                    return step.reason
+                elif isinstance(step, NatSpec) and step.unsupported:
+                    return step.unsupported
+                elif isinstance(step, VerdictMap):
+                    _, why = vmap_verdict(st, step, table)
+                    if why:
+                        return why
+    return None
+
+
+def _short(reason: str) -> str:
+    return re.sub(r"\d+|'[^']*'|\"[^\"]*\"|@\S+", "_", reason)[:90]
+
+
+def account(t: Tally, nf: Netfilter) -> None:
+    for table in nf.tables:
+        for chain in table.chains.values():
+            for rule in chain.rules:
+                try:
+                    _ = rule.steps
+                except RulesetError as exc:
+                    t.parse_fail[_short(str(exc).split(": ", 2)[-1])] += 1
+                    continue
+                t.parsed += 1
+                if rule.family in NOT_WALKED:
+                    t.other_family += 1
+                    continue
+                why = rule_reason(nf, rule, table)
+                if why is None:
+                    t.evaluable += 1
+                elif any(w in why.lower() for w in STATEFUL):
+                    t.stateful += 1
+                    t.stateful_why[_short(why)] += 1
+                else:
+                    t.uncertain[_short(why)] += 1
+
+
+def run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+
+
+# --------------------------------------------------------------------------- iptables
+
+
+_IPT_TABLES = ("filter", "nat", "mangle", "raw", "security")
+
+
+def iptables_corpus(root: Path, limit: int | None) -> dict[str, Tally]:
+    out: dict[str, Tally] = {}
+    files = sorted(glob.glob(str(root / "extensions" / "*.t")))
+    for backend in ("nft", "legacy"):
+        t = out.setdefault(f"iptables-{backend}", Tally())
+        for path in files[:limit]:
+            name = os.path.basename(path)
+            if name.startswith(("libebt_", "libarpt_")) or name == "iptables.t":
+                continue
+            fams = ["ip6"] if name.startswith("libip6t_") else ["ip"]
+            if name.startswith("libxt_"):
+                fams = ["ip", "ip6"]
+            for fam in fams:
+                _iptables_file(t, Path(path), backend, fam)
+    return out
+
+
+def _iptables_file(t: Tally, path: Path, backend: str, fam: str) -> None:
+    tool = f"{'ip6tables' if fam == 'ip6' else 'iptables'}-{backend}"
+    table, chains = "filter", ["INPUT"]
+    added = 0
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:]
+            continue
+        if line.startswith(":"):
+            chains = line[1:].split(",")
+            continue
+        parts = line.split(";")
+        if len(parts) < 3 or parts[-1] != "OK":
+            continue
+        try:
+            args = shlex.split(parts[0])
+        except ValueError:
+            continue
+        if run([tool, "-w", "-t", table, "-A", chains[0], *args]).returncode == 0:
+            added += 1
+    if added:
+        t.accepted += added
+        t.files += 1
+        text = run([f"{tool.split('-', maxsplit=1)[0]}-{backend}-save"]).stdout
+        try:
+            parsed = iptables_save.parse(text, source=str(path))
+            nf = Netfilter(tuple(parsed.tables))
+            account(t, nf)
+        except RulesetError as exc:
+            t.rejected_files += 1
+            t.parse_fail[_short(str(exc))] += added
+    for tb in _IPT_TABLES:
+        run([tool, "-w", "-t", tb, "-F"])
+        run([tool, "-w", "-t", tb, "-X"])
+
+
+# --------------------------------------------------------------------------- nftables
+
+
+def _nft(*cmds: str) -> list[tuple[int, str, str]]:
+    lib = library()
+    assert lib is not None, "libnftables is needed"
+    return lib.run(*cmds)
+
+
+def _dump() -> str:
+    lib = library()
+    assert lib is not None
+    return lib.json("list ruleset")[0]
+
+
+def nft_py_corpus(root: Path, limit: int | None) -> Tally:
+    t = Tally()
+    for path in sorted(glob.glob(str(root / "tests" / "py" / "*" / "*.t")))[:limit]:
+        _nft_py_file(t, Path(path))
+    return t
+
+
+def _nft_py_file(t: Tally, path: Path) -> None:
+    chain_specs: dict[str, str] = {}
+    tables: list[tuple[str, str, list[str]]] = []
+    sets: list[str] = []
+    rules: list[str] = []
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        if line.startswith(":"):
+            name, _, spec = line[1:].partition(";")
+            chain_specs[name] = spec
+        elif line.startswith("*"):
+            fam, tname, chains = line[1:].split(";")
+            tables.append((fam, tname, chains.split(",")))
+        elif line.startswith(("!", "?", "%")):
+            sets.append(line)
+        else:
+            parts = line.split(";")
+            if len(parts) >= 2 and parts[1] == "ok":
+                rules.append(parts[0])
+    for fam, tname, chains in tables:
+        _nft("flush ruleset")
+        _nft(f"add table {fam} {tname}")
+        for c in chains:
+            _nft(f"add chain {fam} {tname} {c} {{ {chain_specs.get(c, '')}; }}")
+        for s in sets:
+            body, _, ok = s[1:].rpartition(";")
+            if ok != "ok":
+                continue
+            name, _, spec = body.partition(" ")
+            if s[0] == "!":
+                kind = "map" if " : " in spec else "set"
+                spec = spec.replace(" flags ", "; flags ").replace(" timeout ", "; timeout ")
+                _nft(f"add {kind} {fam} {tname} {name} {{ {spec}; }}")
+            elif s[0] == "?":
+                _nft(f"add element {fam} {tname} {name} {{ {spec} }}")
+            else:
+                typ = spec.removeprefix("type ")
+                _nft(f"add {typ.split()[0]} {fam} {tname} {name} {{ {typ.partition(' ')[2]} }}")
+        added = 0
+        for r in rules:
+            for c in chains:
+                if _nft(f"add rule {fam} {tname} {c} {r}")[-1][0] == 0:
+                    added += 1
+        if not added:
+            continue
+        t.accepted += added
+        t.files += 1
+        _parse_nft(t, _dump(), str(path), added)
+    _nft("flush ruleset")
+
+
+def _parse_nft(t: Tally, text: str, where: str, count: int) -> None:
+    try:
+        parsed = nft_json.parse(text, source=where)
+        account(t, Netfilter(tuple(parsed.tables)))
+    except RulesetError as exc:
+        t.rejected_files += 1
+        t.parse_fail[_short(str(exc))] += count
+        print(f"REJECTED {where}: {exc}", file=sys.stderr)
+
+
+def nft_shell_corpus(root: Path, limit: int | None) -> Tally:
+    t = Tally()
+    for path in sorted(
+        glob.glob(str(root / "tests" / "shell" / "**" / "dumps" / "*.nft"), recursive=True)
+    )[:limit]:
+        _nft("flush ruleset")
+        text = Path(path).read_text(errors="replace")
+        if not text.strip():
+            continue
+        rc, _, _ = _nft(text)[-1]
+        if rc != 0:
+            continue
+        dump = _dump()
+        n = dump.count('{"rule": {')
+        t.accepted += n
+        t.files += 1
+        _parse_nft(t, dump, path, n)
+    _nft("flush ruleset")
+    return t
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:.1f}%" if b else "-"
+
+
+def report(results: dict[str, Tally], top: int) -> None:
+    print(
+        "| corpus | files | kernel accepted | parsed | files rejected whole | stateful | "
+        "bridge/arp/netdev | evaluable (of packet/socket/clock-decided) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, t in results.items():
+        print(
+            f"| {name} | {t.files} | {t.accepted} | {t.parsed} ({_pct(t.parsed, t.accepted)}) "
+            f"| {t.rejected_files} | {t.stateful} | {t.other_family} | "
+            f"{t.evaluable}/{t.decidable} ({_pct(t.evaluable, t.decidable)}) |"
+        )
+    for name, t in results.items():
+        for title, ctr in (
+            ("parse failures", t.parse_fail),
+            ("uncertain", t.uncertain),
+            ("stateful", t.stateful_why),
+        ):
+            if ctr:
+                print(f"\n{name}: {title}")
+                for why, n in ctr.most_common(top):
+                    print(f"  {n:6d}  {why}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iptables", type=Path, help="directory holding iptables' extensions/")
+    ap.add_argument("--nftables", type=Path, help="directory holding nftables' tests/")
+    ap.add_argument("--limit", type=int, help="only the first N files of each corpus")
+    ap.add_argument("--top", type=int, default=25, help="reasons listed per corpus")
+    args = ap.parse_args()
+    if os.environ.get("CNTRACE_CORPUS_NETNS") != "1":
+        env = dict(os.environ, CNTRACE_CORPUS_NETNS="1")
+        return subprocess.call(["unshare", "--net", "--", sys.executable, *sys.argv], env=env)
+    results: dict[str, Tally] = {}
+    start = time.monotonic()
+    if args.iptables:
+        results.update(iptables_corpus(args.iptables, args.limit))
+    if args.nftables:
+        results["nftables tests/py"] = nft_py_corpus(args.nftables, args.limit)
+        results["nftables tests/shell dumps"] = nft_shell_corpus(args.nftables, args.limit)
+    report(results, args.top)
+    print(f"\n{time.monotonic() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
