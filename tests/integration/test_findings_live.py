@@ -3,7 +3,8 @@ asks `cntrace path` through the CLI, asserts the finding's code, status and key 
 the fix the finding prints (or its lab equivalent) and shows the path and a real connection work.
 
 The lab tests change one thing in the session's lab and undo it before they end; rp-filter needs a
-router whose route back is elsewhere, so it gets a world of its own (tests/hostkit.py).
+router whose route back is elsewhere and macvlan-vepa a parent with children, so each gets a
+world of its own (tests/hostkit.py); vxlan-no-neighbor gets a two-node lab.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ import pytest
 from clirun import run_json
 from harness import require_root
 from hostkit import World, new_world
-from labkit import Lab
+from labkit import Lab, lab_up, unique_name
+from overlaycases import IPS
 from safety import GUARD
+
+from cntrace.lab.topologies import twonode
+
+WEB_POD = IPS["web"]  # the two-node lab's web pod
 
 
 def path(src: str, dst: str, *extra: str, rc: int = 1) -> dict[str, Any]:
@@ -175,8 +181,8 @@ def test_an_unpublished_host_port_lists_who_listens_until_it_is_published(lab: L
     assert hop["netns_label"] == f"{lab.name}.host" and errors(doc) == ["port-not-published"]
     f = finding(doc, "port-not-published")
     assert f["summary"].startswith(f"port 80/tcp is not published on {lab.name}.host")
-    assert "web listens on tcp 0.0.0.0:80" in " ".join(f["evidence"]), f["evidence"]
-    assert f["evidence"][-1] == "published ports: web: 8080->80/tcp"
+    assert f"{lab.name}.web listens on tcp 0.0.0.0:80" in f["evidence"], f["evidence"]
+    assert f["evidence"][-1] == f"published ports: {lab.name}.web: 8080->80/tcp"
     assert "-p 80:" in f["fix"]
     assert lab.probe("upstream", uplink, 80) == "refused"
     # The fix, as Docker applies `-p 80:80`: a DNAT rule in the host's DOCKER chain.
@@ -309,3 +315,62 @@ def test_a_vepa_sibling_needs_a_reflecting_switch_or_bridge_mode(vepa: World) ->
         x["code"] for x in ok["findings"]
     ]
     assert vepa.connect("v1", "10.87.0.12", 80, timeout=1.5) == "delivered"
+
+
+# ---------------------------------------------------------------------- the overlay's neighbour
+
+
+@pytest.fixture(scope="module")
+def two_node() -> Iterator[Lab]:
+    require_root()
+    with lab_up(unique_name("fn"), "--topology", "two-node") as lab:
+        yield lab
+
+
+def test_a_missing_vtep_neighbour_stops_the_wrap_until_it_is_replaced(two_node: Lab) -> None:
+    lab, dev = two_node, twonode.device()
+    gw, mac = twonode.vtep_ip("node2"), twonode.NODES["node2"][2]
+    ns_run(lab, "node1", "ip", "neigh", "del", gw, "dev", dev)
+    try:
+        doc = path(f"{lab.name}.client", f"{lab.name}.web:80")
+        v, hop = doc["verdict"], at(doc)
+        assert v["status"] == "unreachable" and v["reason"] == "NEIGH_FAILED", v
+        assert (hop["kind"], hop["netns_label"]) == ("vxlan", f"{lab.name}.node1")
+        assert errors(doc)[0] == "vxlan-no-neighbor"
+        f = finding(doc, "vxlan-no-neighbor")
+        assert f["hop"] == v["at_hop"] and f["evidence"] == [f"no neighbour {gw} dev {dev}"]
+        assert f["fix"].startswith(f"`ip neigh replace {gw} lladdr REMOTE_VTEP_MAC dev {dev} ")
+        assert lab.probe("client", WEB_POD, 80) == "timeout"
+        # The fix, with node2's VTEP MAC.
+        ns_run(
+            lab,
+            "node1",
+            "ip",
+            "neigh",
+            "replace",
+            gw,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        )
+        ok = path(f"{lab.name}.client", f"{lab.name}.web:80", rc=0)
+        assert ok["verdict"]["status"] == "delivered" and errors(ok) == []
+        assert lab.probe("client", WEB_POD, 80) == "ok"
+    finally:
+        ns_run(
+            lab,
+            "node1",
+            "ip",
+            "neigh",
+            "replace",
+            gw,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        )
