@@ -139,6 +139,11 @@ def test_an_address_nobody_holds_fails_arp_until_its_owner_is_attached(lab: Lab)
         # no test probe an address nobody holds), and leaves a failed neighbour entry behind.
         live = path(client, f"{nobody}:80", "--live")
         assert live["verdict"]["status"] == "unreachable", live["verdict"]
+        # The route before the wait was passed (the kernel solicits only for a routed packet);
+        # the egress where the probe waited in the neighbour queue was not (issue 17).
+        route, out = live["hops"][:2]
+        assert (route["kind"], route["observed"]) == ("route", True), route
+        assert (out["kind"], out["tap"], out["observed"]) == ("interface", "egress", False), out
         # The kernel now holds a failed entry: the prediction says so too.
         again = path(client, f"{nobody}:80")
         noted = [
