@@ -417,14 +417,26 @@ def _taken_branch(predicted: Path, result: TraceResult) -> Path:
 def _infer_untapped(hops: list[Hop], result: TraceResult) -> list[Hop]:
     """Hops no program watches directly (route, nat, socket...) count as passed when the packet
     was seen at a later hop of the same direction (or, for the request's last hop, when a reply
-    came back)."""
+    came back), or reached one where its namespace's kernel solicited the next hop: ARP/NDP is
+    sent only for a packet already routed out of that interface and held in its neighbour queue,
+    so the route and OUTPUT before it were passed even though the packet itself never left."""
     out = list(hops)
     replied = bool(result.replies)
+    solicited = {
+        (f.target.netns_inode, f.target.ifname)
+        for f in result.neigh
+        if f.op == "request" and f.retry_ns > 0 and f.direction == "egress"
+    }
+    queued = {
+        h.index
+        for h in out
+        if h.tap == "egress" and h.direction == "request" and (h.netns, h.interface) in solicited
+    }
     for i, h in enumerate(out):
         if h.observed is not None:
             continue
         same = [x for x in out if x.direction == h.direction]
-        later = [x for x in same if x.index > h.index and x.observed]
+        later = [x for x in same if x.index > h.index and (x.observed or x.index in queued)]
         tapped_before = [x for x in same if x.index < h.index and x.tap is not None]
         last_of_direction = h.index == same[-1].index
         passed = (

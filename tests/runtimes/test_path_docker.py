@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from clirun import run_json
 from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream
 from safety import GUARD, probe
 
@@ -159,6 +160,24 @@ def test_default_bridge_has_no_dns_for_container_names(world: World, snap: Snaps
     ok = predict(snap, E, f"{world.ip(D, 'bridge')}:80")
     assert ok.verdict.status == "delivered"
     assert probe(world.ns(E), world.ip(D, "bridge"), 80) == "ok"
+
+
+def test_a_name_no_resolver_answers_is_unresolved_and_the_address_works(world: World) -> None:
+    env = {"DOCKER_HOST": f"unix://{world.engine.socket}"}
+    name = f"{P}nosuch"  # no container, alias or /etc/hosts line has it
+    doc = run_json("path", "--json", B, f"{name}:80", rc=1, env=env)
+    v = doc["verdict"]
+    assert v["status"] == "unreachable", v
+    assert doc["destination"]["kind"] == "hostname" and doc["destination"]["name"] == name
+    assert [f["code"] for f in doc["findings"] if f["severity"] == "error"] == ["dns-unresolved"]
+    (f,) = [f for f in doc["findings"] if f["code"] == "dns-unresolved"]
+    assert f["summary"].startswith(f"{name!r} is not a container cntrace can see; {B} would ask ")
+    assert "127.0.0.11" in f["evidence"][0] and f["evidence"][0].startswith(f"{B} resolv.conf")
+    assert f["fix"] == f"give the address instead (`cntrace path {B} IP`)"
+    # The fix, with A's address: the path and a real connection work.
+    ok = run_json("path", "--json", B, f"{world.ip(A, NET1)}:80", env=env)
+    assert ok["verdict"]["status"] == "delivered" and ok["destination"]["name"] == A
+    assert probe(world.ns(B), world.ip(A, NET1), 80) == "ok"
 
 
 def test_cli_json_against_docker(world: World) -> None:

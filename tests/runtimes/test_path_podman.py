@@ -11,11 +11,14 @@ it again, which cntrace must predict too.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from clirun import run_ok
 from engines import (
     ENGINE_NETNS,
     ENGINE_UPLINK_IP,
@@ -124,3 +127,46 @@ def test_egress_masquerades_to_the_upstream(world: World, snap: Snapshot) -> Non
     assert nat[0].packet.src == ENGINE_UPLINK_IP
     assert p.hops[-1].direction == "reply" and p.hops[-1].packet.dst == world.podman.ip(OUT)
     assert probe(world.ns(OUT), world.upstream_ip, 80) == "ok"
+
+
+def _live(world: World, src: str, dst: str) -> tuple[int, dict[str, Any]]:
+    res = run_ok("path", "--live", "--json", src, dst, rc=(0, 1), env=world.podman.env)
+    doc: dict[str, Any] = json.loads(res.stdout)
+    assert doc["mode"] == "live"
+    return res.returncode, doc
+
+
+def _seen(doc: dict[str, Any]) -> list[tuple[int, str, str | None, str, bool | None]]:
+    return [(h["index"], h["kind"], h["tap"], h["direction"], h["observed"]) for h in doc["hops"]]
+
+
+def _delivered_and_seen(rc: int, doc: dict[str, Any], at_netns: str) -> None:
+    """Delivered at a socket in ``at_netns``, and every hop of both directions seen (or passed):
+    nothing between the container and the far socket, and back, was missed."""
+    v = doc["verdict"]
+    at = doc["hops"][v["at_hop"] - 1]
+    assert rc == 0 and v["status"] == "delivered", v
+    assert at["kind"] == "socket" and at["netns_label"] == at_netns, at
+    unseen = [h for h in _seen(doc) if h[4] is not True]
+    assert not unseen, unseen
+    assert doc["hops"][-1]["direction"] == "reply" and doc["hops"][-1]["kind"] == "socket"
+
+
+def test_live_egress_to_the_upstream(world: World) -> None:
+    rc, doc = _live(world, OUT, f"{world.upstream_ip}:80")
+    _delivered_and_seen(rc, doc, UPSTREAM_NETNS)
+    nat = [h for h in doc["hops"] if h["kind"] == "nat" and h["direction"] == "request"]
+    assert nat and "MASQUERADE" in nat[0]["summary"] and nat[0]["observed"] is True
+    masq = [h for h in doc["hops"] if h["tap"] and h["netns_label"] == UPSTREAM_NETNS]
+    assert masq and masq[0]["observed_packet"]["src"] == ENGINE_UPLINK_IP, masq
+
+
+def test_live_published_port_from_a_container(world: World, docker_engine: DockerEngine) -> None:
+    """Container -> the host's published port: DNATed back onto Podman's own bridge, which
+    Podman's FORWARD rules accept even beside Docker's FORWARD policy DROP."""
+    rc, doc = _live(world, OUT, f"host:{PUBLISHED}")
+    _delivered_and_seen(rc, doc, WEB)
+    dnat = [h for h in doc["hops"] if h["kind"] == "nat" and "DNAT" in h["summary"]]
+    assert dnat and dnat[0]["packet"]["dst"] == world.podman.ip(WEB), dnat
+    into_web = [h for h in doc["hops"] if h["tap"] == "ingress" and h["netns_label"] == WEB]
+    assert into_web and into_web[0]["observed_packet"]["dport"] == 80
