@@ -1,7 +1,7 @@
 """The console's bug report: the path on screen together with the snapshot it came from.
 
 One self-contained JSON file (``cntrace.report/v1``) so nothing can get separated in a ticket:
-``path`` is the ``cntrace.path/v1`` document as shown (predicted or live), ``prediction`` the
+``path`` is the ``cntrace.path/v2`` document as shown (predicted or live), ``prediction`` the
 prediction it started from when ``path`` is live, ``snapshot`` the whole ``cntrace.snapshot/v1``
 Snapshot, and ``replay`` the command that recomputes the prediction anywhere
 (``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
