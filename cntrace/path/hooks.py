@@ -124,7 +124,8 @@ def _passed(res: netfilter.HookResult) -> list[str]:
         if v.verdict != "accept" or v.rule is None or v.type == "nat":
             continue
         if not v.rule.policy or v.matched:  # an empty chain's accept policy says nothing
-            by = v.rule.text if v.rule.policy else f"rule {v.rule.position}: {v.rule.text}"
+            r = v.rule
+            by = r.text if r.policy else f"{r.chain} rule {r.position}: {r.text}"
             out.append(
                 f"{v.backend} {v.family} {v.table} {v.chain} (priority {v.priority}) accepted "
                 f"it first ({by}); an accept ends only its own base chain"
