@@ -191,7 +191,7 @@ def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
                 f"{(rule.hook or hook).upper()} in {w.label(ns)} drops the packet: "
                 f"{nfblame.policy_blame(rule)}",
                 evidence=[_rule_text(rule), *nfblame.passed(w, end)],
-                fix=nfblame.policy_fix(rule, end.packet, iif, oif),
+                fix=nfblame.policy_fix(rule, end.packet, iif, oif, request=w.request),
                 hop=end.hop,
             )
         )
@@ -221,7 +221,7 @@ def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> Non
                 f"the packet is dropped while being forwarded in {w.label(ns)} (in {iif}, out "
                 f"{oif}): {nfblame.policy_blame(rule)}",
                 evidence=[_rule_text(rule), *nfblame.passed(w, end)],
-                fix=nfblame.policy_fix(rule, end.packet, iif, oif),
+                fix=nfblame.policy_fix(rule, end.packet, iif, oif, request=w.request),
                 hop=end.hop,
             )
         )

@@ -24,45 +24,55 @@ def passed(w: Walk, end: End) -> list[str]:
     return list(w.hops[end.hop - 1].evidence[1:])
 
 
-def policy_fix(rule: RuleRef, packet: Packet | None, iif: str | None, oif: str | None) -> str:
-    """An accept rule appended to the chain whose policy dropped (reached: no rule there
-    decided), with the tool of that chain's back end; or the policy changed."""
+def policy_fix(
+    rule: RuleRef, packet: Packet | None, iif: str | None, oif: str | None, *, request: bool = True
+) -> str:
+    """Accept rules appended to the chain whose policy dropped (they are reached: no rule there
+    decided), with the tool of that chain's back end; or the policy changed.
+
+    A forward chain sees both directions, so its fix also accepts replies (conntrack); a reply
+    dropped at input or output needs only that, never a rule for its ephemeral port.
+    """
     hook = rule.hook or ""
     iif = iif if hook in ("prerouting", "input", "forward") else None
     oif = oif if hook in ("forward", "output", "postrouting") else None
     port = packet is not None and packet.proto in ("tcp", "udp") and packet.dport is not None
+    replies = hook == "forward" or not request
     if rule.backend == "nftables":
-        parts = []
-        if iif:
-            parts.append(f"iifname {iif}")
-        if oif:
-            parts.append(f"oifname {oif}")
-        if packet is not None:
-            parts.append(f"{'ip6' if packet.family == 6 else 'ip'} daddr {packet.dst}")
-            if port:
-                parts.append(f"{packet.proto} dport {packet.dport}")
         where = f"{rule.family} {rule.table} {rule.chain}"
+        cmds = [f"nft add rule {where} ct state established,related accept"] if replies else []
+        if request:
+            parts = [f"iifname {iif}"] if iif else []
+            if oif:
+                parts.append(f"oifname {oif}")
+            if packet is not None:
+                parts.append(f"{'ip6' if packet.family == 6 else 'ip'} daddr {packet.dst}")
+                if port:
+                    parts.append(f"{packet.proto} dport {packet.dport}")
+            cmds.append(f"nft add rule {where} {' '.join([*parts, 'accept'])}")
         return (
-            f"add an accept rule to nftables {where} (its policy drops): "
-            f"nft add rule {where} {' '.join([*parts, 'accept'])}; or change its policy: "
-            f"nft chain {where} '{{ policy accept; }}'"
+            f"accept this traffic in nftables {where} (its policy drops): {' && '.join(cmds)}; "
+            f"or change its policy: nft chain {where} '{{ policy accept; }}'"
         )
-    tool = "ip6tables" if rule.family == "ip6" or (packet and packet.family == 6) else "iptables"
-    tool += "-legacy" if rule.backend == "iptables-legacy" else "-nft"
-    args = [] if rule.table == "filter" else ["-t", rule.table]
-    args += ["-A", rule.chain]
-    if iif:
-        args += ["-i", iif]
-    if oif:
-        args += ["-o", oif]
-    if packet is not None:
-        args += ["-d", packet.dst]
-        if port:
-            args += ["-p", packet.proto, "--dport", str(packet.dport)]
-    return (
-        f"add an ACCEPT rule to {rule.where} (its policy drops): "
-        f"{tool} {' '.join([*args, '-j', 'ACCEPT'])}"
+    v6 = rule.family == "ip6" or (packet is not None and packet.family == 6)
+    tool = ("ip6tables" if v6 else "iptables") + (
+        "-legacy" if rule.backend == "iptables-legacy" else "-nft"
     )
+    head = [tool, *([] if rule.table == "filter" else ["-t", rule.table]), "-A", rule.chain]
+    ct = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    cmds = [" ".join([*head, ct])] if replies else []
+    if request:
+        args = list(head)
+        if iif:
+            args += ["-i", iif]
+        if oif:
+            args += ["-o", oif]
+        if packet is not None:
+            args += ["-d", packet.dst]
+            if port:
+                args += ["-p", packet.proto, "--dport", str(packet.dport)]
+        cmds.append(" ".join([*args, "-j", "ACCEPT"]))
+    return f"accept this traffic in {rule.where} (its policy drops): {' && '.join(cmds)}"
 
 
 def policy_blame(rule: RuleRef) -> str:

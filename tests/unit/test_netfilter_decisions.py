@@ -209,8 +209,12 @@ def test_debian_native_forward_policy_is_blamed_not_iptables() -> None:
     assert "DROP by nftables inet filter forward policy drop" in hop.summary
     f = next(f for f in res.findings if f.code == "forward-drop")
     assert "nftables inet filter forward (hook forward, priority 0) is drop" in f.summary
-    assert f.fix.startswith("add an accept rule to nftables inet filter forward")
-    assert "nft add rule inet filter forward" in f.fix and "iptables" not in f.fix
+    assert f.fix.startswith("accept this traffic in nftables inet filter forward (its policy")
+    assert "nft add rule inet filter forward ct state established,related accept && " in f.fix
+    assert (
+        "nft add rule inet filter forward iifname lan0 oifname dmz0 ip daddr 10.220.2.10 " in f.fix
+    )
+    assert "iptables" not in f.fix
     assert any(
         e.startswith("iptables-nft ip filter FORWARD (priority 0) accepted it") for e in f.evidence
     )
