@@ -30,7 +30,7 @@ def to_plain(obj: Any, *, compact: bool = False) -> Any:
 
     ``compact`` leaves out fields equal to their default: a large Snapshot is mostly nulls and
     empty lists, and the decoder fills defaults back in. Documents whose schema names every key
-    (cntrace.path/v1) are written in full.
+    (cntrace.path/v2) are written in full.
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 SNAPSHOT_SCHEMA = "cntrace.snapshot/v1"
-PATH_SCHEMA = "cntrace.path/v1"
+PATH_SCHEMA = "cntrace.path/v2"  # v2: a policy is a RuleRef (policy, position null)
 DISCOVERY_SCHEMA = "cntrace.discovery/v1"
 REPORT_SCHEMA = "cntrace.report/v1"  # a bug report: a path with the snapshot it came from
 
@@ -418,17 +418,47 @@ class Packet:
 
 @dataclass(frozen=True, slots=True)
 class RuleRef:
-    """A netfilter rule that decided something, named the way a person finds it again."""
+    """A netfilter decision named the way a person finds it again: a rule, or a base chain's
+    policy (``policy`` True, no ``position``, text ``policy drop``), since a default deny is a
+    decision like any other.
+
+    ``hook`` and ``priority`` are those of the base chain the decision was reached from (for a
+    rule in a user chain such as DOCKER-USER, the base chain that jumped there); None where the
+    reference names a rule outside any walk (a rule listing).
+    """
 
     backend: str  # iptables-nft | iptables-legacy | nftables
     table: str
     chain: str
-    position: int  # 1-based index within the chain (iptables -L --line-numbers)
-    text: str  # the rule as the tool prints it
+    position: int | None  # 1-based within the chain (iptables -L --line-numbers); policy: None
+    text: str  # the rule as the tool prints it; "policy drop" / "policy accept" for a policy
     handle: int | None = None
     family: str = "ip"
     verdict: str | None = None
     counters: tuple[int, int] | None = None  # packets, bytes
+    hook: str | None = None
+    priority: int | None = None
+    policy: bool = False
+
+    @property
+    def where(self) -> str:
+        """Back end, family, table and chain: ``nftables inet filter forward``."""
+        return f"{self.backend} {self.family} {self.table} {self.chain}"
+
+    @property
+    def name(self) -> str:
+        """Short: ``filter/FORWARD #3`` for a rule, ``nftables inet filter forward policy drop``
+        for a policy (a policy needs its back end and family: two tables may share a name)."""
+        if self.policy or self.position is None:
+            return f"{self.where} {self.text}"
+        return f"{self.table}/{self.chain} #{self.position}"
+
+    def describe(self) -> str:
+        """One line with the rule's text: ``filter/FORWARD #3: -A FORWARD -j DROP``; a policy is
+        its name (the text is already in it)."""
+        if self.policy or self.position is None:
+            return self.name
+        return f"{self.name}: {self.text}"
 
 
 @dataclass(frozen=True, slots=True)

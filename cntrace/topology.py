@@ -424,12 +424,12 @@ def netfilter_for(snapshot: Snapshot, container: Container) -> NatAttribution:
     return _classify(host.inode, by_addr, by_port, chains)
 
 
-def _key(r: RuleRef) -> tuple[str, str, str, str, int]:
+def _key(r: RuleRef) -> tuple[str, str, str, str, int | None]:
     return (r.backend, r.family, r.table, r.chain, r.position)
 
 
 def _flat(by_hook: dict[str, list[RuleRef]]) -> list[RuleRef]:
-    seen: dict[tuple[str, str, str, str, int], RuleRef] = {}
+    seen: dict[tuple[str, str, str, str, int | None], RuleRef] = {}
     for refs in by_hook.values():
         for r in refs:
             seen.setdefault(_key(r), r)

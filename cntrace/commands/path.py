@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
         metavar="BYTES",
         help="IP packet size to reason about (default: a small probe)",
     )
-    p.add_argument("--json", action="store_true", help="print a cntrace.path/v1 document")
+    p.add_argument("--json", action="store_true", help="print a cntrace.path/v2 document")
     p.add_argument("--timing", action="store_true", help="print how long each phase took")
     add_snapshot_arg(p, nodes=True)
     p.add_argument(

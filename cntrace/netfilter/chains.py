@@ -7,6 +7,7 @@ steps. A new kind of step gets its case in ``run_rule``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cntrace.errors import BadInput
@@ -31,7 +32,30 @@ if TYPE_CHECKING:
     from cntrace.netfilter.steps import Step
 
 _CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: chains before it see no conntrack entry yet
-_MAX_DEPTH = 64
+_MAX_DEPTH = 64  # nested jumps; generous (nf_tables refuses more than 16 at load time)
+_MAX_STEPS = 100_000  # rule evaluations in one base chain: far beyond any real ruleset's walk
+
+
+def _priority(chain: Chain) -> int:
+    return chain.priority if chain.priority is not None else 0
+
+
+def policy_ref(chain: Chain, verdict: str | None = None) -> RuleRef:
+    """A base chain's policy as a decision: ``policy drop`` with the policy's counters."""
+    verdict = verdict or chain.policy or "accept"
+    return RuleRef(
+        backend=chain.backend,
+        table=chain.table,
+        chain=chain.name,
+        position=None,
+        text=f"policy {verdict}",
+        family=chain.family,
+        verdict=verdict,
+        counters=chain.counters,
+        hook=chain.hook,
+        priority=_priority(chain),
+        policy=True,
+    )
 
 
 class _Hook:
@@ -46,44 +70,79 @@ class _Hook:
         self.nat: Nat | None = None
         self.tables = st.nf.table_index()
 
-    def run_chain(self, base: Chain) -> tuple[str, Rule | None]:
-        """Run a base chain: (verdict, deciding rule or None for the policy)."""
+    def run_chain(self, base: Chain) -> tuple[str, RuleRef]:
+        """Run a base chain: its verdict and what decided it (a rule, or the chain's policy),
+        named with the base chain's hook and priority.
+
+        Chains entered by jump or goto since the base chain are kept on ``path``: a jump or goto
+        back into one of them is a loop, which the kernel refuses at load time but a recorded or
+        hand-written snapshot can hold. It is reported as uncertain and not taken, and a budget
+        on rule evaluations bounds whatever else could run away, so a walk always ends.
+        """
         table = self.tables.get((base.backend, base.family, base.table))
-        stack: list[tuple[Chain, int]] = []
+        stack: list[tuple[Chain, int, int]] = []  # (chain, next index, len(path)) to return to
+        path: list[Chain] = [base]
         cur = base
         idx = 0
+        budget = _MAX_STEPS
         while True:
             rules = cur.rules
             if idx >= len(rules):
                 if not stack:
-                    return (base.policy or "accept"), None
-                cur, idx = stack.pop()
+                    return self.policy(base)
+                cur, idx, depth = stack.pop()
+                del path[depth:]
                 continue
             rule = rules[idx]
             idx += 1
+            budget -= 1
+            if budget < 0:
+                self.uncertain.append((rule.ref(), f"evaluation stopped after {_MAX_STEPS} rules"))
+                return self.policy(base)
             outcome = self.run_rule(rule, table)
             if outcome is None:
                 continue
             kind = outcome.kind
             if kind in ("accept", "drop", "reject", "queue"):
-                return kind, rule
+                return kind, self.located(rule.ref(), base)
             if kind == "continue":
                 continue
             if kind == "return":
                 if not stack:
-                    return (base.policy or "accept"), None
-                cur, idx = stack.pop()
+                    return self.policy(base)
+                cur, idx, depth = stack.pop()
+                del path[depth:]
                 continue
             target = table.chains.get(outcome.target or "") if table is not None else None
             if target is None:
                 self.uncertain.append((rule.ref(), f"{kind} to unknown chain {outcome.target}"))
                 continue
+            if any(c is target for c in path):
+                loop = " -> ".join(c.name for c in path[[id(c) for c in path].index(id(target)) :])
+                self.uncertain.append(
+                    (
+                        rule.ref(),
+                        f"{kind} {target.name} loops ({loop} -> {target.name}); the kernel "
+                        "refuses such a ruleset, so the walk does not take it",
+                    )
+                )
+                continue
             if kind == "jump":
                 if len(stack) >= _MAX_DEPTH:
-                    self.uncertain.append((rule.ref(), "chain jumps nested too deep (a loop?)"))
-                    return (base.policy or "accept"), None
-                stack.append((cur, idx))
+                    self.uncertain.append((rule.ref(), "chain jumps nested too deep"))
+                    return self.policy(base)
+                stack.append((cur, idx, len(path)))
+            path.append(target)
             cur, idx = target, 0
+
+    def policy(self, base: Chain) -> tuple[str, RuleRef]:
+        verdict = base.policy or "accept"
+        return verdict, policy_ref(base, verdict)
+
+    @staticmethod
+    def located(ref: RuleRef, base: Chain) -> RuleRef:
+        """``ref`` with the hook and priority of the base chain it was reached from."""
+        return replace(ref, hook=base.hook, priority=_priority(base))
 
     def run_rule(self, rule: Rule, table: Table | None) -> Verdict | None:
         """Run one rule's steps; the verdict it gives, or None to go on with the next rule."""
@@ -161,15 +220,16 @@ def run_hook(st: State, hook: str) -> HookResult:
     manip = "dst" if hook in DST_HOOKS else "src"
     visits: list[ChainVisit] = []
     verdict = "accept"
-    deciding: Rule | None = None
-    last_rule: Rule | None = None
-    last_filter_rule: Rule | None = None
-    policy: str | None = None
+    deciding: RuleRef | None = None
+    last_rule: RuleRef | None = None
+    last_filter_rule: RuleRef | None = None
+    last_policy: RuleRef | None = None  # of a chain with rules: it had something to say
+    any_policy: RuleRef | None = None
     new_conn = st.ctstate in ("new", "related")
     conntracked = False
     ct_on = st.nf.conntrack_enabled(st.packet.family)
     for chain in st.nf.base_chains(hook, st.packet.family):
-        prio = chain.priority if chain.priority is not None else 0
+        prio = _priority(chain)
         ctype = chain.type or "filter"
         if not conntracked and prio > _CONNTRACK_PRIORITY:
             conntracked = True
@@ -190,28 +250,24 @@ def run_hook(st: State, hook: str) -> HookResult:
             visits.append(_visit(chain, None, None, skip))
             continue
         first = len(h.matched)
-        v, rule = h.run_chain(chain)
-        visits.append(_visit(chain, v, rule.ref() if rule else None, None, h.matched[first:]))
-        if rule is not None:
-            last_rule = rule
-            if ctype != "nat":
-                last_filter_rule = rule
+        v, ref = h.run_chain(chain)
+        visits.append(_visit(chain, v, ref, None, h.matched[first:]))
         if v != "accept":
             verdict = v
-            deciding = rule
-            if rule is None:
-                policy = f"{chain.label} policy {v}"
+            deciding = ref
             break
-        if rule is None and chain.policy == "accept" and chain.rules:
-            policy = f"{chain.label} policy accept"
+        if ref.policy:
+            any_policy = ref
+            if chain.rules:
+                last_policy = ref
+        else:
+            last_rule = ref
+            if ctype != "nat":
+                last_filter_rule = ref
     if not conntracked and not st.untracked and ct_on:
         st.ct_attached = True
     if verdict == "accept":
-        deciding = last_rule
-        if last_filter_rule is not None:
-            deciding = last_filter_rule
-        if deciding is not None:
-            policy = None
+        deciding = last_filter_rule or last_rule or last_policy or any_policy
         # Any nat slot pass sets up a (possibly null) binding for its manip type.
         if hook != "forward" and new_conn and not st.untracked and ct_on:
             st.nat_done.add(manip)
@@ -222,8 +278,8 @@ def run_hook(st: State, hook: str) -> HookResult:
         verdict=verdict,
         packet=st.packet,
         matched=tuple(h.matched),
-        deciding=deciding.ref() if deciding else None,
-        policy=policy,
+        deciding=deciding,
+        policy=_policy_text(deciding),
         nat=h.nat,
         uncertain=tuple(h.uncertain),
         chains=tuple(visits),
@@ -231,6 +287,11 @@ def run_hook(st: State, hook: str) -> HookResult:
         oif=st.oif,
         notes=tuple(h.notes),
     )
+
+
+def _policy_text(ref: RuleRef | None) -> str | None:
+    """The policy that decided, as one string (``iptables-nft ip filter FORWARD policy drop``)."""
+    return ref.name if ref is not None and ref.policy else None
 
 
 def _visit(

@@ -149,12 +149,12 @@ def walk(
 
 
 def _accepting_rule(results: list[HookResult]) -> tuple[RuleRef | None, str | None]:
-    """The rule that let an accepted packet through: the last filter-type chain decided by a
-    rule (a NAT rule only when no filter rule spoke), else the last policy that applied."""
+    """What let an accepted packet through: the last filter-type chain decided by a rule (a NAT
+    rule only when no filter rule spoke), else the last hook's policy that applied."""
     fallback: RuleRef | None = None
     for r in reversed(results):
         for v in reversed(r.chains):
-            if v.rule is None:
+            if v.rule is None or v.rule.policy:
                 continue
             if v.type != "nat":
                 return v.rule, None
@@ -163,7 +163,7 @@ def _accepting_rule(results: list[HookResult]) -> tuple[RuleRef | None, str | No
         return fallback, None
     for r in reversed(results):
         if r.policy:
-            return None, r.policy
+            return r.deciding, r.policy
     return None, None
 
 

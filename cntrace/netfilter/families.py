@@ -23,7 +23,7 @@ import re
 
 from cntrace.model import Packet, RuleRef
 from cntrace.netfilter.chains import _Hook
-from cntrace.netfilter.model import Chain, Netfilter, Rule
+from cntrace.netfilter.model import Chain, Netfilter
 from cntrace.netfilter.results import ChainVisit, HookResult, NetnsFacts
 from cntrace.netfilter.state import State
 
@@ -99,26 +99,30 @@ def evaluate_family(
     st.ct_attached = ct_attached
     h = _Hook(st, hook)
     visits: list[ChainVisit] = []
-    verdict, deciding, last, policy = "accept", None, None, None
+    verdict = "accept"
+    deciding: RuleRef | None = None
+    last_rule: RuleRef | None = None
+    last_policy: RuleRef | None = None
     for chain in chains:
         first = len(h.matched)
-        v, rule = h.run_chain(chain)
-        visits.append(_visit(chain, v, rule, h.matched[first:]))
-        last = rule or last
+        v, ref = h.run_chain(chain)
+        visits.append(_visit(chain, v, ref, h.matched[first:]))
         if v != "accept":
-            verdict, deciding = v, rule
-            if rule is None:
-                policy = f"{chain.label} policy {v}"
+            verdict, deciding = v, ref
             break
+        if ref.policy:
+            last_policy = ref
+        else:
+            last_rule = ref
     if verdict == "accept":
-        deciding = last
+        deciding = last_rule or last_policy
     return HookResult(
         hook=hook,
         verdict=verdict,
         packet=st.packet,
         matched=tuple(h.matched),
-        deciding=deciding.ref() if deciding else None,
-        policy=policy,
+        deciding=deciding,
+        policy=deciding.name if deciding is not None and deciding.policy else None,
         uncertain=tuple(h.uncertain),
         chains=tuple(visits),
         iif=iif,
@@ -135,7 +139,7 @@ def _prio(c: Chain) -> int:
     return c.priority if c.priority is not None else 0
 
 
-def _visit(chain: Chain, verdict: str, rule: Rule | None, matched: list[RuleRef]) -> ChainVisit:
+def _visit(chain: Chain, verdict: str, rule: RuleRef, matched: list[RuleRef]) -> ChainVisit:
     return ChainVisit(
         backend=chain.backend,
         family=chain.family,
@@ -144,7 +148,7 @@ def _visit(chain: Chain, verdict: str, rule: Rule | None, matched: list[RuleRef]
         priority=_prio(chain),
         type=chain.type or "filter",
         verdict=verdict,
-        rule=rule.ref() if rule else None,
+        rule=rule,
         skipped=None,
         matched=tuple(matched),
     )

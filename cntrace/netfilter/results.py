@@ -67,7 +67,7 @@ class ChainVisit:
     priority: int
     type: str
     verdict: str | None  # accept | drop | reject | queue; None when skipped
-    rule: RuleRef | None = None  # the rule whose verdict ended the chain; None: policy
+    rule: RuleRef | None = None  # what ended the chain: a rule, or its policy; None: skipped
     skipped: str | None = None
     matched: tuple[RuleRef, ...] = ()  # rules of this chain (and chains it jumped to) that matched
 
@@ -80,8 +80,8 @@ class HookResult:
     verdict: str  # accept | drop | reject | queue
     packet: Packet  # after any NAT at this hook
     matched: tuple[RuleRef, ...] = ()
-    deciding: RuleRef | None = None
-    policy: str | None = None  # e.g. "iptables-nft ip filter FORWARD policy drop"
+    deciding: RuleRef | None = None  # a rule or a policy (RuleRef.policy); None: no base chain
+    policy: str | None = None  # deciding's name when it is a policy (kept for readers of v1)
     nat: Nat | None = None
     uncertain: tuple[tuple[RuleRef, str], ...] = ()
     chains: tuple[ChainVisit, ...] = ()

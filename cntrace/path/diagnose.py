@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cntrace.model import Hop, Link, Netns, Packet, RuleRef, Socket
-from cntrace.path import kube, routing
+from cntrace.path import kube, nfblame, routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Walk
 
@@ -44,6 +44,8 @@ def routes_summary(ns: Netns, family: int) -> str:
 
 
 def _rule_text(rule: RuleRef) -> str:
+    if rule.policy:
+        return nfblame.policy_text(rule)
     return f"{rule.table}/{rule.chain} rule {rule.position}: {rule.text}"
 
 
@@ -169,7 +171,7 @@ def rule_uncertain(w: Walk, ns: Netns, hook: str, ref: RuleRef, why: str) -> Non
             "rule-uncertain",
             f"{hook.upper()} in {w.label(ns)}: cntrace cannot evaluate a rule ({why}); "
             "the prediction assumes it matches",
-            evidence=[f"{ref.table}/{ref.chain} #{ref.position}: {ref.text}"],
+            evidence=[ref.describe()],
             fix="run the live trace (`--live`) to see what the kernel does",
         )
     )
@@ -181,11 +183,24 @@ def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
         return
     rule = end.rule
     hook = {"input-drop": "INPUT", "output-drop": "OUTPUT"}.get(code, "")
+    if rule is not None and rule.policy:
+        iif, oif = nfblame.devices(w, end)
+        w.add(
+            finding(
+                code,
+                f"{(rule.hook or hook).upper()} in {w.label(ns)} drops the packet: "
+                f"{nfblame.policy_blame(rule)}",
+                evidence=[_rule_text(rule), *nfblame.passed(w, end)],
+                fix=nfblame.policy_fix(rule, end.packet, iif, oif, request=w.request),
+                hop=end.hop,
+            )
+        )
+        return
     w.add(
         finding(
             code,
             f"{hook} in {w.label(ns)} drops the packet",
-            evidence=[_rule_text(rule) if rule else "the chain's policy"],
+            evidence=[_rule_text(rule) if rule else "the chain's policy", *nfblame.passed(w, end)],
             fix=_delete_hint(rule) if rule else f"allow this traffic in {hook}",
             hop=end.hop,
         )
@@ -199,6 +214,18 @@ def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> Non
     rule = end.rule
     chain = rule.chain if rule else ""
     text = rule.text if rule else "the FORWARD chain's policy"
+    if rule is not None and rule.policy:
+        w.add(
+            finding(
+                "forward-drop",
+                f"the packet is dropped while being forwarded in {w.label(ns)} (in {iif}, out "
+                f"{oif}): {nfblame.policy_blame(rule)}",
+                evidence=[_rule_text(rule), *nfblame.passed(w, end)],
+                fix=nfblame.policy_fix(rule, end.packet, iif, oif, request=w.request),
+                hop=end.hop,
+            )
+        )
+        return
     if "ISOLATION" not in chain.upper():
         w.add(
             finding(
@@ -207,7 +234,8 @@ def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> Non
                 evidence=[
                     _rule_text(rule)
                     if rule
-                    else f"FORWARD policy drops, no rule accepts (in {iif}, out {oif})"
+                    else f"FORWARD policy drops, no rule accepts (in {iif}, out {oif})",
+                    *nfblame.passed(w, end),
                 ],
                 fix=_delete_hint(rule)
                 if rule

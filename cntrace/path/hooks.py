@@ -65,21 +65,20 @@ def run(
             reason="NETFILTER_DROP",
             status="refused" if res.verdict == "reject" else "dropped",
             rule=rule,
-            evidence=[rule.text if rule else f"policy of {hook.upper()}"],
+            evidence=[_evidence(rule) if rule else f"policy of {hook.upper()}", *_passed(res)],
         )
     after = res.packet
     nat = res.nat if after != packet and w.request else None
-    if (res.deciding is not None or res.matched) and nat is None:
-        decided = res.deciding
+    decided = res.deciding
+    if ((decided is not None and not decided.policy) or res.matched) and nat is None:
         w.hop(
             "netfilter",
             ns,
             iif or oif,
             packet,
-            f"{where}{hook.upper()}: ACCEPT"
-            + (f" by {rule_name(decided, hook)}" if decided else " (policy)"),
+            f"{where}{hook.upper()}: ACCEPT by {rule_name(decided, hook)}",
             rule=decided,
-            evidence=[decided.text] if decided else [],
+            evidence=[_evidence(decided)] if decided else [],
         )
     if nat is None:
         return after, None
@@ -103,6 +102,32 @@ def run(
 
 
 def rule_name(rule: RuleRef | None, hook: str) -> str:
+    """The decision in a hop's summary: ``filter/FORWARD rule 3``, or a policy with its back end,
+    family, table and chain (two firewalls on one hook each have a policy)."""
     if rule is None:
         return f"the {hook.upper()} policy"
+    if rule.policy:
+        return rule.name
     return f"{rule.table}/{rule.chain} rule {rule.position}"
+
+
+def _evidence(rule: RuleRef) -> str:
+    """A rule's text; a policy named in full (its text alone, ``policy drop``, says too little)."""
+    return rule.name if rule.policy else rule.text
+
+
+def _passed(res: netfilter.HookResult) -> list[str]:
+    """The base chains on this hook that accepted before the one that dropped: with several
+    firewalls on one hook an accept ends only its own chain, and the user must see both."""
+    out = []
+    for v in res.chains:
+        if v.verdict != "accept" or v.rule is None or v.type == "nat":
+            continue
+        if not v.rule.policy or v.matched:  # an empty chain's accept policy says nothing
+            r = v.rule
+            by = r.text if r.policy else f"{r.chain} rule {r.position}: {r.text}"
+            out.append(
+                f"{v.backend} {v.family} {v.table} {v.chain} (priority {v.priority}) accepted "
+                f"it first ({by}); an accept ends only its own base chain"
+            )
+    return out

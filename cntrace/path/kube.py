@@ -45,7 +45,7 @@ def find_rule(nf: netfilter.Netfilter, ref: RuleRef) -> Rule | None:
         if (t.backend, t.family, t.name) != (ref.backend, ref.family, ref.table):
             continue
         chain = t.chains.get(ref.chain)
-        if chain is not None and 0 < ref.position <= len(chain.rules):
+        if chain is not None and ref.position is not None and 0 < ref.position <= len(chain.rules):
             return chain.rules[ref.position - 1]
     return None
 

@@ -36,7 +36,7 @@ def to_json(path: Path) -> str:
 
 
 def to_document(path: Path) -> dict[str, Any]:
-    """The `cntrace.path/v1` document (docs/schemas/path.schema.json)."""
+    """The `cntrace.path/v2` document (docs/schemas/path.schema.json)."""
     doc: dict[str, Any] = codec.to_plain(path)
     # The Kubernetes keys are present only where they say something (schema: optional).
     if doc.get("service") is None:
@@ -138,8 +138,8 @@ def render(path: Path, console: Console) -> None:
             # The packet is shown where it starts and wherever it changes (NAT, reply).
             step.append("\n          ")
             step.append_text(_packet_text(packet, prev))
-        if h.rule is not None and h.kind in ("netfilter", "nat"):
-            step.append(f"\n          {h.rule.text}", style="dim")
+        if h.rule is not None and h.kind in ("netfilter", "nat") and not h.rule.policy:
+            step.append(f"\n          {h.rule.text}", style="dim")  # a policy: in the summary
         if h.reason:
             step.append(
                 f"\n          kernel: {h.reason}" + (f" in {h.location}" if h.location else ""),
@@ -165,12 +165,7 @@ def render(path: Path, console: Console) -> None:
         line.append(f"  [{v.reason}]", style="dim")
     console.print(line)
     if v.rule is not None:
-        console.print(
-            Text(
-                f"  rule: {v.rule.table}/{v.rule.chain} #{v.rule.position}: {v.rule.text}",
-                style="dim",
-            )
-        )
+        console.print(Text(f"  rule: {v.rule.describe()}", style="dim"))
     _service(path, console)
     for f in path.findings:
         mark, color = SEVERITY_MARK.get(f.severity, ("-", "white"))

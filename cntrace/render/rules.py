@@ -1,7 +1,7 @@
 """`cntrace rules`: documents (JSON-ready dicts) and their rich text rendering.
 
 Text and ``--json`` come from the same document, so they never disagree. Schemas:
-``cntrace.rules/v1`` (a listing by hook) and ``cntrace.rules.walk/v1`` (one packet's walk);
+``cntrace.rules/v1`` (a listing by hook) and ``cntrace.rules.walk/v2`` (one packet's walk);
 docs/netfilter.md describes both.
 """
 
@@ -22,7 +22,7 @@ from cntrace.render.console import console
 from cntrace.render.safe import clean
 
 RULES_SCHEMA = "cntrace.rules/v1"
-WALK_SCHEMA = "cntrace.rules.walk/v1"
+WALK_SCHEMA = "cntrace.rules.walk/v2"
 
 Doc = dict[str, Any]
 
@@ -170,6 +170,8 @@ _VERDICT_STYLE = {"accept": "green", "drop": "red", "reject": "red", "queue": "y
 def _ref_text(r: Doc | None) -> str:
     if not r:
         return ""
+    if r.get("policy"):
+        return f"{r['backend']} {r['family']} {r['table']} {r['chain']} {r['text']}"
     where = f"{r['backend']} {r['family']} {r['table']} {r['chain']} #{r['position']}"
     if r.get("handle") is not None:
         where += f" (handle {r['handle']})"
@@ -224,13 +226,15 @@ def print_walk(doc: Doc) -> None:
                 out.print(Text(f"{label}: skipped, {v['skipped']}", style="dim"))
                 continue
             verdict = v["verdict"] or "?"
-            how = "by a rule" if v.get("rule") else "policy"
+            decided = v.get("rule") or {}
+            how = "policy" if decided.get("policy", True) else "by a rule"
             text = Text(label + ": ")
             text.append(verdict.upper(), style=_VERDICT_STYLE.get(verdict, ""))
             text.append(f" ({how})", style="dim")
             out.print(text)
             for r in v["matched"]:
-                mark = "->" if v.get("rule") and r == v["rule"] else "  "
+                same = all(r[k] == decided.get(k) for k in ("table", "chain", "position"))
+                mark = "->" if same and not decided.get("policy") else "  "
                 c = r.get("counters")
                 cnt = f"  [{c[0]} pkts {c[1]} B]" if c else ""
                 out.print(

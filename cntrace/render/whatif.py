@@ -91,7 +91,7 @@ def render(c: Comparison, applied: list[Applied], console: Console) -> None:
     if c.rule_changed:
         for label, p in (("before", c.before), ("after", c.after)):
             r = p.verdict.rule
-            text = f"{r.table}/{r.chain} #{r.position}: {r.text}" if r else "none"
+            text = r.describe() if r else "none"
             console.print(Text(f"  decisive rule {label}: {text}", style="dim"))
     if c.findings_gone:
         console.print(Text(f"  gone: {', '.join(c.findings_gone)}", style="green"))

@@ -13,8 +13,23 @@ import dataclasses
 from cntrace.model import Hop, Path, RuleRef, Verdict
 from cntrace.trace.events import RuleEvent, TraceResult
 
+_IPTABLES_BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+
 
 def _ruleref(e: RuleEvent) -> RuleRef | None:
+    if e.kind == "policy" and e.verdict in ("accept", "drop"):
+        # nftables tracing names no back end; iptables-nft's chains are its built-in names.
+        ipt = e.chain in _IPTABLES_BUILTIN and e.family in ("ip", "ip6")
+        return RuleRef(
+            backend="iptables-nft" if ipt else "nftables",
+            table=e.table,
+            chain=e.chain,
+            position=None,
+            text=f"policy {e.verdict}",
+            family=e.family,
+            verdict=e.verdict,
+            policy=True,
+        )
     if e.kind != "rule" or e.position is None:
         return None
     text = e.rule_text or ""
@@ -93,7 +108,7 @@ def live_verdict(
         ]
     where = f" in {at.netns_label}" if at is not None else ""
     if sent is not None:  # the source's kernel refused it: its words are the summary
-        ruled = f", rule {rule.table}/{rule.chain} #{rule.position}" if rule else ""
+        ruled = f", {_named(rule)}" if rule else ""
         summary = f"{status.replace('-', ' ')}{where}: {detail}{ruled}"
     else:
         summary = {
@@ -101,7 +116,7 @@ def live_verdict(
             "refused": f"refused{where}: {detail}",
             "dropped": f"dropped{where} by the kernel"
             + (f" ({reason}" + (f" in {location}" if location else "") + ")" if reason else "")
-            + (f", rule {rule.table}/{rule.chain} #{rule.position}" if rule else ""),
+            + (f", {_named(rule)}" if rule else ""),
             "unreachable": f"unreachable: {detail}",
             "no-route": f"no route: {detail}",
             "timeout": f"no answer within the timeout: {detail}",
@@ -187,3 +202,7 @@ def _kind_of(location: str | None) -> str | None:
         if location.startswith(prefixes):
             return kind
     return None
+
+
+def _named(rule: RuleRef) -> str:
+    return rule.name if rule.policy else f"rule {rule.name}"

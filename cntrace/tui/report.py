@@ -1,10 +1,10 @@
 """The console's bug report (`e`): the path on screen with the snapshot it came from, as one
 ``cntrace.report/v1`` document built by cntrace.report, the same builder as `cntrace report`.
 
-``path`` is the answer as shown (predicted or live), ``prediction`` the prediction a live path
-started from, ``snapshot`` the whole Snapshot, ``replay`` the command that recomputes the
-prediction anywhere (``cntrace path --snapshot REPORT ...``: the recorded reader accepts a report).
-This module only names the file and says where the snapshot came from.
+``path`` is the ``cntrace.path/v2`` answer as shown (predicted or live), ``prediction`` the
+prediction a live path started from, ``snapshot`` the whole Snapshot, ``replay`` the command that
+recomputes the prediction anywhere (``cntrace path --snapshot REPORT ...``: the recorded reader
+accepts a report). This module only names the file and says where the snapshot came from.
 """
 
 from __future__ import annotations

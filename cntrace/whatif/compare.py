@@ -103,7 +103,7 @@ def document(c: Comparison) -> dict[str, Any]:
     """The differences as plain values (the JSON `differences` member)."""
 
     def rule(r: RuleRef | None) -> str | None:
-        return None if r is None else f"{r.table}/{r.chain} #{r.position}: {r.text}"
+        return None if r is None else r.describe()
 
     return {
         "changed": c.changed,

@@ -76,7 +76,7 @@ def run_case(lab: Lab, flow: Flow, dport: int, label: str) -> Outcome:
         for r in h.matched:
             predicted.add((r.backend, r.family, r.table, r.chain, str(r.position)))
         for v in h.chains:
-            if v.verdict is not None and v.rule is None:
+            if v.verdict is not None and v.rule is not None and v.rule.policy:
                 predicted.add((v.backend, v.family, v.table, v.chain, "policy"))
     predicted &= countable
     if kernel != predicted:

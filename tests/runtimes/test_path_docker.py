@@ -305,7 +305,7 @@ def _live_run(
     )
     assert res.stdout, res.stderr  # a document whatever happened
     doc: dict[str, Any] = json.loads(res.stdout)
-    assert doc["mode"] == "live" and doc["schema"] == "cntrace.path/v1"
+    assert doc["mode"] == "live" and doc["schema"] == "cntrace.path/v2"
     return res.returncode, doc, res.stderr
 
 

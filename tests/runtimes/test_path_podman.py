@@ -108,7 +108,9 @@ def test_published_port_blocked_by_dockers_forward_policy(
     assert p.verdict.status == "dropped" and p.verdict.reason == "NETFILTER_DROP", p.verdict
     (finding,) = [f for f in p.findings if f.severity == "error"]
     assert finding.code == "forward-drop", finding
-    assert any("FORWARD policy drops" in e for e in finding.evidence), finding.evidence
+    assert any(
+        "ip filter FORWARD (hook forward, priority 0): policy drop" in e for e in finding.evidence
+    ), finding.evidence
     assert probe(f"/run/netns/{UPSTREAM_NETNS}", ENGINE_UPLINK_IP, PUBLISHED) == "timeout"
 
 

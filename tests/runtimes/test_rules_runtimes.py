@@ -97,7 +97,7 @@ def pod(podman: Podman) -> Iterator[str]:
 def _walk_and_probe(upstream: str, port: int, ip: str) -> None:
     spec = f"tcp {UPSTREAM_IP}:40{port % 1000:03d} -> {ENGINE_UPLINK_IP}:{port} in ceng-up"
     rc, doc = cntrace("rules", "--netns", ENGINE_NETNS, "--packet", spec, "--json")
-    assert doc["schema"] == "cntrace.rules.walk/v1"
+    assert doc["schema"] == "cntrace.rules.walk/v2"
     w = doc["walk"]
     assert (rc == 0) == (w["verdict"] == "accept")
     nat_targets = [(n["after"]["dst"], n["after"]["dport"]) for n in w["nats"]]

@@ -12,9 +12,9 @@ import jsonschema
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 BY_NAME = {
     "cntrace.discovery/v1": "discovery-v1.schema.json",
-    "cntrace.path/v1": "path.schema.json",
+    "cntrace.path/v2": "path.schema.json",
     "cntrace.rules/v1": "rules.schema.json",
-    "cntrace.rules.walk/v1": "rules-walk.schema.json",
+    "cntrace.rules.walk/v2": "rules-walk.schema.json",
     "cntrace.lab-status/v1": "lab-status.schema.json",
     "cntrace.whatif/v1": "whatif.schema.json",
 }

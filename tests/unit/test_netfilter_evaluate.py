@@ -139,8 +139,12 @@ def test_docker_forward_policy_drop_is_named(docker) -> None:  # type: ignore[no
         oif="docker0",
     )
     assert w.verdict == "drop"
-    assert w.deciding is None
-    assert w.policy == "iptables-nft ip filter FORWARD policy drop"
+    d = w.deciding
+    assert d is not None and d.policy and d.position is None and d.text == "policy drop"
+    assert (d.backend, d.family, d.table, d.chain, d.hook, d.priority) == (
+        "iptables-nft", "ip", "filter", "FORWARD", "forward", 0,
+    )  # fmt: skip
+    assert w.policy == d.name == "iptables-nft ip filter FORWARD policy drop"
 
 
 def test_docker_reply_gets_reverse_nat_from_conntrack(docker) -> None:  # type: ignore[no-untyped-def]
@@ -460,7 +464,8 @@ def test_negation_multiport_and_wildcards() -> None:
 
 def test_policy_and_counters() -> None:
     w = run_input("[7:420] -A INPUT -p udp -j ACCEPT\n", P)
-    assert w.verdict == "drop" and w.deciding is None
+    assert w.verdict == "drop" and w.deciding is not None and w.deciding.policy
+    assert w.deciding.counters == (3, 180)  # the policy's own counters (:INPUT DROP [3:180])
     assert w.policy == "iptables-nft ip filter INPUT policy drop"
     w2 = run_input("[7:420] -A INPUT -p tcp -j ACCEPT\n", P)
     assert w2.deciding is not None and w2.deciding.counters == (7, 420)

@@ -115,7 +115,8 @@ def _eval(nf: netfilter.Netfilter, family: str, hook: str, p: Packet, **kw: obje
     [
         (Packet("tcp", "10.1.1.1", "10.0.0.2", 1000, 81), "drop", ("netdev", "ing"), 1),
         (Packet("tcp", "10.1.1.1", "10.0.0.2", 1000, 5), "drop", ("inet", "ing"), 1),  # -10 first
-        (Packet("tcp", "10.1.1.2", "10.0.0.2", 1000, 81), "accept", None, None),
+        # no rule decides: the last policy does (a policy is a decision, with no position)
+        (Packet("tcp", "10.1.1.2", "10.0.0.2", 1000, 81), "accept", ("netdev", "ing"), None),
         (Packet("arp", "10.0.0.1", "10.0.0.2"), "accept", ("netdev", "ing"), 2),
     ],
 )

@@ -41,7 +41,7 @@ def test_walk_json_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "rules", "--ruleset-file", DOCKER, *IFACES, "--packet", spec, "--json")
     assert rc == 0
     doc = json.loads(out)
-    assert doc["schema"] == "cntrace.rules.walk/v1" and doc["certain"]
+    assert doc["schema"] == "cntrace.rules.walk/v2" and doc["certain"]
     w = doc["walk"]
     assert w["verdict"] == "accept" and w["kind"] == "forward" and w["oif"] == "docker0"
     assert w["packet_after"]["dst"] == "172.17.0.2" and w["packet_after"]["dport"] == 80

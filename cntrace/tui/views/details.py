@@ -39,8 +39,11 @@ def rule_line(r: RuleRef, tag: str = "") -> Text:
     t = Text("  ")
     if tag:
         t.append(f"{tag:<6} ", "bold")
-    t.append(f"{r.table}/{r.chain} #{r.position}: ", "cyan")
-    t.append(r.text)
+    if r.policy:
+        t.append(r.name, "cyan")
+    else:
+        t.append(f"{r.table}/{r.chain} #{r.position}: ", "cyan")
+        t.append(r.text)
     t.append(f" {_counters(r)}", "dim")
     return t
 

@@ -98,8 +98,7 @@ def hop_detail(path: Path, index: int) -> Text:
                     if h.location:
                         t.append(f" in {h.location}", "bold red")
             if h.rule is not None:
-                t.append(f"\nrule {h.rule.table}/{h.rule.chain} #{h.rule.position}: ", "dim")
-                t.append(h.rule.text, "dim")
+                t.append(f"\nrule {h.rule.describe()}", "dim")
                 t.append("  (enter: rules view)", "dim")
             for e in h.evidence:
                 if h.rule is None or e.strip() != h.rule.text.strip():
@@ -154,7 +153,7 @@ def verdict_lines(path: Path) -> list[Text]:
     if rule is not None:
         r = rule[0]
         t = Text("  rule ", "bold")
-        t.append(f"{r.table}/{r.chain} #{r.position}: {r.text}")
+        t.append(r.describe())
         t.append("   (r: open in rules view)", "dim")
         out.append(t)
     for f in path.findings:

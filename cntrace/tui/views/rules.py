@@ -6,7 +6,7 @@ from typing import Any
 
 from cntrace.model import RuleRef
 
-RuleKey = tuple[str, str, str, str, int]  # backend, family, table, chain, position
+RuleKey = tuple[str, str, str, str, int | None]  # backend, family, table, chain, position
 
 
 def rule_key(r: RuleRef | Any) -> RuleKey:
