@@ -35,15 +35,48 @@ def run(
     )
 
 
+def start(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """The CLI as a process left running (``drops``, a trace held open): the caller waits for
+    it, signals it and checks its exit status itself (``finish``)."""
+    full = {**os.environ, **(env or {})}
+    return subprocess.Popen(
+        [*ARGV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full
+    )
+
+
+def finish(
+    proc: subprocess.Popen[str], rc: int | Iterable[int] = 0, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Wait for a started CLI (killed if still running after ``timeout``: the test fails) and
+    assert its exit status is one of ``rc`` and that nothing crashed."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(
+            f"{proc.args}: still running after {timeout} s; killed\n{err}"
+        ) from None
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    _check(res, rc, [str(a) for a in proc.args][len(ARGV) :])
+    return res
+
+
 def run_ok(*args: str, rc: int | Iterable[int] = 0, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run and assert the exit status is one of ``rc`` and that nothing crashed."""
     res = run(*args, **kw)
+    _check(res, rc, args)
+    return res
+
+
+def _check(
+    res: subprocess.CompletedProcess[str], rc: int | Iterable[int], args: Iterable[str]
+) -> None:
     allowed = {rc} if isinstance(rc, int) else set(rc)
     assert res.returncode in allowed, (
         f"cntrace {' '.join(args)}: exit {res.returncode}, expected {sorted(allowed)}\n{res.stderr}"
     )
     assert "Traceback (most recent call last)" not in res.stderr, res.stderr
-    return res
 
 
 def run_json(*args: str, rc: int | Iterable[int] = 0, **kw: Any) -> Any:
