@@ -25,13 +25,22 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
     inproc: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI's exit status and output; ``env`` adds to (not replaces) this process's."""
+    """The CLI's exit status and output; ``env`` adds to (not replaces) this process's. Its
+    stdin is empty: nothing a test runs waits on the terminal."""
     if inproc:
         return _inproc(list(args))
     full = {**os.environ, **(env or {})}
     return subprocess.run(
-        [*ARGV, *args], capture_output=True, text=True, check=False, env=full, timeout=timeout
+        [*ARGV, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=full,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -40,7 +49,12 @@ def start(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[
     it, signals it and checks its exit status itself (``finish``)."""
     full = {**os.environ, **(env or {})}
     return subprocess.Popen(
-        [*ARGV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full
+        [*ARGV, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
     )
 
 
@@ -97,8 +111,8 @@ def _inproc(argv: list[str]) -> subprocess.CompletedProcess[str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
+        except SystemExit as exc:  # as the interpreter reads it: None is 0, a message 1
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         except BaseException:
             traceback.print_exc(file=sys.stderr)
             code = -1
