@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from clirun import run_json
 from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream
 from safety import GUARD, probe
 
@@ -163,15 +164,7 @@ def test_default_bridge_has_no_dns_for_container_names(world: World, snap: Snaps
 
 def test_cli_json_against_docker(world: World) -> None:
     env = {"DOCKER_HOST": f"unix://{world.engine.socket}"}
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "path", "--json", B, f"{A}:80"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    doc = json.loads(res.stdout)
+    doc = run_json("path", "--json", B, f"{A}:80", env=env)
     assert doc["source"]["runtime"] == "docker" and doc["destination"]["name"] == A
     assert doc["verdict"]["status"] == "delivered"
 
