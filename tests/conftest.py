@@ -14,12 +14,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import FIXTURES, IN_CI, REPO, require_root, unavailable  # noqa: F401 (re-exported)
+from harness import (  # noqa: F401 (re-exported)
+    FIXTURES,
+    IN_CI,
+    REPO,
+    ctrl_c_as_from_a_terminal,
+    require_root,
+    unavailable,
+)
 from safety import GUARD, install_socket_guard
 
 
 def pytest_configure(config: pytest.Config) -> None:
     install_socket_guard()
+    ctrl_c_as_from_a_terminal()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

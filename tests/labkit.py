@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clirun import ARGV, run, run_ok
 from safety import GUARD, probe
 
 from cntrace.lab import state
 from cntrace.lab.state import LabState
 
-CNTRACE = [sys.executable, "-m", "cntrace"]
+CNTRACE = ARGV  # for the CLI run under another command (setpriv, unshare, a shell)
 
 
 def cntrace(
     *args: str, check: bool = False, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI as a user would."""
-    return subprocess.run(
-        [*CNTRACE, *args], capture_output=True, text=True, check=check, timeout=timeout
-    )
+    """The real CLI as a user runs it (clirun); ``check``: it must exit 0 without a crash."""
+    return run_ok(*args, timeout=timeout) if check else run(*args, timeout=timeout)
 
 
 @dataclass

@@ -134,9 +134,16 @@ _ORDER = {"filter": 0, "nft_table": 1, "clsact": 2}
 
 
 def from_ledgers(report: CleanupReport, dry_run: bool = False) -> None:
-    """Undo the records of every ledger whose owner is gone."""
+    """Undo the records of every ledger whose owner is gone. A running owner's are kept, and
+    said so: a tracing process that hangs (or ignores Ctrl-C, as a background job started with
+    SIGINT ignored does) holds its filters, and "nothing to remove" would hide who does."""
     for left in state.leftovers():
         if left.owner_alive:
+            if left.records:
+                report.kept.append(
+                    f"{len(left.records)} object(s) of cntrace process {left.pid}, still "
+                    f"running (stop it, then run cleanup again): {left.path}"
+                )
             continue
         remaining = []
         for rec in sorted(left.records, key=lambda r: _ORDER.get(r.kind, 9)):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
+from clirun import run
 from harness import require_root
 from hostkit import World, new_world
 
@@ -78,9 +78,7 @@ def test_host_is_where_the_peer_is(world: World) -> None:
 
 
 def _cntrace(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cntrace", *args], capture_output=True, text=True, check=False
-    )
+    return run(*args)
 
 
 def test_issue_reproduction(world: World) -> None:

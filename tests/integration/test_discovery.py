@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from clirun import run_json, run_ok
 from discovery_schema import validate
 from harness import require_root
 from labkit import Lab
@@ -307,15 +308,7 @@ def test_refs(snap: Snapshot, world: World) -> None:
 
 def test_cli_show_and_topo_json_validate(world: World) -> None:
     for args in (["show", "--json", NS1], ["topo", "--json"], ["ls", "--json", "cntrace-dc-it"]):
-        res = subprocess.run(
-            [sys.executable, "-m", "cntrace", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert res.returncode == 0, res.stderr
-        doc = json.loads(res.stdout)
+        doc = run_json(*args)
         validate(doc)
         if args[0] == "ls":
             rows = {r["name"]: r for r in doc["containers"]}
@@ -419,24 +412,9 @@ def test_snapshot_save_then_replay(world: World, tmp_path: object) -> None:
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "host.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "snapshot", "--save", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
+    res = run_ok("snapshot", "--save", str(path), timeout=300)
     assert "saved" in res.stderr
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "show", "--json", NS1, "--snapshot", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    doc = json.loads(res.stdout)
+    doc = run_json("show", "--json", NS1, "--snapshot", str(path))
     validate(doc)
     (iface,) = [i for i in doc["container"]["interfaces"] if i["name"] == "eth0"]
     assert iface["host_side"]["peer"]["name"] == "dcv1"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import nfkit
 import pytest
+from clirun import run_json
 from harness import require_root
 from nfkit import BRIDGE, CLI, CLI2, DOCKER_SAVE, FLOWS, PORTS, RTR_DK, RTR_UP, SRV, SRV2, Flow, Lab
 
@@ -502,28 +503,14 @@ def test_generated_cases_cover_the_vocabulary() -> None:
 def test_cli_walk_on_a_live_namespace(nflab: Lab) -> None:
     """`cntrace rules --netns R --packet ...` reads the live rules and routes and predicts what the
     kernel then does with the same datagram."""
-    import json
-    import subprocess
-    import sys
-
     nflab.load(iptables_nft=DOCKER_SAVE)
     spec = f"udp {CLI}:41999 -> {RTR_UP}:5003 in nfup0"
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "rules", "--netns", nflab.ns("rtr"), "--packet", spec,
-         "--json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    w = json.loads(res.stdout)["walk"]
+    w = run_json("rules", "--netns", nflab.ns("rtr"), "--packet", spec, "--json")["walk"]
     assert w["oif"] == BRIDGE  # found from the namespace's routes after DNAT
     got = nflab.send(FLOWS[0], 41999, 5003, b"cli-walk")
     assert [(g.ns, g.dst, g.dport) for g in got] == [
         ("srv2", w["packet_after"]["dst"], w["packet_after"]["dport"])
     ]
-    listing = subprocess.run(
-        [sys.executable, "-m", "cntrace", "rules", "--netns", nflab.ns("rtr"), "--json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    doc = json.loads(listing.stdout)
+    doc = run_json("rules", "--netns", nflab.ns("rtr"), "--json")
     dnat = [r for r in doc["hooks"]["prerouting"]["rules"] if "--dport 5003" in r["text"]]
     assert dnat and dnat[0]["packets"] >= 1  # the counter shows the datagram just sent

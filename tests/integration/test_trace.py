@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import finish, run_ok, start
 from conftest import require_root
 from tracekit import (
     CLI_IP,
@@ -37,6 +38,7 @@ from tracekit import (
 
 from cntrace.model import Packet
 from cntrace.trace import bpfsys, pcapng, state
+from cntrace.trace import cleanup as cleanup_mod
 from cntrace.trace.events import TracePlan, TraceResult
 from cntrace.trace.session import TraceEngine, run_trace
 
@@ -50,6 +52,42 @@ def topo() -> Iterator[Topo]:
     require_root()
     with topology() as t:
         yield t
+
+
+_SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """No driver a test started outlives it: one still running (a test failed while it was
+    armed) is killed and what it left is removed from its ledger, so the failure stays in its
+    own test instead of failing every later one on its filters."""
+    yield
+    killed = False
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+            killed = True
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    if killed:
+        cleanup_mod.from_ledgers(cleanup_mod.CleanupReport())
+
+
+def _reaped(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    _SPAWNED.append(proc)
+    return proc
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    """A driver process (``tracekit.py hold|trace``), reaped after the test."""
+    cmd = [sys.executable, str(TRACEKIT), *args]
+    return _reaped(
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
 
 
 def trace(topo: Topo, packet: Packet, backend: str = "ebpf", **kw: object) -> TraceResult:
@@ -70,8 +108,17 @@ def seen(r: TraceResult, ifname: str, direction: str, reply: bool = False) -> li
     ]
 
 
-def _drain(proc: subprocess.Popen[str], timeout: float = 10) -> str:
-    out, err = proc.communicate(timeout=timeout)
+def _drain(proc: subprocess.Popen[str], timeout: float = 10, what: str = "") -> str:
+    """The driver's output once it has exited; one still running after ``timeout`` is killed
+    and the test fails saying so (``what``: since when it should have been exiting)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(
+            f"driver {proc.pid} still running {timeout} s {what or 'later'}; killed: {out}{err}"
+        ) from None
     return out + err
 
 
@@ -323,13 +370,7 @@ def test_foreign_clsact_and_filters_are_never_disturbed(topo: Topo) -> None:
 def _hold(topo: Topo, tmp_path: Path, name: str) -> tuple[subprocess.Popen[str], Path]:
     ready = tmp_path / f"{name}.ready"
     doc = plan_doc(topo, SRV_IP, 80, ready=str(ready))
-    proc = subprocess.Popen(
-        [sys.executable, str(TRACEKIT), "hold", doc],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn("hold", doc)
     _wait_for(ready, proc)
     return proc, ready
 
@@ -366,13 +407,7 @@ def test_sigkill_leaves_objects_that_cleanup_removes(topo: Topo, tmp_path: Path)
         assert any("table inet cntrace_" in o for o in left), left
         assert prog_ids and prog_ids <= {p.id for p in bpfsys.loaded_programs()}
 
-        res = subprocess.run(
-            [sys.executable, "-m", "cntrace", "cleanup"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert res.returncode == 0, res.stderr
+        res = run_ok("cleanup")
         assert "tc filter cntrace:" in res.stdout and "nft table inet cntrace_" in res.stdout
 
         assert not cntrace_objects(topo)
@@ -383,12 +418,7 @@ def test_sigkill_leaves_objects_that_cleanup_removes(topo: Topo, tmp_path: Path)
         assert any("trr1 ingress" in o and "bytecode" in o for o in objs["rtr"])
         # qdiscs cntrace added where none existed are gone
         assert not [o for o in objs["cli"] + objs["srv"] if "qdisc" in o]
-        again = subprocess.run(
-            [sys.executable, "-m", "cntrace", "cleanup"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        again = run_ok("cleanup")
         assert "nothing of cntrace's to remove" in again.stdout
     finally:
         sh("tc", "qdisc", "del", "dev", "trr1", "clsact", ns=rtr, check=False)
@@ -400,8 +430,8 @@ def test_signals_unwind_and_clean_up(topo: Topo, tmp_path: Path, sig: signal.Sig
     proc, _ready = _hold(topo, tmp_path, sig.name)
     assert cntrace_objects(topo)
     proc.send_signal(sig)
-    proc.wait(timeout=15)
-    assert proc.returncode == 130, _drain(proc)
+    out = _drain(proc, timeout=15, what=f"after {sig.name}")
+    assert proc.returncode == 130, out
     assert host_objects(topo) == before
     assert not (state.run_dir() / f"{proc.pid}.json").exists()
 
@@ -411,16 +441,10 @@ def test_ctrl_c_at_any_moment_leaves_nothing(topo: Topo, tmp_path: Path, delay: 
     """Interrupted while importing, attaching, adding trace tables or holding: all the same."""
     before = host_objects(topo)
     doc = plan_doc(topo, SRV_IP, 80, ready=str(tmp_path / "never-waited-for"))
-    proc = subprocess.Popen(
-        [sys.executable, str(TRACEKIT), "hold", doc],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn("hold", doc)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    out = _drain(proc, timeout=20)
+    out = _drain(proc, timeout=20, what="after SIGINT")
     assert proc.returncode in (130, -signal.SIGINT, 1), out
     assert host_objects(topo) == before, out
     assert not (state.run_dir() / f"{proc.pid}.json").exists()
@@ -440,16 +464,7 @@ def test_the_next_run_removes_a_killed_runs_leftovers(topo: Topo, tmp_path: Path
 
 def test_concurrent_runs_never_mix(topo: Topo) -> None:
     doc = plan_doc(topo, RTR_IN, 8080)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(TRACEKIT), "trace", doc],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [_spawn("trace", doc) for _ in range(2)]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=60)
@@ -469,11 +484,8 @@ def test_concurrent_runs_never_mix(topo: Topo) -> None:
 
 def test_drops_command_names_the_namespace_and_reason(topo: Topo, tmp_path: Path) -> None:
     ready = tmp_path / "drops.ready"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cntrace",
+    proc = _reaped(
+        start(
             "drops",
             f"netns:{topo.ns('srv')}",
             "--json",
@@ -483,31 +495,20 @@ def test_drops_command_names_the_namespace_and_reason(topo: Topo, tmp_path: Path
             "30",
             "--ready-file",
             str(ready),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        )
     )
     _wait_for(ready, proc, timeout=60)
     from safety import probe
 
     assert probe(topo.path("cli"), SRV_IP, 82) == "refused"
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    doc = json.loads(out.splitlines()[0])
+    doc = json.loads(finish(proc, timeout=30).stdout.splitlines()[0])
     assert doc["reason"] == "NO_SOCKET" and doc["location"].startswith("tcp_v4_rcv")
     assert doc["where"] == topo.ns("srv") and doc["interface"] == "trs0"
     assert doc["packet"].startswith(f"tcp {RTR_OUT}:") and doc["packet"].endswith(f"{SRV_IP}:82")
 
 
 def test_print_bpf_prints_the_final_c(topo: Topo) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "drops", "--print-bpf"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
+    res = run_ok("drops", "--print-bpf")
     assert res.stdout.startswith("/* cnt_offsets on ") and "skb_head " in res.stdout
     assert "int cntrace_kfree(void *ctx)" in res.stdout
     assert "struct cnt_event {" in res.stdout  # the shared header is inlined
@@ -582,13 +583,8 @@ def test_drops_summary_counts_what_matters_and_hides_benign_multicast(
     namespace; multicast for a group srv never joined (the NOT_SPECIFIED noise of every host)
     is hidden and counted as hidden."""
     ready = tmp_path / "summary.ready"
-    argv = [sys.executable, "-m", "cntrace", "drops", f"netns:{topo.ns('srv')}", "--summary"]
-    proc = subprocess.Popen(
-        [*argv, "--json", "--timeout", "4", "--ready-file", str(ready)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = ["drops", f"netns:{topo.ns('srv')}", "--summary"]
+    proc = _reaped(start(*argv, "--json", "--timeout", "4", "--ready-file", str(ready)))
     _wait_for(ready, proc, timeout=60)
     from safety import probe
 
@@ -599,9 +595,8 @@ def test_drops_summary_counts_what_matters_and_hides_benign_multicast(
     subprocess.run([*rtr, "down"], check=True)
     subprocess.run([*rtr, "up"], check=True)
     _until_no_tentative(topo, "rtr")
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    doc = json.loads(out)
+    res = finish(proc, timeout=30)
+    doc, err = json.loads(res.stdout), res.stderr
     assert doc["by_reason"].get("NO_SOCKET", 0) >= 1, doc
     assert any(k.startswith("tcp_v4_rcv") for k in doc["by_location"]), doc
     assert doc["by_where"].get(topo.ns("srv"), 0) >= 1, doc

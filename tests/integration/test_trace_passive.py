@@ -4,36 +4,30 @@ published port's DNAT visible between the host's uplink and the container."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
-from labkit import CNTRACE, Lab, cntrace
+from clirun import finish, start
+from labkit import Lab, cntrace
 
 
 def test_trace_follows_published_port_traffic(lab: Lab, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    proc = subprocess.Popen(
-        [
-            *CNTRACE,
-            "trace",
-            "--json",
-            "--duration",
-            "20",
-            "--ready-file",
-            str(ready),
-            f"{lab.name}.web",
-            "tcp",
-            "port",
-            "80",
-            "or",
-            "tcp",
-            "port",
-            "8080",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start(
+        "trace",
+        "--json",
+        "--duration",
+        "20",
+        "--ready-file",
+        str(ready),
+        f"{lab.name}.web",
+        "tcp",
+        "port",
+        "80",
+        "or",
+        "tcp",
+        "port",
+        "8080",
     )
     try:
         deadline = time.monotonic() + 20
@@ -44,8 +38,7 @@ def test_trace_follows_published_port_traffic(lab: Lab, tmp_path: Path) -> None:
         time.sleep(0.5)
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
+        out = finish(proc, timeout=20).stdout
     lines = [json.loads(line) for line in out.splitlines()]
     syn = [x for x in lines if x["tcp_flags"] == "S"]
     at = {(x["where"], x["direction"]): x for x in syn}

@@ -8,7 +8,6 @@ Run under the kernel lock: flock /run/cntrace-dev.lock pytest tests/integration/
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run_ok
 from labcases import CASES, LabCase
-from labkit import CNTRACE, Lab, cntrace
+from labkit import Lab, cntrace
 
 from cntrace.lab import spec
 from cntrace.whatif.runtime import host_mac
@@ -299,10 +299,7 @@ def test_every_fault_fix_delivers_as_a_what_if_and_for_real(lab: Lab, fault: str
         doc = path(*args)
         assert doc["verdict"]["status"] == case.status
         # The printed answer carries the check of each fix (the --json document does not).
-        text = subprocess.run(
-            [*CNTRACE, "path", *args], capture_output=True, text=True, check=False, timeout=120,
-            env={**os.environ, "COLUMNS": "500"},
-        ).stdout  # fmt: skip
+        text = run_ok("path", *args, rc=(0, 1), env={"COLUMNS": "500"}).stdout
         notes = [n for n in text.splitlines() if n.startswith(f"note: fix for {case.code} ")]
         assert notes and notes[0].endswith("the path delivers"), text
         change = notes[0].split("as a what-if (", 1)[1].rsplit("): ", 1)[0]

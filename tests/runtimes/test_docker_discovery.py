@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import kernel
 import pytest
+from clirun import run
 from discovery_schema import validate
 from engines import ENGINE_NSPATH, IMAGE, DockerEngine, ensure_upstream
 
@@ -211,15 +211,7 @@ def test_listening_socket_and_resolver(snap: Snapshot) -> None:
 
 
 def _cli(engine: DockerEngine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.socket}"}
-    return subprocess.run(
-        [sys.executable, "-m", "cntrace", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run(*args, env={"DOCKER_HOST": f"unix://{engine.socket}"})
 
 
 def test_cli_ls_json_matches_inspect(docker_world: DockerEngine) -> None:

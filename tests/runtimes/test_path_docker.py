@@ -182,15 +182,7 @@ def test_a_name_no_resolver_answers_is_unresolved_and_the_address_works(world: W
 
 def test_cli_json_against_docker(world: World) -> None:
     env = {"DOCKER_HOST": f"unix://{world.engine.socket}"}
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "path", "--json", B, f"{A}:80"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    doc = json.loads(res.stdout)
+    doc = run_json("path", "--json", B, f"{A}:80", env=env)
     assert doc["source"]["runtime"] == "docker" and doc["destination"]["name"] == A
     assert doc["verdict"]["status"] == "delivered"
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import kernel
 import pytest
+from clirun import run_json
 from discovery_schema import validate
 from engines import ENGINE_NSPATH, Podman
 
@@ -86,16 +85,7 @@ def test_backend_dnat_and_masquerade_are_attributed(pod: Podman, snap: Snapshot)
 
 
 def test_cli_show_json_for_podman(pod: Podman) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", "show", "--json", NAME],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **pod.env},
-    )
-    assert res.returncode == 0, res.stderr
-    doc = json.loads(res.stdout)
+    doc = run_json("show", "--json", NAME, env=pod.env)
     validate(doc)
     assert doc["container"]["runtime"] == "podman"
     bridge = doc["container"]["interfaces"][0]["host_side"]["bridge"]["name"]

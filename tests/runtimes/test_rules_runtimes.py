@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from clirun import run_ok
 from engines import (
     ENGINE_NETNS,
     ENGINE_UPLINK_IP,
@@ -41,14 +40,7 @@ def cntrace(
         env["DOCKER_HOST"] = f"unix://{engine.socket}"  # the test engine's own socket
     if podman is not None:
         env.update(podman.env)  # the back end's own configuration
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    assert res.returncode in (0, 1), res.stderr
+    res = run_ok(*args, rc=(0, 1), env=env)
     return res.returncode, json.loads(res.stdout)
 
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import run
 
 LAB = Path(__file__).resolve().parents[2] / "fixtures" / "snapshots" / "lab"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cntrace", "tui", *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        timeout=60,
-    )
+    return run("tui", *args, timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path as FsPath
 
 import jsonschema
 import pytest
+from clirun import run_json
 from rich.style import Style
 from textual.geometry import Region
 from textual.widget import Widget
@@ -335,14 +334,7 @@ async def test_export_writes_a_report_that_replays(make_app: MakeApp, tmp_path: 
     # The embedded snapshot replays with the CLI, to the same path.
     argv = doc["replay"]["argv"]
     assert argv[:4] == ["cntrace", "path", "--snapshot", str(report)]
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", *argv[1:], "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 1, res.stderr  # the path fails: exit 1
-    assert json.loads(res.stdout) == to_document(shown)
+    assert run_json(*argv[1:], "--json", rc=1) == to_document(shown)  # the path fails: exit 1
     # and `cntrace tui --snapshot REPORT` opens a post-mortem on it
     assert RecordedSource.load(str(report)).read(detail=True) == lab_snapshot("forward-drop")
 

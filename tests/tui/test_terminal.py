@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from clirun import run_json
 from harness import require_root, unavailable
 from labkit import Lab, lab_up, unique_name
 
@@ -212,15 +213,7 @@ def test_console_on_the_lab(lab: Lab, console: tuple[Tmux, Path]) -> None:
     reports = list(tmp.glob("cntrace-report-*.json"))
     assert len(reports) == 1
     doc = json.loads(reports[0].read_text())
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", *doc["replay"]["argv"][1:], "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    assert res.returncode == 1, res.stderr
-    replayed = json.loads(res.stdout)
+    replayed = run_json(*doc["replay"]["argv"][1:], "--json", rc=1, cwd=REPO)
     predicted = doc.get("prediction", doc["path"])  # a live path carries its prediction
     # the report holds every field (cntrace.report); `path --json` leaves out empty Kubernetes keys
     assert replayed == to_document(codec.from_plain(PathAnswer, predicted))

@@ -8,17 +8,15 @@ no traceback, an exit code in the documented set, one line on exit 2, valid JSON
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import random
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clirun import run
 from schemas import validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -263,19 +261,7 @@ class Outcome:
 
 
 def run_cli(argv: list[str]) -> Outcome:
-    """``cli.main`` in this process, its output captured (a traceback would land in stderr)."""
-    import traceback
-
-    from cntrace import cli
-
-    out, err = io.StringIO(), io.StringIO()
+    """``cli.main`` in this process (clirun), judged by problems() rather than asserted."""
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-        except BaseException:
-            traceback.print_exc(file=sys.stderr)
-            code = -1
-    return Outcome(argv, code, out.getvalue(), err.getvalue(), time.perf_counter() - t0)
+    res = run(*argv, inproc=True)
+    return Outcome(argv, res.returncode, res.stdout, res.stderr, time.perf_counter() - t0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
+from clirun import run
 from discovery_schema import validate
 from harness import FIXTURES
 
@@ -173,13 +173,7 @@ def test_k8s_ls_document() -> None:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cntrace", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run(*args, timeout=60)
 
 
 def test_cli_with_snapshot_file_json_and_text() -> None:

@@ -16,13 +16,13 @@ import os
 import random
 import resource
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO
 
 import pytest
+from clirun import ARGV
 from hostile_inputs import (
     ALLOWED_EXITS,
     Outcome,
@@ -101,7 +101,7 @@ def run_process(argv: list[str], timeout: float = 30) -> tuple[Outcome, int]:
     env.pop("CNTRACE_DEBUG", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cntrace", *argv],
+        [*ARGV, *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import clirun
 import pytest
+from clirun import ARGV
 from harness import FIXTURES, REPO, unavailable
 from schemas import validate
 
@@ -29,17 +31,14 @@ from cntrace.sources import recorded
 
 HEALTHY = FIXTURES / "snapshots" / "lab" / "healthy.json"
 RULESET = str(FIXTURES / "rulesets" / "docker-iptables-nft.save")
-CLI = [sys.executable, "-m", "cntrace"]
+CLI = ARGV  # for the runs that feed stdin or read a pipe themselves
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = cli.main(list(argv))
-    except SystemExit as exc:  # argparse's own exits (usage errors) leave main this way
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return rc, out, err
+    """``cli.main`` in this process (clirun); argparse's own exits (usage errors) included."""
+    res = clirun.run(*argv, inproc=True)
+    assert "Traceback" not in res.stderr, res.stderr
+    return res.returncode, res.stdout, res.stderr
 
 
 def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

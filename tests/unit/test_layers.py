@@ -18,6 +18,7 @@ PKG = Path(__file__).resolve().parents[2] / "cntrace"
 
 CORE = (
     "model",
+    "records",
     "codec",
     "errors",
     "refs",

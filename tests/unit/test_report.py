@@ -4,8 +4,6 @@ original addresses, MACs or names."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import ipaddress
 import json
 import re
@@ -15,10 +13,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from clirun import run
 from labcases import CASES, IDS, LabCase
 
 from cntrace import redact
-from cntrace.cli import main
 from cntrace.errors import BadInput
 from cntrace.model import Snapshot
 from cntrace.path import predict
@@ -34,13 +32,7 @@ _IP = re.compile(r"[0-9A-Fa-f.:]+")
 
 def cntrace(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in this process (a subprocess per case would triple the run time)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    return run(*args, inproc=True)
 
 
 def originals(snap: Snapshot) -> tuple[set[str], set[str], set[str]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+import clirun
 import pytest
 from harness import FIXTURES
 
-from cntrace import cli
 from cntrace.errors import BadInput
 from cntrace.model import Packet
 from cntrace.netfilter.spec import parse_packet
@@ -18,9 +18,8 @@ IFACES = ["--iface", "nfup0=198.51.100.2/24", "--iface", "docker0=172.17.0.1/16"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+    res = clirun.run(*argv, inproc=True)
+    return res.returncode, res.stdout, res.stderr
 
 
 def test_listing_json_groups_rules_by_hook(capsys: pytest.CaptureFixture[str]) -> None:

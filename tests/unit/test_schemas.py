@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
+from clirun import run_json
 from harness import FIXTURES, REPO
 from schemas import BY_NAME, SCHEMAS, validate
 
-from cntrace import cli
 from cntrace.lab import build, spec
 from cntrace.model import DISCOVERY_SCHEMA, PATH_SCHEMA
 
@@ -29,10 +28,7 @@ PACKETS = (
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert rc in (0, 1), err
-    doc = json.loads(out)
+    doc = run_json(*argv, rc=(0, 1), inproc=True)
     assert isinstance(doc, dict)
     return doc
 

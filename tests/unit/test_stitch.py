@@ -7,13 +7,11 @@ without a peer (a cable to another machine)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from clirun import run_json
 from overlaycases import CASES, IDS, OverlayCase
 
 from cntrace import codec
@@ -68,14 +66,7 @@ def test_the_command_line_stitches_files(tmp_path: Path) -> None:
     recorded.save(single(case), str(whole))
 
     def run(*snaps: str, dst: str = case.dst) -> dict[str, object]:
-        res = subprocess.run(
-            [sys.executable, "-m", "cntrace", "path", "--json", *snaps, case.src, dst],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert res.returncode == 0, res.stderr
-        out = json.loads(res.stdout)
+        out = run_json("path", "--json", *snaps, case.src, dst)
         assert isinstance(out, dict)
         return out
 

@@ -82,3 +82,27 @@ def test_owner_from_object_names() -> None:
     assert state.owner_of("cntrace_1234_1001_0") == 1234
     assert state.owner_of("cilium-ingress") is None
     assert state.owner_of("cntrace:x") is None
+
+
+def test_a_running_owners_objects_are_kept_and_named(run_dir: Path) -> None:
+    """cleanup never touches a live process's objects, and says whose they are (a hung tracing
+    run, not "nothing to remove")."""
+    from cntrace.trace import cleanup
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        rec = {"kind": "nft_table", "netns_path": "/x", "netns_inode": 1, "name": "cntrace_1_1_0"}
+        doc = {"pid": live.pid, "start": state.process_start(live.pid), "records": [rec]}
+        (run_dir / f"{live.pid}.json").write_text(json.dumps(doc))
+        report = cleanup.CleanupReport()
+        cleanup.from_ledgers(report)
+        assert not report.removed and not report.errors
+        (kept,) = report.kept
+        assert f"cntrace process {live.pid}, still running" in kept and "1 object(s)" in kept
+        assert (run_dir / f"{live.pid}.json").exists()
+    finally:
+        live.kill()
+        live.wait()
+    report = cleanup.CleanupReport()
+    cleanup.from_ledgers(report)  # now dead: its record is undone (its namespace is gone)
+    assert not report.kept and not (run_dir / f"{live.pid}.json").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from clirun import run_json, run_ok
 from labcases import CASES, LabCase
 
 from cntrace import whatif
@@ -222,30 +223,16 @@ def test_comparison_names_what_differs() -> None:
 
 
 def test_cli_what_if_json_follows_its_schema(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     schema = json.loads((REPO / "docs" / "schemas" / "whatif.schema.json").read_text())
     fix = "ip -n cntrace-fx.host link set veth-web up"
     argv = ["path", "--json", "--snapshot", str(LAB / "interface-down.json"), "client", "web:80"]
-    res = subprocess.run(
-        [sys.executable, "-m", "cntrace", *argv, "--what-if", fix],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    doc = json.loads(res.stdout)
+    doc = run_json(*argv, "--what-if", fix)
     jsonschema.validate(doc, schema)
     path_schema = json.loads((REPO / "docs" / "schemas" / "path.schema.json").read_text())
     jsonschema.validate(doc["before"], path_schema)
     jsonschema.validate(doc["after"], path_schema)
     assert doc["differences"]["verdict"] == {"before": "dropped", "after": "delivered"}
     argv = ["path", "--snapshot", str(LAB / "healthy.json"), "client", "web:80"]
-    bad = subprocess.run(
-        [sys.executable, "-m", "cntrace", *argv, "--what-if", "ip link set nosuch down"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    bad = run_ok(*argv, "--what-if", "ip link set nosuch down", rc=2)
+    assert bad.stderr.count("\n") == 1
