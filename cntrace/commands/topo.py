@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cntrace.render.discovery_json import topo_doc
+    from cntrace.render.topo_json import topo_doc
 
     # Routes are needed for uplinks; sockets and rulesets are not.
     snap = get_snapshot(args, sockets=False, rulesets=False)

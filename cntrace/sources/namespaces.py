@@ -28,7 +28,7 @@ from cntrace.model import (
     Vxlan,
 )
 from cntrace.sources import nsenter
-from cntrace.sources.netlink import decode, dumps
+from cntrace.sources.netlink import decode, decode_state, dumps
 from cntrace.sources.netlink import proto as nlp
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
 
@@ -240,7 +240,7 @@ def read_detail(chosen: list[Space], *, sockets: bool, rulesets: bool) -> None:
         names = {r.ifindex: r.name for r in sp.raw_links}
         for what in ("netconf4", "netconf6"):
             if what in sp.dumps:
-                sp.sysctls.update(decode.parse_netconf(sp.dumps.pop(what), names))
+                sp.sysctls.update(decode_state.parse_netconf(sp.dumps.pop(what), names))
     tables = _has_tables(chosen) if rulesets else [False] * len(chosen)
     for sp, has in zip(chosen, tables, strict=True):
         if sp.is_root or has or any(r.kind == "bridge" for r in sp.raw_links):
@@ -353,7 +353,7 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
     owners = sp.owners
     for what in dumps.DIAG_DUMPS:
         if what in raw:
-            for s in decode.parse_sockets(raw[what], what[:3]):
+            for s in decode_state.parse_sockets(raw[what], what[:3]):
                 own = owners.get(s.inode or -1)
                 socks.append(replace(s, pid=own[0], process=own[1]) if own else s)
     return Netns(
@@ -369,11 +369,13 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
         ),
         rules=_unless_default(tuple(decode.parse_rules(raw["rules"]))) if "rules" in raw else (),
         neighbors=(
-            tuple(decode.parse_neighbors(raw["neighbors"], names)) if "neighbors" in raw else ()
+            tuple(decode_state.parse_neighbors(raw["neighbors"], names))
+            if "neighbors" in raw
+            else ()
         ),
         fdb=(
             tuple(
-                decode.parse_fdb(
+                decode_state.parse_fdb(
                     raw["fdb"],
                     names,
                     frozenset(r.ifindex for r in sp.raw_links if r.kind == "vxlan"),

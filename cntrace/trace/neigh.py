@@ -155,14 +155,14 @@ def retry_ns(netns_path: str, ifname: str, family: int) -> int:
 
 def read_entries(netns_path: str, wanted: set[tuple[str, str]]) -> list[NeighEntry]:
     """The neighbour entries (ifname, ip) of one namespace; absent ones as state "none"."""
-    from cntrace.sources.netlink import decode  # noqa: PLC0415
+    from cntrace.sources.netlink import decode, decode_state  # noqa: PLC0415
     from cntrace.sources.netlink.dumps import Conn, dump  # noqa: PLC0415
 
     inode = nsenter.inode_of(netns_path)
     with Conn.open(netns_path) as conn:
         links = decode.parse_links(dump(conn, "links"), conf=False)
         names = {link.ifindex: link.name for link in links}
-        found = decode.parse_neighbors(dump(conn, "neighbors"), names)
+        found = decode_state.parse_neighbors(dump(conn, "neighbors"), names)
     by_key = {(n.ifname, n.ip): n for n in found}
     out = []
     for ifname, ip in sorted(wanted):

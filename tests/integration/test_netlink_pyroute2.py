@@ -34,7 +34,7 @@ from pyroute2.netlink.rtnl import rt_proto, rt_scope, rt_type
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_NAMES
 from pyroute2.netlink.rtnl.ndmsg import NUD_NAMES, NUD_VALUES
 
-from cntrace.sources.netlink import decode, dumps
+from cntrace.sources.netlink import decode, decode_state, dumps
 
 Row = tuple[tuple[str, Any], ...]
 H, A, B = "cntrace-nlp-h", "cntrace-nlp-a", "cntrace-nlp-b"
@@ -162,10 +162,10 @@ def _cntrace(ns: str) -> dict[str, Any]:
             ),
             "rules": _rows(_row(r) for r in decode.parse_rules(dumps.dump(conn, "rules"))),
             "neighbors": _rows(
-                _row(n) for n in decode.parse_neighbors(dumps.dump(conn, "neighbors"), names)
+                _row(n) for n in decode_state.parse_neighbors(dumps.dump(conn, "neighbors"), names)
             ),
             "fdb": _rows(
-                _row(e) for e in decode.parse_fdb(dumps.dump(conn, "fdb"), names, tunnels)
+                _row(e) for e in decode_state.parse_fdb(dumps.dump(conn, "fdb"), names, tunnels)
             ),
         }
 

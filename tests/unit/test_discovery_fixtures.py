@@ -15,7 +15,8 @@ from harness import FIXTURES
 
 from cntrace.errors import BadInput
 from cntrace.model import Container, Snapshot
-from cntrace.render.discovery_json import ls_doc, show_doc, topo_doc
+from cntrace.render.discovery_json import ls_doc, show_doc
+from cntrace.render.topo_json import topo_doc
 from cntrace.sources import recorded
 from cntrace.topology import Topology, netfilter_for, resolve_ref
 

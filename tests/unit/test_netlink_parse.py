@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from cntrace.sources.netlink import decode as nl
-from cntrace.sources.netlink import proto
+from cntrace.sources.netlink import decode_state, proto
 
 
 def attr(atype: int, payload: bytes, nested: bool = False) -> bytes:
@@ -149,7 +149,7 @@ def test_addresses_routes_rules_neighbors_fdb() -> None:
         + attr(2, bytes.fromhex("020000000001"))
     )
     noarp = struct.pack("=BxxxiHBB", socket.AF_INET, 2, 0x40, 0, 1) + attr(1, bytes(4))
-    (n,) = nl.parse_neighbors([msg(28, neigh) + msg(28, noarp) + done()], names)
+    (n,) = decode_state.parse_neighbors([msg(28, neigh) + msg(28, noarp) + done()], names)
     assert (n.ip, n.ifname, n.state, n.mac) == (
         "10.0.0.1",
         "eth0",
@@ -172,7 +172,7 @@ def test_addresses_routes_rules_neighbors_fdb() -> None:
     own = struct.pack("=BxxxiHBB", proto.AF_BRIDGE, 5, 0x80, 2, 1) + attr(
         2, bytes.fromhex("333300000001")
     )
-    fdb = nl.parse_fdb([msg(28, learnt) + msg(28, local) + msg(28, own) + done()], names)
+    fdb = decode_state.parse_fdb([msg(28, learnt) + msg(28, local) + msg(28, own) + done()], names)
     assert [(e.mac, e.port, e.bridge, e.local, e.vlan) for e in fdb] == [
         ("02:42:0a:00:00:02", "veth5", "br0", False, None),
         ("02:42:0a:00:00:03", "veth5", "br0", True, 1),
@@ -190,7 +190,7 @@ def test_inet_diag_sockets() -> None:
 
     body = diag(socket.AF_INET, 10, 8080, bytes([127, 0, 0, 1]), 99)
     body6 = diag(socket.AF_INET6, 10, 80, bytes(16), 100)
-    socks = nl.parse_sockets([msg(20, body) + msg(20, body6) + done()], "tcp")
+    socks = decode_state.parse_sockets([msg(20, body) + msg(20, body6) + done()], "tcp")
     assert [(x.local_ip, x.local_port, x.inode, x.state) for x in socks] == [
         ("127.0.0.1", 8080, 99, "listen"),
         ("::", 80, 100, "listen"),
@@ -207,7 +207,7 @@ def test_netconf() -> None:
             + attr(3, struct.pack("=i", rp))
         )
 
-    out = nl.parse_netconf(
+    out = decode_state.parse_netconf(
         [msg(80, nc(-1, 1, 2)) + msg(80, nc(-2, 0, 1)) + msg(80, nc(2, 1, 0)) + done()], {2: "eth0"}
     )
     assert out["net.ipv4.conf.all.forwarding"] == "1" == out["net.ipv4.ip_forward"]

@@ -69,7 +69,7 @@ def test_predictions_match_the_kernel(topology: str, state: str, path: Path) -> 
 
 
 def test_nested_node_is_a_host_inside_the_host() -> None:
-    from cntrace.render import discovery_json
+    from cntrace.render import discovery_json, topo_json
     from cntrace.topology import Topology
 
     snap = _snap(SNAPSHOTS / "nested" / "healthy.json")
@@ -77,7 +77,7 @@ def test_nested_node_is_a_host_inside_the_host() -> None:
     label = {c.name: topo.label(c.host_netns) for c in snap.containers}
     assert label["node"] == "cntrace-lab.host"  # not one of its own pods
     assert label["web"] == label["client"] == "node"
-    hosts = {h["netns"]["label"]: h for h in discovery_json.topo_doc(snap)["hosts"]}
+    hosts = {h["netns"]["label"]: h for h in topo_json.topo_doc(snap)["hosts"]}
     assert hosts["node"]["inside"]["label"] == "cntrace-lab.host"
     assert hosts["cntrace-lab.host"]["inside"] is None
     rows = {r["name"]: r for r in discovery_json.ls_doc(snap)["containers"]}

@@ -18,11 +18,8 @@ from cntrace.model import (
     Address,
     BridgeInfo,
     BridgePort,
-    FdbEntry,
-    Neighbor,
     PolicyRule,
     Route,
-    Socket,
     Vxlan,
 )
 from cntrace.sources.netlink import proto as p
@@ -36,8 +33,6 @@ from cntrace.sources.netlink.proto import (
     IFLA_INFO,
     IFLA_VXLAN,
     IPV4_DEVCONF,
-    NDA,
-    NETCONFA,
     RTA,
     attrs,
     c_string,
@@ -85,16 +80,6 @@ PROTOCOLS = {
     189: "rip",
 }
 RULE_ACTIONS = {1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
-NUD_STATES = (
-    (0x80, "permanent"),
-    (0x40, "noarp"),
-    (0x20, "failed"),
-    (0x10, "probe"),
-    (0x08, "delay"),
-    (0x04, "stale"),
-    (0x02, "reachable"),
-    (0x01, "incomplete"),
-)
 LOOPBACK_IFINDEX = 1  # every namespace's lo (net/core/dev.c)
 
 
@@ -375,144 +360,4 @@ def parse_rules(chunks: Chunks) -> list[PolicyRule]:
                 invert=bool(flags & p.FIB_RULE_INVERT),
             )
         )
-    return out
-
-
-# --------------------------------------------------------------------------- neighbours and fdb
-
-
-def _nud(state: int) -> str:
-    for bit, name in NUD_STATES:
-        if state & bit:
-            return name
-    return "none"
-
-
-def parse_neighbors(chunks: Chunks, names: dict[int, str]) -> list[Neighbor]:
-    """ARP and NDP entries, as ``ip neigh`` shows them (NOARP and empty entries hidden)."""
-    out: list[Neighbor] = []
-    for buf, _t, off, end in each(chunks):
-        family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
-        if family not in (socket.AF_INET, socket.AF_INET6) or not state or state & p.NUD_NOARP:
-            continue
-        a = attrs(buf, off + p.NDMSG.size, end)
-        dst = a.get(NDA.DST)
-        if dst is None:
-            continue
-        ll = a.get(NDA.LLADDR)
-        out.append(
-            Neighbor(
-                ip=ip_text(dst),
-                ifname=names.get(index, f"if{index}"),
-                state=_nud(state),
-                mac=mac_text(ll) if ll and len(ll) == 6 else None,
-            )
-        )
-    return out
-
-
-def parse_fdb(
-    chunks: Chunks, names: dict[int, str], tunnels: frozenset[int] = frozenset()
-) -> list[FdbEntry]:
-    """Bridge FDB entries (those with a master bridge), and the device-own (self) entries of the
-    VXLAN devices ``tunnels`` (ifindexes), with their remote ``dst``; other self lists (the
-    multicast addresses every port lists) are skipped."""
-    out: list[FdbEntry] = []
-    for buf, _t, off, end in each(chunks):
-        family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
-        if family != p.AF_BRIDGE:
-            continue
-        a = attrs(buf, off + p.NDMSG.size, end)
-        master = u32(a.get(NDA.MASTER))
-        ll = a.get(NDA.LLADDR)
-        if not ll or len(ll) != 6:
-            continue
-        if master is None and index in tunnels:
-            dst = a.get(NDA.DST)
-            out.append(
-                FdbEntry(
-                    mac=mac_text(ll),
-                    port=names.get(index, f"if{index}"),
-                    local=bool(state & p.NUD_PERMANENT),
-                    static=bool(state & p.NUD_NOARP),
-                    dst=ip_text(dst) if dst else None,
-                )
-            )
-            continue
-        if master is None:
-            continue
-        out.append(
-            FdbEntry(
-                mac=mac_text(ll),
-                port=names.get(index, f"if{index}"),
-                bridge=names.get(master, f"if{master}"),
-                vlan=u16(a.get(NDA.VLAN)),
-                local=bool(state & p.NUD_PERMANENT),
-                static=bool(state & p.NUD_NOARP),
-            )
-        )
-    return out
-
-
-# --------------------------------------------------------------------------- sockets
-
-
-def parse_sockets(chunks: Chunks, proto: str) -> list[Socket]:
-    """Listening TCP / unconnected bound UDP sockets from an inet_diag dump."""
-    out: list[Socket] = []
-    for buf, _t, off, _end in each(chunks):
-        family, state, sport, src, inode = p.INET_DIAG_MSG.unpack_from(buf, off)
-        out.append(
-            Socket(
-                proto=proto,
-                family=_family(family),
-                local_ip=ip_text(src[:4] if family == socket.AF_INET else src),
-                local_port=socket.ntohs(sport),
-                state="listen" if state == p.TCP_LISTEN else "unconn",
-                inode=inode or None,
-            )
-        )
-    return out
-
-
-# --------------------------------------------------------------------------- netconf
-
-_NETCONF_KEYS = {
-    NETCONFA.FORWARDING: "forwarding",
-    NETCONFA.RP_FILTER: "rp_filter",
-    NETCONFA.PROXY_NEIGH: "proxy_arp",  # IPv6: proxy_ndp
-}
-
-
-def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
-    """Forwarding, rp_filter and (when on) proxy_arp for all/default/each interface, as dotted
-    sysctl names.
-
-    RTM_GETNETCONF answers from the kernel's devconf directly; reading the same values from
-    /proc/sys costs a quarter of a millisecond per file, which is seconds on a big host.
-    """
-    out: dict[str, str] = {}
-    for buf, _t, off, end in each(chunks):
-        family = buf[off]
-        a = attrs(buf, off + 4, end)  # struct netconfmsg: u8 family, padded
-        index = i32(a.get(NETCONFA.IFINDEX))
-        if index is None:
-            continue
-        if index == p.NETCONFA_IFINDEX_ALL:
-            dev = "all"
-        elif index == p.NETCONFA_IFINDEX_DEFAULT:
-            dev = "default"
-        else:
-            dev = names.get(index, f"if{index}")
-        proto = "ipv4" if family == socket.AF_INET else "ipv6"
-        for key_attr, key in _NETCONF_KEYS.items():
-            if proto == "ipv6" and key == "rp_filter":
-                continue
-            value = i32(a.get(key_attr))
-            if key == "proxy_arp" and (proto == "ipv6" or not value):
-                continue  # off is the default: a thousand veths need not say so
-            if value is not None:
-                out[f"net.{proto}.conf.{dev}.{key}"] = str(value)
-    if "net.ipv4.conf.all.forwarding" in out:
-        out["net.ipv4.ip_forward"] = out["net.ipv4.conf.all.forwarding"]
     return out

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from rich.text import Text
 
 from cntrace.model import Netns, Snapshot
-from cntrace.render.discovery_json import port_text, topo_doc
+from cntrace.render.discovery_json import port_text
+from cntrace.render.topo_json import topo_doc
 from cntrace.topology import Topology
 from cntrace.tui.views.containers import Doc
 
