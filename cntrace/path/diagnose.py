@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cntrace.model import Hop, Link, Netns, Packet, RuleRef, Socket
-from cntrace.path import kube, routing
+from cntrace.path import intent, kube, routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Walk
 
@@ -193,8 +193,9 @@ def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
 
 
 def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> None:
-    """A FORWARD drop is isolation when Docker's or netavark's isolation chains decided it."""
-    if kube.explain_drop(w, ns, end):
+    """A FORWARD drop is isolation when Docker's or netavark's isolation chains decided it
+    (unless the runtimes' intent says more: cntrace.path.intent)."""
+    if kube.explain_drop(w, ns, end) or intent.explain_drop(w, ns, end, iif, oif):
         return
     rule = end.rule
     chain = rule.chain if rule else ""
@@ -368,7 +369,10 @@ def no_masquerade(
 
 
 def refused(w: Walk, ns: Netns, packet: Packet, listeners: list[Socket], hop: int | None) -> None:
-    """Nothing takes the packet: a port not published, a loopback bind, or no listener at all."""
+    """Nothing takes the packet: a port published on another address, not published at all, a
+    loopback bind, or no listener."""
+    if intent.explain_refused(w, ns, packet, listeners, hop):
+        return
     who = w.label(ns)
     loop = [s for s in listeners if s.loopback_only]
     is_host = any(lk.kind == "bridge" for lk in ns.links) or ns.is_root
