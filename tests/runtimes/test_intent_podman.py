@@ -1,0 +1,107 @@
+"""What Podman configures, named (issue 13), on both network back ends (netavark and CNI), next to
+a real Docker engine in the same namespace as on a host that runs both: Docker's FORWARD policy DROP
+breaks Podman's published ports from outside (runtime-policy-clash), and a stopped Podman container
+is "not running", not unknown. Each case checks the prediction and the kernel, RUNS the fix cntrace
+prints, and checks that a real connection then works (and undoes the fix)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from clirun import run_json
+from engines import ENGINE_NETNS, UPSTREAM_NETNS, DockerEngine, Podman, ensure_upstream
+from safety import GUARD, probe
+
+from cntrace.model import Snapshot
+from cntrace.path import predict
+from cntrace.sources.live import read_snapshot
+from cntrace.sources.runtimes.docker import DockerSource
+from cntrace.sources.runtimes.podman import PodmanSource
+
+POD, STOPPED = "cntrace-ix-pod", "cntrace-ix-pstop"
+PORT = 18320
+UPLINK = "198.51.100.1"
+UPSTREAM = f"/run/netns/{UPSTREAM_NETNS}"
+SERVE = ("/bin/nc", "-ll", "-p", "80", "-e", "/bin/cat")
+
+
+@pytest.fixture(scope="module")
+def pods(docker_engine: DockerEngine, podman: Podman) -> Iterator[Podman]:
+    """A published Podman server and a stopped one, with Docker's rules in the same namespace."""
+    ensure_upstream()
+    GUARD.own(UPSTREAM)
+    for name in (POD, STOPPED):
+        podman.rm(name)
+    podman.run(POD, *SERVE, ports=(f"{PORT}:80",))
+    podman.run(STOPPED, *SERVE)
+    podman.podman("stop", "-t", "0", STOPPED)
+    try:
+        yield podman
+    finally:
+        podman.rm(POD)
+        podman.rm(STOPPED)
+
+
+def env(engine: DockerEngine, podman: Podman) -> dict[str, str]:
+    return {"DOCKER_HOST": f"unix://{engine.socket}", **podman.env}
+
+
+def snapshot(engine: DockerEngine, podman: Podman) -> Snapshot:
+    return read_snapshot(
+        sources=[
+            DockerSource(env={"DOCKER_HOST": f"unix://{engine.socket}"}),
+            PodmanSource(env=podman.env),
+        ]
+    )
+
+
+def test_docker_policy_breaks_podman_published_port(
+    pods: Podman, docker_engine: DockerEngine
+) -> None:
+    snap = snapshot(docker_engine, pods)
+    p = predict(snap, f"netns:{UPSTREAM_NETNS}", f"{UPLINK}:{PORT}")
+    assert p.verdict.status == "dropped", p.verdict.summary
+    assert [f.code for f in p.findings if f.severity == "error"] == ["runtime-policy-clash"]
+    hop = p.hops[(p.verdict.at_hop or 0) - 1]
+    # The policy decided: its reference (decide2) or, until then, the hop's words.
+    assert hop.kind == "netfilter" and hop.summary.startswith("FORWARD: DROP")
+    rule = p.verdict.rule
+    assert (
+        "FORWARD policy" in hop.summary
+        if rule is None
+        else (rule.table, rule.chain) == ("filter", "FORWARD")
+    )
+    assert probe(UPSTREAM, UPLINK, PORT) == "timeout"
+    (f,) = [f for f in p.findings if f.code == "runtime-policy-clash"]
+    subnet = next(n.subnets[0] for n in snap.runtime_networks if n.runtime == "podman")
+    argv = shlex.split(f.fix.split("`")[1])
+    assert argv[:5] == ["ip", "netns", "exec", ENGINE_NETNS, "iptables"], f.fix
+    assert argv[5:9] == ["-I", "DOCKER-USER", "-d", subnet], f.fix
+    assert argv[-6:] == ["-p", "tcp", "--dport", "80", "-j", "ACCEPT"], f.fix
+    subprocess.run(argv, check=True)
+    try:
+        assert probe(UPSTREAM, UPLINK, PORT) == "ok"
+        after = predict(
+            snapshot(docker_engine, pods), f"netns:{UPSTREAM_NETNS}", f"{UPLINK}:{PORT}"
+        )
+        assert after.verdict.status == "delivered", after.verdict.summary
+    finally:
+        subprocess.run([("-D" if a == "-I" else a) for a in argv], check=True)
+
+
+def test_stopped_podman_container(pods: Podman, docker_engine: DockerEngine) -> None:
+    doc = run_json("path", "--json", POD, f"{STOPPED}:80", rc=1, env=env(docker_engine, pods))
+    assert doc["verdict"]["reason"] == "container-not-running"
+    (f,) = doc["findings"]
+    assert f["code"] == "container-not-running" and "exited" in f["summary"]
+    start = shlex.split(f["fix"].split("`")[1])
+    assert start == ["podman", "start", STOPPED]
+    pods.podman(*start[1:])
+    try:
+        GUARD.own(f"/proc/{pods.pid(POD)}/ns/net", f"/proc/{pods.pid(STOPPED)}/ns/net")
+        assert probe(f"/proc/{pods.pid(POD)}/ns/net", pods.ip(STOPPED), 80) == "ok"
+    finally:
+        pods.podman("stop", "-t", "0", STOPPED)
