@@ -10,6 +10,8 @@ explains the drop, the finding is written here with a fix that runtime accepts.
 
 from __future__ import annotations
 
+import ipaddress
+
 from cntrace.errors import BadInput
 from cntrace.model import (
     Container,
@@ -320,19 +322,36 @@ def not_running(snap: Snapshot, topo: Topology, source: str, destination: str) -
     run, or None. Only refs no running container answers to are looked up among the stopped."""
     if not snap.stopped:
         return None
-    stopped = _stopped(snap, source)
-    if stopped is not None:
-        other = Endpoint(asked=destination, kind="unresolved")
-        return _not_running_path(stopped, "source", other)
     try:
         ref, port = parse_dest(destination)
     except BadInput:
         return None
+    stopped = _stopped(snap, source)
+    if stopped is not None:
+        return _not_running_path(stopped, "source", _as_asked(snap, destination, ref, port))
     stopped = _stopped(snap, ref)
     if stopped is None:
         return None
     src = resolve_source(snap, topo, source, None).endpoint
     return _not_running_path(stopped, "destination", src, port)
+
+
+def _as_asked(snap: Snapshot, text: str, ref: str, port: int | None) -> Endpoint:
+    """The destination as far as it resolves without a source (the walk never starts)."""
+    try:
+        ipaddress.ip_address(ref)
+        return Endpoint(asked=text, kind="ip", ip=ref, port=port)
+    except ValueError:
+        pass
+    try:
+        target = resolve_ref(snap, ref)
+    except BadInput:
+        return Endpoint(asked=text, kind="hostname", name=ref, port=port)
+    if isinstance(target, Container):
+        return Endpoint(
+            asked=text, kind="container", name=target.name, runtime=target.runtime, port=port
+        )
+    return Endpoint(asked=text, kind="netns", name=target.label, netns=target.inode, port=port)
 
 
 def _stopped(snap: Snapshot, ref: str) -> Container | None:

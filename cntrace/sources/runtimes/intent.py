@@ -82,26 +82,29 @@ def exit_code(raw: dict[str, Any]) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def parse_proxy(args: list[str], pid: int | None = None) -> PortProxy | None:
+    """docker-proxy's command line (``-proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip
+    172.17.0.2 -container-port 80``), or None for one this reader does not know."""
+    opts = dict(zip(args[1::2], args[2::2], strict=False))
+    try:
+        return PortProxy(
+            proto=opts.get("-proto", "tcp"),
+            host_ip=opts.get("-host-ip", "0.0.0.0"),
+            host_port=int(opts["-host-port"]),
+            container_ip=opts["-container-ip"],
+            container_port=int(opts["-container-port"]),
+            pid=pid,
+        )
+    except (KeyError, ValueError):
+        return None
+
+
 def docker_proxies(table: ProcTable) -> list[PortProxy]:
-    """Every docker-proxy process, read from its command line (``-proto tcp -host-ip 0.0.0.0
-    -host-port 8080 -container-ip 172.17.0.2 -container-port 80``)."""
+    """Every docker-proxy process's relay."""
     out = []
     for pid in table.netns_of:
-        if procmod.comm(pid) != "docker-proxy":
-            continue
-        args = procmod.cmdline(pid)
-        opts = dict(zip(args[1::2], args[2::2], strict=False))
-        try:
-            out.append(
-                PortProxy(
-                    proto=opts.get("-proto", "tcp"),
-                    host_ip=opts.get("-host-ip", "0.0.0.0"),
-                    host_port=int(opts["-host-port"]),
-                    container_ip=opts["-container-ip"],
-                    container_port=int(opts["-container-port"]),
-                    pid=pid,
-                )
-            )
-        except (KeyError, ValueError):
-            continue  # an older or newer command line this reader does not know
+        if procmod.comm(pid) == "docker-proxy":
+            found = parse_proxy(procmod.cmdline(pid), pid)
+            if found is not None:
+                out.append(found)
     return sorted(out, key=lambda p: (p.host_port, p.proto, p.host_ip))
