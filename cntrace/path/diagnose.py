@@ -267,6 +267,8 @@ def conntrack_full(w: Walk, ns: Netns, count: int, limit: int, hop: int | None) 
 def no_route(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
     """No route: a down interface, a reply to an un-NATed private source, or a missing route."""
     down = [lk for lk in ns.links if lk.kind != "loopback" and not lk.is_up]
+    if intent.explain_no_route(w, ns, hop):
+        return
     if down and not any(r.dst in ("0.0.0.0/0", "::/0") for r in ns.routes):
         interface_down(w, ns, down[0], hop)
     elif not w.request and w.unmasqueraded is not None:

@@ -222,6 +222,37 @@ def _policy_clash(w: Walk, ns: Netns, end: End, net: RuntimeNetwork, iif: str) -
     )
 
 
+def explain_no_route(w: Walk, ns: Netns, hop: int | None) -> bool:
+    """No route out of a container whose every network is internal (Podman gives such networks
+    no gateway, so the container has no default route): network-internal, and True."""
+    src, _ = w.endpoints
+    if not w.request or src is None or src.netns != ns.inode or not src.networks:
+        return False
+    nets = {(n.runtime, n.name): n for n in w.snap.runtime_networks}
+    mine = [nets.get((src.runtime, n.name)) for n in src.networks]
+    if not all(n is not None and n.internal for n in mine):
+        return False
+    net = mine[0]
+    assert net is not None
+    rt = net.runtime
+    w.add(
+        finding(
+            "network-internal",
+            f"{src.name} is on {net.name}, an internal network: {rt} gives it no gateway, so "
+            f"nothing leaves but to {', '.join(net.subnets) or 'its subnet'}",
+            evidence=[
+                f"{rt} network {net.name}: internal=true"
+                + (f", bridge {net.bridge}" if net.bridge else ""),
+                "routes: " + (", ".join(r.dst for r in ns.routes if r.table == 254) or "none"),
+            ],
+            fix=f"`{rt} network connect {_other_network(w, rt, net.name)} {src.name}` "
+            f"(a non-internal network; {net.name} itself stays internal)",
+            hop=hop,
+        )
+    )
+    return True
+
+
 # ---------------------------------------------------------------------- refused at the host
 
 

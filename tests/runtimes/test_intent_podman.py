@@ -15,13 +15,15 @@ from clirun import run_json
 from engines import ENGINE_NETNS, UPSTREAM_NETNS, DockerEngine, Podman, ensure_upstream
 from safety import GUARD, probe
 
+from cntrace.lab import build
 from cntrace.model import Snapshot
 from cntrace.path import predict
 from cntrace.sources.live import read_snapshot
 from cntrace.sources.runtimes.docker import DockerSource
 from cntrace.sources.runtimes.podman import PodmanSource
 
-POD, STOPPED = "cntrace-ix-pod", "cntrace-ix-pstop"
+POD, STOPPED, INTERNAL = "cntrace-ix-pod", "cntrace-ix-pstop", "cntrace-ix-pint"
+PNET = "cntrace-ix-pnet"  # an internal Podman network
 PORT = 18320
 UPLINK = "198.51.100.1"
 UPSTREAM = f"/run/netns/{UPSTREAM_NETNS}"
@@ -33,16 +35,25 @@ def pods(docker_engine: DockerEngine, podman: Podman) -> Iterator[Podman]:
     """A published Podman server and a stopped one, with Docker's rules in the same namespace."""
     ensure_upstream()
     GUARD.own(UPSTREAM)
-    for name in (POD, STOPPED):
+    for name in (POD, STOPPED, INTERNAL):
         podman.rm(name)
-    podman.run(POD, *SERVE, ports=(f"{PORT}:80",))
-    podman.run(STOPPED, *SERVE)
-    podman.podman("stop", "-t", "0", STOPPED)
+    podman.podman("network", "rm", "-f", PNET)
+    server = build.start_server(
+        "none", UPSTREAM_NETNS, "upstream", bind="0.0.0.0", tcp=80, udp=9000
+    )
     try:
+        build.wait_listening(server, 80)
+        podman.run(POD, *SERVE, ports=(f"{PORT}:80",))
+        podman.run(STOPPED, *SERVE)
+        podman.podman("stop", "-t", "0", STOPPED)
+        podman.podman("network", "create", "--internal", PNET)
+        podman.run(INTERNAL, "/bin/sleep", "3600", extra=("--network", PNET))
         yield podman
     finally:
-        podman.rm(POD)
-        podman.rm(STOPPED)
+        build.kill_all([server])
+        for name in (POD, STOPPED, INTERNAL):
+            podman.rm(name)
+        podman.podman("network", "rm", "-f", PNET)
 
 
 def env(engine: DockerEngine, podman: Podman) -> dict[str, str]:
@@ -76,7 +87,8 @@ def test_docker_policy_breaks_podman_published_port(
     )
     assert probe(UPSTREAM, UPLINK, PORT) == "timeout"
     (f,) = [f for f in p.findings if f.code == "runtime-policy-clash"]
-    subnet = next(n.subnets[0] for n in snap.runtime_networks if n.runtime == "podman")
+    nets = snap.runtime_networks
+    subnet = next(n.subnets[0] for n in nets if (n.runtime, n.name) == ("podman", "podman"))
     argv = shlex.split(f.fix.split("`")[1])
     assert argv[:5] == ["ip", "netns", "exec", ENGINE_NETNS, "iptables"], f.fix
     assert argv[5:9] == ["-I", "DOCKER-USER", "-d", subnet], f.fix
@@ -105,3 +117,23 @@ def test_stopped_podman_container(pods: Podman, docker_engine: DockerEngine) -> 
         assert probe(f"/proc/{pods.pid(POD)}/ns/net", pods.ip(STOPPED), 80) == "ok"
     finally:
         pods.podman("stop", "-t", "0", STOPPED)
+
+
+def test_internal_podman_network(pods: Podman, docker_engine: DockerEngine) -> None:
+    upstream_ip = "198.51.100.2"
+    p = predict(snapshot(docker_engine, pods), INTERNAL, f"{upstream_ip}:80")
+    assert p.verdict.status == "no-route", p.verdict.summary
+    assert [f.code for f in p.findings if f.severity == "error"] == ["network-internal"]
+    hop = p.hops[(p.verdict.at_hop or 0) - 1]
+    assert hop.kind == "route" and hop.netns == p.source.netns  # no gateway: nothing to decide
+    ns = f"/proc/{pods.pid(INTERNAL)}/ns/net"
+    GUARD.own(ns)
+    assert probe(ns, upstream_ip, 80) == "enetunreach"
+    (f,) = [f for f in p.findings if f.code == "network-internal"]
+    argv = shlex.split(f.fix.split("`")[1])
+    assert argv == ["podman", "network", "connect", "podman", INTERNAL], f.fix
+    pods.podman(*argv[1:])
+    try:
+        assert probe(ns, upstream_ip, 80) == "ok"
+    finally:
+        pods.podman("network", "disconnect", "podman", INTERNAL)
