@@ -11,6 +11,7 @@ explains the drop, the finding is written here with a fix that runtime accepts.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from cntrace.errors import BadInput
 from cntrace.model import (
@@ -348,7 +349,9 @@ def after_walk(w: Walk, end: End) -> None:
 # ---------------------------------------------------------------------- not running
 
 
-def not_running(snap: Snapshot, topo: Topology, source: str, destination: str) -> Path | None:
+def not_running(
+    snap: Snapshot, topo: Topology, source: str, destination: str, proto: str | None = None
+) -> Path | None:
     """The path for a source or destination that names a container which exists but does not
     run, or None. Only refs no running container answers to are looked up among the stopped."""
     if not snap.stopped:
@@ -357,14 +360,16 @@ def not_running(snap: Snapshot, topo: Topology, source: str, destination: str) -
         ref, port = parse_dest(destination)
     except BadInput:
         return None
+    proto = proto or ("tcp" if port is not None else "icmp")
     stopped = _stopped(snap, source)
     if stopped is not None:
-        return _not_running_path(stopped, "source", _as_asked(snap, destination, ref, port))
+        other = replace(_as_asked(snap, destination, ref, port), protocol=proto)
+        return _not_running_path(stopped, "source", other)
     stopped = _stopped(snap, ref)
     if stopped is None:
         return None
     src = resolve_source(snap, topo, source, None).endpoint
-    return _not_running_path(stopped, "destination", src, port)
+    return _not_running_path(stopped, "destination", src, port, proto)
 
 
 def _as_asked(snap: Snapshot, text: str, ref: str, port: int | None) -> Endpoint:
@@ -399,7 +404,9 @@ def _stopped(snap: Snapshot, ref: str) -> Container | None:
     return exact[0] if len(exact) == 1 else None
 
 
-def _not_running_path(c: Container, side: str, other: Endpoint, port: int | None = None) -> Path:
+def _not_running_path(
+    c: Container, side: str, other: Endpoint, port: int | None = None, proto: str | None = None
+) -> Path:
     rt = c.runtime if c.runtime in ("docker", "podman") else "docker"
     state = c.state + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")
     summary = f"{c.name} exists but is not running: {state}"
@@ -410,7 +417,9 @@ def _not_running_path(c: Container, side: str, other: Endpoint, port: int | None
         fix=f"`{rt} start {c.name}`"
         + (f" (and see why it stopped: `{rt} logs {c.name}`)" if c.state == "exited" else ""),
     )
-    ep = Endpoint(asked=c.name, kind="container", name=c.name, runtime=c.runtime, port=port)
+    ep = Endpoint(
+        asked=c.name, kind="container", name=c.name, runtime=c.runtime, port=port, protocol=proto
+    )
     src, dst = (ep, other) if side == "source" else (other, ep)
     verdict = Verdict("unreachable", None, summary, reason="container-not-running")
     return Path(src, dst, (), verdict, (f,))

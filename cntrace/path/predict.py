@@ -46,7 +46,7 @@ def predict(
     walked and listed as a Branch (cntrace.path.fork).
     """
     topo = Topology(snap)
-    stopped = intent.not_running(snap, topo, source, destination)
+    stopped = intent.not_running(snap, topo, source, destination, proto)
     if stopped is not None:
         return stopped
     src = resolve_source(snap, topo, source, destination)

@@ -6,6 +6,7 @@ in tests/runtimes/test_intent_docker.py and test_intent_podman.py."""
 from __future__ import annotations
 
 import pytest
+from schemas import validate
 
 from cntrace import codec
 from cntrace.errors import BadInput
@@ -111,5 +112,6 @@ def test_a_stopped_source_is_not_running_not_unknown() -> None:
     assert f.code == "container-not-running" and "exit code 3" in f.summary
     assert f.fix.startswith("`docker start web`")
     assert p.destination.kind == "ip" and p.destination.port == 80
+    validate(codec.to_plain(p))  # a cntrace.path/v1 document like any other
     with pytest.raises(BadInput, match="unknown container"):
         predict(_snap(), "nosuch", "10.0.0.1:80")
