@@ -141,11 +141,14 @@ def _internal(
         what = f"{who} is on {net.name}, an internal network: it takes only its subnet ({subnet})"
         if src is not None and src.runtime == rt:
             fix = f"`{rt} network connect {net.name} {src.name}` (then {who}'s {net.name} address)"
-        else:
+        elif dst is not None and dst.runtime == rt:
             fix = (
                 f"reach {who} from a container on {net.name}, or give it a way in: "
                 f"`{rt} network connect {_other_network(w, rt, net.name)} {who}`"
             )
+        else:
+            connect = f"{rt} network connect {net.name} CONTAINER"
+            fix = f"reach it from a container on {net.name}: `{connect}`"
     else:
         who = src.name if src is not None else "the source"
         what = f"{who} is on {net.name}, an internal network: nothing leaves it but to {subnet}"

@@ -24,6 +24,7 @@ from cntrace.sources.runtimes.podman import PodmanSource
 
 POD, STOPPED, INTERNAL = "cntrace-ix-pod", "cntrace-ix-pstop", "cntrace-ix-pint"
 PNET = "cntrace-ix-pnet"  # an internal Podman network
+LOOPED, LOOPED_PORT = "cntrace-ix-plo", 18321  # published on 127.0.0.1 only
 PORT = 18320
 UPLINK = "198.51.100.1"
 UPSTREAM = f"/run/netns/{UPSTREAM_NETNS}"
@@ -35,7 +36,7 @@ def pods(docker_engine: DockerEngine, podman: Podman) -> Iterator[Podman]:
     """A published Podman server and a stopped one, with Docker's rules in the same namespace."""
     ensure_upstream()
     GUARD.own(UPSTREAM)
-    for name in (POD, STOPPED, INTERNAL):
+    for name in (POD, STOPPED, INTERNAL, LOOPED):
         podman.rm(name)
     podman.podman("network", "rm", "-f", PNET)
     server = build.start_server(
@@ -48,10 +49,11 @@ def pods(docker_engine: DockerEngine, podman: Podman) -> Iterator[Podman]:
         podman.podman("stop", "-t", "0", STOPPED)
         podman.podman("network", "create", "--internal", PNET)
         podman.run(INTERNAL, "/bin/sleep", "3600", extra=("--network", PNET))
+        podman.run(LOOPED, *SERVE, ports=(f"127.0.0.1:{LOOPED_PORT}:80",))
         yield podman
     finally:
         build.kill_all([server])
-        for name in (POD, STOPPED, INTERNAL):
+        for name in (POD, STOPPED, INTERNAL, LOOPED):
             podman.rm(name)
         podman.podman("network", "rm", "-f", PNET)
 
@@ -137,3 +139,29 @@ def test_internal_podman_network(pods: Podman, docker_engine: DockerEngine) -> N
         assert probe(ns, upstream_ip, 80) == "ok"
     finally:
         pods.podman("network", "disconnect", "podman", INTERNAL)
+
+
+def test_podman_port_published_on_another_address(
+    pods: Podman, docker_engine: DockerEngine
+) -> None:
+    asked = f"{UPLINK}:{LOOPED_PORT}"
+    p = predict(snapshot(docker_engine, pods), f"netns:{UPSTREAM_NETNS}", asked)
+    assert p.verdict.status == "refused", p.verdict.summary
+    assert [f.code for f in p.findings if f.severity == "error"] == ["port-published-elsewhere"]
+    assert probe(UPSTREAM, UPLINK, LOOPED_PORT) == "refused"
+    (f,) = [f for f in p.findings if f.code == "port-published-elsewhere"]
+    spec = f"{UPLINK}:{LOOPED_PORT}:80"
+    assert f"`-p {spec}`" in f.fix and "podman cannot change" in f.fix, f.fix
+    pods.rm(LOOPED)
+    pods.run(LOOPED, *SERVE, ports=(spec,))
+    # Republished, the port meets Docker's FORWARD policy like any other Podman port: the walk
+    # now names that, and its fix opens the way.
+    again = predict(snapshot(docker_engine, pods), f"netns:{UPSTREAM_NETNS}", asked)
+    assert [f.code for f in again.findings if f.severity == "error"] == ["runtime-policy-clash"]
+    (clash,) = [f for f in again.findings if f.code == "runtime-policy-clash"]
+    argv = shlex.split(clash.fix.split("`")[1])
+    subprocess.run(argv, check=True)
+    try:
+        assert probe(UPSTREAM, UPLINK, LOOPED_PORT) == "ok"
+    finally:
+        subprocess.run([("-D" if a == "-I" else a) for a in argv], check=True)
