@@ -190,7 +190,8 @@ class Container:
 
     ``runtime`` is one of docker | podman | containerd | kubernetes | lab | netns | pid.
     ``network_mode`` is bridge | host | none | container:<name> | macvlan | overlay | unknown.
-    ``state`` is running, or gone when it exited while discovery ran.
+    ``state`` is running, or gone when it exited while discovery ran; a container listed in
+    ``Snapshot.stopped`` has its runtime's state (exited, created, paused, dead).
     """
 
     id: str
@@ -207,6 +208,38 @@ class Container:
     image: str | None = None
     state: str = "running"
     host_netns: int | None = None  # the namespace its runtime treats as "the host"
+    exit_code: int | None = None  # a stopped container's (Snapshot.stopped), as its runtime says
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeNetwork:
+    """What a runtime says it configured for one network (`docker network inspect`, `podman
+    network ls`): the intent behind the rules, so a finding names the cause a user recognises."""
+
+    runtime: str  # docker | podman
+    name: str
+    driver: str = "bridge"
+    bridge: str | None = None  # the host bridge's name
+    subnets: tuple[str, ...] = ()
+    internal: bool = False  # --internal: no way in or out but its own subnet
+    icc: bool = True  # com.docker.network.bridge.enable_icc
+    masquerade: bool = True  # com.docker.network.bridge.enable_ip_masquerade
+    host_binding_ipv4: str | None = None  # com.docker.network.bridge.host_binding_ipv4
+    gateway_mode: str | None = None  # com.docker.network.bridge.gateway_mode_ipv4 (Docker 27+)
+    backend: str | None = None  # Podman: netavark | cni
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PortProxy:
+    """A userland proxy relaying a host port to a container (docker-proxy's command line)."""
+
+    proto: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+    pid: int | None = None
 
 
 # --------------------------------------------------------------------------- the snapshot
@@ -228,6 +261,11 @@ class Snapshot:
     # A snapshot stitched from per-node files (cntrace.sources.stitch): the nodes' names. Their
     # underlay links are joined by address, as the wire between the machines would.
     nodes: tuple[str, ...] = ()
+    # What the runtimes say they configured (cntrace.path.intent reads it): their networks'
+    # options, the userland proxies running, and containers that exist but do not run.
+    runtime_networks: tuple[RuntimeNetwork, ...] = ()
+    port_proxies: tuple[PortProxy, ...] = ()
+    stopped: tuple[Container, ...] = ()
 
     _index: dict[int, Netns] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cntrace.model import Hop, Link, Netns, Packet, RuleRef, Socket
-from cntrace.path import kube, nfblame, routing
+from cntrace.path import intent, kube, nfblame, routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Walk
 
@@ -208,8 +208,9 @@ def rule_drop(w: Walk, ns: Netns, end: End, code: str) -> None:
 
 
 def forward_drop(w: Walk, ns: Netns, end: End, iif: str, oif: str | None) -> None:
-    """A FORWARD drop is isolation when Docker's or netavark's isolation chains decided it."""
-    if kube.explain_drop(w, ns, end):
+    """A FORWARD drop is isolation when Docker's or netavark's isolation chains decided it
+    (unless the runtimes' intent says more: cntrace.path.intent)."""
+    if kube.explain_drop(w, ns, end) or intent.explain_drop(w, ns, end, iif, oif):
         return
     rule = end.rule
     chain = rule.chain if rule else ""
@@ -294,6 +295,8 @@ def conntrack_full(w: Walk, ns: Netns, count: int, limit: int, hop: int | None) 
 def no_route(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
     """No route: a down interface, a reply to an un-NATed private source, or a missing route."""
     down = [lk for lk in ns.links if lk.kind != "loopback" and not lk.is_up]
+    if intent.explain_no_route(w, ns, hop):
+        return
     if down and not any(r.dst in ("0.0.0.0/0", "::/0") for r in ns.routes):
         interface_down(w, ns, down[0], hop)
     elif not w.request and w.unmasqueraded is not None:
@@ -396,7 +399,10 @@ def no_masquerade(
 
 
 def refused(w: Walk, ns: Netns, packet: Packet, listeners: list[Socket], hop: int | None) -> None:
-    """Nothing takes the packet: a port not published, a loopback bind, or no listener at all."""
+    """Nothing takes the packet: a port published on another address, not published at all, a
+    loopback bind, or no listener."""
+    if intent.explain_refused(w, ns, packet, listeners, hop):
+        return
     who = w.label(ns)
     loop = [s for s in listeners if s.loopback_only]
     is_host = any(lk.kind == "bridge" for lk in ns.links) or ns.is_root

@@ -64,6 +64,20 @@ CODES: dict[str, Code] = {
         Code("macvlan-parent", "error", "a macvlan's parent namespace cannot reach its child"),
         Code("macvlan-private", "error", "a private-mode macvlan talks to no sibling"),
         Code("macvlan-vepa", "warning", "vepa-mode macvlan siblings need a reflecting switch"),
+        Code("network-internal", "error", "an internal runtime network lets nothing in or out"),
+        Code("icc-disabled", "error", "the network disables inter-container communication"),
+        Code(
+            "port-published-elsewhere",
+            "error",
+            "the port is published on another host address",
+        ),
+        Code("docker-proxy-hairpin", "info", "docker-proxy relays a host port to a container"),
+        Code(
+            "runtime-policy-clash",
+            "error",
+            "Docker's FORWARD policy drops another runtime's published port",
+        ),
+        Code("container-not-running", "error", "the container exists but is not running"),
     )
 }
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from cntrace.model import Endpoint, Netns, Packet, Path, Snapshot, Verdict
 from cntrace.netfilter import Netfilter
-from cntrace.path import diagnose, fork, overlay, reply, routing, stack
+from cntrace.path import diagnose, fork, intent, overlay, reply, routing, stack
 from cntrace.path.endpoints import Destination, Source, resolve_destination, resolve_source
 from cntrace.path.walk import LEFT_HOST, End, Step, Walk
 from cntrace.topology import Topology
@@ -46,6 +46,9 @@ def predict(
     walked and listed as a Branch (cntrace.path.fork).
     """
     topo = Topology(snap)
+    stopped = intent.not_running(snap, topo, source, destination, proto)
+    if stopped is not None:
+        return stopped
     src = resolve_source(snap, topo, source, destination)
     dst = resolve_destination(snap, topo, src, destination, port=port, proto=proto)
 
@@ -88,6 +91,7 @@ def _predict_once(
     )
     end = _walk(w, src.netns, packet)
     w.request_end = end
+    intent.after_walk(w, end)
     if end.status == "delivered" and end.reason != LEFT_HOST:
         end = reply.outcome(end, _walk(w, *reply.turn(w, end)))
     elif end.reason == LEFT_HOST and w.unmasqueraded is not None:

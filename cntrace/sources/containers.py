@@ -17,13 +17,15 @@ from cntrace.sources import nsenter
 from cntrace.sources.namespaces import Space
 from cntrace.sources.procs import netns_inode, read_text
 from cntrace.sources.runtimes import RuntimeSource
+from cntrace.sources.runtimes.intent import Intent
 
 
 def ask_runtimes(
-    sources: Iterable[RuntimeSource], warnings: list[str]
+    sources: Iterable[RuntimeSource], warnings: list[str], intent: Intent | None = None
 ) -> tuple[list[Container], set[int]]:
     """Every available source's containers, and the namespaces sources claim without listing
-    (a lab's host namespace); a failing source becomes a warning."""
+    (a lab's host namespace); a failing source becomes a warning. What a source says besides
+    (its ``intent()``: networks, proxies, stopped containers) is added to ``intent``."""
     out: list[Container] = []
     claimed: set[int] = set()
     for source in sources:
@@ -33,6 +35,9 @@ def ask_runtimes(
                 warnings.append(why)
                 continue
             out.extend(source.containers())
+            said = getattr(source, "intent", None)
+            if intent is not None and callable(said):
+                intent.extend(said())
             claim = getattr(source, "claimed_namespaces", None)
             for path in claim() if callable(claim) else ():
                 with contextlib.suppress(OSError):
@@ -53,11 +58,12 @@ class RuntimeAsker(threading.Thread):
         self.found: list[Container] = []
         self.claimed: set[int] = set()
         self.warnings: list[str] = []
+        self.intent = Intent()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.found, self.claimed = ask_runtimes(self.sources, self.warnings)
+            self.found, self.claimed = ask_runtimes(self.sources, self.warnings, self.intent)
         except BaseException as exc:  # handed to the reading thread, raised there
             self.error = exc
 

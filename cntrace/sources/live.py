@@ -104,7 +104,9 @@ def read_snapshot(
         if full_all:
             selected = {sp.inode for sp in live}
         elif detail and refs:
-            selected = _select(refs, live, spaces, root, peers, containers, warnings)
+            stopped = {c.name for c in asking.intent.stopped}
+            running = [r for r in refs if r not in stopped]  # a stopped one has no namespace
+            selected = _select(running, live, spaces, root, peers, containers, warnings)
             open_many(
                 (sp for sp in live if sp.inode in selected),
                 full=True,
@@ -141,6 +143,9 @@ def read_snapshot(
         kernel=os.uname().release,
         tool_version=__version__,
         warnings=tuple(warnings),
+        runtime_networks=tuple(asking.intent.networks),
+        port_proxies=tuple(asking.intent.proxies),
+        stopped=tuple(asking.intent.stopped),
     )
     # A targeted read (show) reads resolvers too only where asked: one container, not all.
     return _finish(snap, detail=detail, lazy=lazy or refs is not None)

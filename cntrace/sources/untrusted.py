@@ -28,6 +28,7 @@ from cntrace.model import (
     Netns,
     PolicyRule,
     Route,
+    RuntimeNetwork,
     Snapshot,
     Socket,
 )
@@ -262,6 +263,18 @@ def _netns(ns: Netns, text_limit: int, fast: bool = False) -> None:
     _field("ruleset.errors", _strings, rs.errors, TEXT)
 
 
+def _runtime_network(n: RuntimeNetwork) -> None:
+    _field("runtime", _one_of, n.runtime, RUNTIMES)
+    _field("name", _s, n.name)
+    _field("driver", _s, n.driver)
+    _field("bridge", _os, n.bridge)
+    _field("subnets", _each, n.subnets, _cidr)
+    _field("host_binding_ipv4", _ip, n.host_binding_ipv4)
+    _field("gateway_mode", _os, n.gateway_mode)
+    _field("backend", _os, n.backend)
+    _field("options", _mapping, n.options)
+
+
 def _container(c: Container) -> None:
     if not c.name:
         raise _Bad(".name: empty")
@@ -457,5 +470,20 @@ def check(snap: Snapshot, *, text_limit: int, surrogates: bool = True) -> None:
         for i, c in enumerate(snap.containers):
             where = f"containers[{i}]"
             _container(c)
+        for i, c in enumerate(snap.stopped):
+            where = f"stopped[{i}]"
+            _container(c)
+            _field("exit_code", _int, c.exit_code, -(1 << 31), U32)
+        for i, n in enumerate(snap.runtime_networks):
+            where = f"runtime_networks[{i}]"
+            _runtime_network(n)
+        for i, p in enumerate(snap.port_proxies):
+            where = f"port_proxies[{i}]"
+            _field("proto", _one_of, p.proto, PORT_PROTOS)
+            _field("host_ip", _ip, p.host_ip)
+            _field("host_port", _int, p.host_port, 0, U16)
+            _field("container_ip", _ip, p.container_ip)
+            _field("container_port", _int, p.container_port, 0, U16)
+            _field("pid", _int, p.pid, 0, PID_MAX)
     except _Bad as exc:
         raise BadInput(str(_join(where, exc))) from None

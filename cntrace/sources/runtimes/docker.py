@@ -18,6 +18,7 @@ from typing import Any
 
 from cntrace.model import Container, ContainerNetwork, PortMapping
 from cntrace.sources.procs import ProcTable
+from cntrace.sources.runtimes import intent as intentmod
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 API = "/v1.41"  # Engine 20.10; newer engines accept it too
@@ -175,14 +176,23 @@ def to_container(
     )
 
 
+RUNNING = ("running", "restarting")
+
+
 class DockerSource:
-    """Running Docker containers (``docker ps``)."""
+    """Running Docker containers (``docker ps``); ``intent()`` holds what else the engine said
+    (networks' options, docker-proxy processes, the containers that do not run)."""
 
     name = "docker"
 
     def __init__(self, procs: ProcTable | None = None, env: dict[str, str] | None = None) -> None:
         self.procs = procs
         self.socket, self._why = socket_path(env)
+        self._intent = intentmod.Intent()
+
+    def intent(self) -> intentmod.Intent:
+        """What the last ``containers()`` call learnt besides the running containers."""
+        return self._intent
 
     def available(self) -> tuple[bool, str]:
         if self.socket is None:
@@ -204,16 +214,33 @@ class DockerSource:
     def containers(self) -> list[Container]:
         client = self._client()
         try:
-            listed: list[dict[str, Any]] = client.get("/containers/json")
+            every: list[dict[str, Any]] = client.get("/containers/json?all=1")
+            listed = [c for c in every if str(c.get("State", "running")) in RUNNING]
             networks = {str(n["Name"]): n for n in client.get("/networks")}
             ids_to_names = {
-                str(c["Id"]): str((c.get("Names") or ["?"])[0]).lstrip("/") for c in listed
+                str(c["Id"]): str((c.get("Names") or ["?"])[0]).lstrip("/") for c in every
             }
-            by_id = (self.procs or ProcTable.scan()).by_container_id()
+            table = self.procs or ProcTable.scan()
+            self._intent = intentmod.Intent(
+                networks=[intentmod.docker_network(n, _bridge_name(n)) for n in networks.values()],
+                proxies=intentmod.docker_proxies(table)
+                if any(c.get("Ports") for c in listed)
+                else [],
+                stopped=[
+                    replace(
+                        to_container(raw, networks, ids_to_names, None),
+                        state=str(raw.get("State") or "exited"),
+                        exit_code=intentmod.exit_code(raw),
+                    )
+                    for raw in every
+                    if str(raw.get("State", "running")) not in RUNNING
+                ],
+            )
+            by_id = table.by_container_id()
             out = []
             for raw in listed:
                 pids = by_id.get(str(raw["Id"]))
-                pid = (self.procs or ProcTable()).init_of(pids) if pids else None
+                pid = table.init_of(pids) if pids else None
                 state = None
                 if pid is None:
                     try:

@@ -21,6 +21,7 @@ from typing import Any
 from cntrace.model import Container, PortMapping
 from cntrace.sources import procs as procmod
 from cntrace.sources.procs import ProcTable, read_text
+from cntrace.sources.runtimes import intent as intentmod
 from cntrace.sources.runtimes.docker import endpoint_network
 
 TIMEOUT = 30.0
@@ -145,7 +146,8 @@ def to_container(
 
 
 class PodmanSource:
-    """Running rootful Podman containers."""
+    """Running rootful Podman containers; ``intent()`` holds its networks and the containers that
+    exist but do not run (listed only when Podman runs some container: see ``containers``)."""
 
     name = "podman"
 
@@ -160,6 +162,11 @@ class PodmanSource:
         self.procs = procs
         self.binary = shutil.which(binary)
         self.env = {**os.environ, **env} if env else None
+        self._intent = intentmod.Intent()
+
+    def intent(self) -> intentmod.Intent:
+        """What the last ``containers()`` call learnt besides the running containers."""
+        return self._intent
 
     def available(self) -> tuple[bool, str]:
         if self.binary is None:
@@ -184,7 +191,8 @@ class PodmanSource:
         table = self.procs or ProcTable.scan()
         if not running_ids(table, storage_runroot(self.env)):
             return []
-        listed: list[dict[str, Any]] = self._json("ps", "--format", "json") or []
+        every: list[dict[str, Any]] = self._json("ps", "-a", "--format", "json") or []
+        listed = [c for c in every if str(c.get("State", "running")) == "running"]
         if not listed:
             return []
         ids = [str(c["Id"]) for c in listed]
@@ -198,11 +206,24 @@ class PodmanSource:
                     inspected.update((str(d["Id"]), d) for d in self._json("inspect", cid))
                 except OSError:
                     continue
+        nets = self._json("network", "ls", "--format", "json") or []
         bridges = {
             str(n["name"]): (str(n.get("driver", "bridge")), str(n.get("network_interface", "")))
-            for n in self._json("network", "ls", "--format", "json") or []
+            for n in nets
         }
-        names = {str(c["Id"]): str((c.get("Names") or ["?"])[0]) for c in listed}
+        names = {str(c["Id"]): str((c.get("Names") or ["?"])[0]) for c in every}
+        self._intent = intentmod.Intent(
+            networks=[intentmod.podman_network(n, None) for n in nets],
+            stopped=[
+                replace(
+                    to_container(c, None, bridges, names),
+                    state=str(c.get("State") or "exited"),
+                    exit_code=int(c["ExitCode"]) if isinstance(c.get("ExitCode"), int) else None,
+                )
+                for c in every
+                if str(c.get("State", "running")) != "running"
+            ],
+        )
         out = []
         for c in listed:
             doc = inspected.get(str(c["Id"]))
