@@ -107,10 +107,12 @@ def test_published_port_blocked_by_dockers_forward_policy(
     p = _published(world, world.snapshot())
     assert p.verdict.status == "dropped" and p.verdict.reason == "NETFILTER_DROP", p.verdict
     (finding,) = [f for f in p.findings if f.severity == "error"]
-    assert finding.code == "forward-drop", finding
-    assert any(
-        "ip filter FORWARD (hook forward, priority 0): policy drop" in e for e in finding.evidence
-    ), finding.evidence
+    # Docker's policy, not a rule, decided; the cause is the two runtimes meeting (issue 13)
+    assert finding.code == "runtime-policy-clash", finding
+    rule = p.verdict.rule
+    assert rule is not None and rule.policy, p.verdict
+    assert (rule.table, rule.chain, rule.text) == ("filter", "FORWARD", "policy drop"), rule
+    assert "DOCKER-USER" in (finding.fix or ""), finding.fix
     assert probe(f"/run/netns/{UPSTREAM_NETNS}", ENGINE_UPLINK_IP, PUBLISHED) == "timeout"
 
 
