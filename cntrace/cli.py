@@ -117,10 +117,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[
     if not getattr(args, "command", None):
         parser.print_help()
         return int(Exit.BAD_INPUT)
-    signal.signal(signal.SIGTERM, _terminate)
     module = _load(args.command)
     assert module is not None
-    return int(module.run(args))
+    # SIGTERM unwinds for this command only: main() called in-process (tests, embedders) must not
+    # leave a handler that turns a later SIGTERM, e.g. to a forked child, into KeyboardInterrupt.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(module.run(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _tolerant_streams() -> None:
