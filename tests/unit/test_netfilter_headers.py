@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from cntrace.model import Packet
-from cntrace.netfilter import nft_json
+from cntrace.netfilter import iptables_save, nft_json
 from cntrace.netfilter.matching import match_holds
 from cntrace.netfilter.model import Netfilter, Rule, Table
 from cntrace.netfilter.probe import Probe
@@ -184,3 +184,57 @@ def test_dup_and_reset_have_no_say_in_the_verdict() -> None:
     assert isinstance(rule.steps[0], Effect)
     _, _, rule = _rule([{"reset": {"tcp option": {"name": "mptcp"}}}], "ip")
     assert isinstance(rule.steps[0], Effect)
+
+
+def _ipt(
+    rule: str, p: Packet = TCP6, probe: Probe | None = None, iif: str | None = "eth0"
+) -> list[bool | str]:
+
+    fam = "ip6" if p.family == 6 else "ip"
+    parsed = iptables_save.parse(f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {rule}\nCOMMIT\n")
+    nf = Netfilter(tuple(parsed.tables))
+    rules = parsed.tables[0].chains["INPUT"].rules
+    assert rules[0].family in (fam, "ip")
+    st = State(nf, p, FACTS, "new", 0, None, None, None)
+    st.iif, st.ct_attached = iif, True
+    if probe is not None:
+        st.probe = probe
+    return [match_holds(st, s, None) for s in rules[0].steps if isinstance(s, Match)]
+
+
+def test_iptables_ipv6_header_modules_are_false_on_a_probe() -> None:
+    assert _ipt("-m frag --fragid 0:42") == [False]
+    assert _ipt("-m frag ! --fragid 0:42") == [False]
+    assert _ipt("-m rt --rt-type 0") == [False]
+    assert _ipt("-m dst --dst-opts 92,12:12") == [False]
+    assert _ipt("-m hbh --hbh-len 8") == [False]
+
+
+def test_iptables_other_protocol_headers_are_false() -> None:
+    assert _ipt("-m esp --espspi 0", TCP) == [False]
+    assert _ipt("-m ah ! --ahspi 0", TCP) == [False]
+    assert _ipt("-p sctp -m sctp --chunk-types all DATA", TCP)[-1] is False
+    assert _ipt("-p dccp -m dccp --dccp-types REQUEST", TCP)[-1] is False
+
+
+def test_iptables_tcpmss_ecn_mac_cgroup() -> None:
+    mss = Probe(header=(("tcpopt.maxseg.size", 1460),))
+    assert _ipt("-p tcp -m tcpmss --mss 1000:1500", TCP, mss) == [True, True]
+    assert _ipt("-p tcp -m ecn --ecn-tcp-cwr", TCP) == [True, False]
+    assert _ipt("-m ecn --ecn-ip-ect 0", TCP) == [True]
+    assert "ether.saddr" in str(_ipt("-m mac --mac-source 02:00:00:00:00:01", TCP)[0])
+    assert _ipt("-m cgroup --cgroup 1", TCP) == [False]  # not locally generated: no socket
+
+
+def test_walk_and_evaluate_hook_take_the_probe() -> None:
+    from cntrace.netfilter.evaluate import evaluate_hook, walk
+
+    left = {"payload": {"protocol": "tcp", "field": "sequence"}}
+    nf, _, _ = _rule([_m(left, 5), {"drop": None}], "ip")
+    crafted = Probe(header=(("tcp.sequence", 5),))
+    assert walk(nf, TCP, FACTS, kind="input", iif="eth0", probe=crafted).verdict == "drop"
+    predicted = walk(nf, TCP, FACTS, kind="input", iif="eth0")
+    assert predicted.uncertain and predicted.verdict == "drop"  # assumed to hold, labelled
+    other = Probe(header=(("tcp.sequence", 6),))
+    res = evaluate_hook(nf, "input", TCP, FACTS, iif="eth0", oif=None, probe=other)
+    assert res.verdict == "accept" and not res.uncertain
