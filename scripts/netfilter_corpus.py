@@ -49,7 +49,10 @@ STATEFUL = (
     "limit", "quota", "recent", "connlimit", "hashlimit", "connbytes", "ct count",
     "ct expiration", "statistic", "numgen", "random", "nth", "rate",
 )  # fmt: skip
-NOT_WALKED = ("bridge", "arp", "netdev")
+L2_FAMILIES = ("bridge", "arp", "netdev")
+# Reasons naming what no packet decides (probe_headers.STATE): counted apart, like stateful.
+KERNEL_STATE = ("kernel state", "depends on open sockets", "the CPU is not known", "realm")
+EXAMPLES = os.environ.get("CNTRACE_CORPUS_EXAMPLES") == "1"
 
 
 @dataclass
@@ -58,42 +61,59 @@ class Tally:
     parsed: int = 0
     evaluable: int = 0
     stateful: int = 0
-    other_family: int = 0
+    other_family: int = 0  # bridge/arp/netdev rules (walked, and counted in the rest too)
+    kernel_state: int = 0
     rejected_files: int = 0
     files: int = 0
     parse_fail: collections.Counter[str] = field(default_factory=collections.Counter)
     uncertain: collections.Counter[str] = field(default_factory=collections.Counter)
     stateful_why: collections.Counter[str] = field(default_factory=collections.Counter)
+    state_why: collections.Counter[str] = field(default_factory=collections.Counter)
+    example: dict[str, str] = field(default_factory=dict)  # a rule text per reason
 
     @property
     def decidable(self) -> int:
-        return self.parsed - self.stateful - self.other_family
+        return self.parsed - self.stateful - self.kernel_state
 
 
 def _probes(ver: int) -> list[Packet]:
+    if ver == 0:
+        return [Packet("arp", "10.0.0.1", "10.0.0.2")]  # a request from the neighbour
     s, d = ("10.0.0.1", "10.0.0.2") if ver == 4 else ("2001:db8::1", "2001:db8::2")
     return [
         Packet("tcp", s, d, 40000, 80, ver),
         Packet("udp", s, d, 40000, 53, ver),
-        Packet("icmp", s, d, None, None, ver, icmp_type=8),
+        Packet("icmp", s, d, None, None, ver, icmp_type=8 if ver == 4 else 128),
     ]
 
 
-PROBE = Probe(length=60, time=1_750_000_000.0)  # a packet of known size, at a known time
+# A crafted probe: of known size, at a known time, every header byte chosen by the sender
+# (what a live probe sent with scapy knows; probe.py).
+HEADER = (
+    ("tcp.sequence", 1000), ("tcp.window", 64240), ("tcp.checksum", 0x1234),
+    ("udp.checksum", 0x1234), ("udplite.checksum", 0x1234), ("icmp.id", 7),
+    ("icmp.sequence", 1), ("icmp.checksum", 0x1234), ("ip.checksum", 0x1234),
+    ("tcpopt.maxseg.size", 1460), ("tcpopt.window.count", 7), ("tcpopt.timestamp.tsval", 1),
+)  # fmt: skip
+PROBE = Probe(length=60, time=1_750_000_000.0, ip_id=1, header=HEADER)
+MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
 _FACTS = NetnsFacts(
     frozenset({"10.0.0.2", "2001:db8::2"}),
     {"eth0": ("10.0.0.2", "2001:db8::2"), "eth1": ("10.1.0.1",)},
+    iface_kinds={"eth0": "veth", "eth1": "veth"},
+    groups={"eth0": 0, "eth1": 0},
 )
+_VERS = {"inet": (4, 6), "ip6": (6,), "ip": (4,), "arp": (0,), "bridge": (4, 6, 0),
+         "netdev": (4, 6, 0)}  # fmt: skip
 
 
 def rule_reason(nf: Netfilter, rule: Rule, table: Table | None) -> str | None:
     """Why the rule cannot be decided for some probe packet (None: every step decides)."""
-    vers = (4, 6) if rule.family == "inet" else ((6,) if rule.family == "ip6" else (4,))
-    for ver in vers:
+    for ver in _VERS.get(rule.family, (4,)):
         for p in _probes(ver):
             st = State(nf, p, _FACTS, "new", 0, None, None, None)
-            st.iif, st.oif, st.ct_attached = "eth0", "eth1", True
-            st.probe = PROBE
+            st.iif, st.oif, st.ct_attached = "eth0", "eth1", rule.family not in L2_FAMILIES
+            st.probe, st.ether, st.arp_op = PROBE, MACS, 1 if ver == 0 else 0
             for step in rule.steps:
                 if isinstance(step, Match):
                     r = match_holds(st, step, table)
@@ -122,19 +142,23 @@ def account(t: Tally, nf: Netfilter) -> None:
                     _ = rule.steps
                 except RulesetError as exc:
                     t.parse_fail[_short(str(exc).split(": ", 2)[-1])] += 1
+                    t.example.setdefault(_short(str(exc).split(": ", 2)[-1]), str(exc)[:300])
                     continue
                 t.parsed += 1
-                if rule.family in NOT_WALKED:
+                if rule.family in L2_FAMILIES:
                     t.other_family += 1
-                    continue
                 why = rule_reason(nf, rule, table)
                 if why is None:
                     t.evaluable += 1
+                elif any(w in why.lower() for w in KERNEL_STATE):
+                    t.kernel_state += 1
+                    t.state_why[_short(why)] += 1
                 elif any(w in why.lower() for w in STATEFUL):
                     t.stateful += 1
                     t.stateful_why[_short(why)] += 1
                 else:
                     t.uncertain[_short(why)] += 1
+                    t.example.setdefault(_short(why), rule.text)
 
 
 def run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -319,13 +343,13 @@ def _pct(a: int, b: int) -> str:
 def report(results: dict[str, Tally], top: int) -> None:
     print(
         "| corpus | files | kernel accepted | parsed | files rejected whole | stateful | "
-        "bridge/arp/netdev | evaluable (of packet/socket/clock-decided) |"
+        "kernel state | of them bridge/arp/netdev | evaluable (of packet/socket/clock-decided) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, t in results.items():
         print(
             f"| {name} | {t.files} | {t.accepted} | {t.parsed} ({_pct(t.parsed, t.accepted)}) "
-            f"| {t.rejected_files} | {t.stateful} | {t.other_family} | "
+            f"| {t.rejected_files} | {t.stateful} | {t.kernel_state} | {t.other_family} | "
             f"{t.evaluable}/{t.decidable} ({_pct(t.evaluable, t.decidable)}) |"
         )
     for name, t in results.items():
@@ -333,11 +357,14 @@ def report(results: dict[str, Tally], top: int) -> None:
             ("parse failures", t.parse_fail),
             ("uncertain", t.uncertain),
             ("stateful", t.stateful_why),
+            ("kernel state", t.state_why),
         ):
             if ctr:
                 print(f"\n{name}: {title}")
                 for why, n in ctr.most_common(top):
                     print(f"  {n:6d}  {why}")
+                    if EXAMPLES and why in t.example:
+                        print(f"          e.g. {t.example[why][:150]}")
 
 
 def main() -> int:

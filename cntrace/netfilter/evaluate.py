@@ -20,6 +20,7 @@ from cntrace.errors import BadInput
 from cntrace.model import Packet, RuleRef
 from cntrace.netfilter.chains import run_hook
 from cntrace.netfilter.model import Netfilter
+from cntrace.netfilter.probe import Probe
 from cntrace.netfilter.results import Conntrack, HookResult, NetnsFacts, Walk
 from cntrace.netfilter.state import State, addr_type
 
@@ -40,6 +41,7 @@ def evaluate_hook(
     ctmark: int = 0,
     conntrack: Conntrack | None = None,
     original: Packet | None = None,
+    probe: Probe | None = None,
 ) -> HookResult:
     """Run one hook for one packet.
 
@@ -50,6 +52,8 @@ def evaluate_hook(
     """
     st = State(nf, packet, facts, ctstate, ctmark, conntrack, physdev_in, physdev_out)
     st.iif, st.oif = iif, oif
+    if probe is not None:
+        st.probe = probe
     if hook not in ("prerouting", "output"):
         st.ct_attached = nf.conntrack_enabled(packet.family)  # ran at an earlier hook
     if original is not None and conntrack is None:
@@ -79,6 +83,7 @@ def walk(
     conntrack: Conntrack | None = None,
     physdev_in: str | None = None,
     physdev_out: str | None = None,
+    probe: Probe | None = None,
 ) -> Walk:
     """The hooks a packet of this ``kind`` meets, in order, re-routing after DNAT.
 
@@ -95,6 +100,8 @@ def walk(
     if kind not in _KINDS:
         raise BadInput(f"unknown walk kind {kind!r} (one of {', '.join(_KINDS)})")
     st = State(nf, packet, facts, ctstate, ctmark, conntrack, physdev_in, physdev_out)
+    if probe is not None:  # header, socket and clock facts (default: probe.PREDICTED)
+        st.probe = probe
     results: list[HookResult] = []
     notes: list[str] = []
     plan = _plan(kind)

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cntrace.netfilter.iptables_headers import (
+    m_cgroup,
+    m_ecn,
+    m_exthdr,
+    m_mac,
+    m_proto_header,
+    m_tcpmss,
+    sctp_dccp_option,
+)
 from cntrace.netfilter.iptables_probe import (
     m_dscp,
     m_length,
@@ -21,6 +30,7 @@ from cntrace.netfilter.iptables_probe import (
 )
 from cntrace.netfilter.model import CT_STATE_BITS, CT_STATUS_BITS, PORT_PROTO_NUMBERS
 from cntrace.netfilter.names import ICMP_TYPE_CODES, ICMPV6_TYPE_CODES, protocol_number
+from cntrace.netfilter.probe_headers import STATE
 from cntrace.netfilter.steps import MASK32, Atom, Effect, Field, Match, Step
 from cntrace.netfilter.values import (
     ADDRTYPES,
@@ -88,8 +98,8 @@ def _m_tcp(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -
         return tcp_flags(opt, args, neg, pr, text)
     if opt in ("--syn", "--tcp-flags", "--tcp-option"):
         return Match((), text=text, unsupported=f"TCP {opt} is not modelled")
-    if opt in ("--chunk-types", "--verification-tag"):
-        return Match((), text=text, unsupported=f"{opt} is not modelled")
+    if opt in ("--chunk-types", "--verification-tag", "--dccp-types", "--dccp-option"):
+        return sctp_dccp_option(opt, args, neg, pr, text)
     raise ValueError(f"unknown option {opt}")
 
 
@@ -310,30 +320,39 @@ MODULES: dict[str, ModuleHandler] = {
     "recent": _uncertain("recent: depends on recently seen addresses"),
     "connlimit": _uncertain("connlimit: depends on the number of open connections"),
     "owner": m_owner,
-    "socket": _uncertain("socket: depends on open sockets"),
-    "rpfilter": _uncertain("rpfilter: needs a reverse route lookup"),
+    "socket": _uncertain(f"socket: the namespace's sockets ({STATE})"),
+    "rpfilter": _uncertain(f"rpfilter: a reverse route lookup ({STATE})"),
     "length": m_length,
     "ttl": m_ttl,
     "hl": m_ttl,
     "tos": m_tos,
     "dscp": m_dscp,
-    "ecn": _uncertain("ecn: ECN bits are not known"),
+    "ecn": m_ecn,
+    "tcpmss": m_tcpmss,
     "string": _uncertain("string: the payload is not known"),
     "u32": _uncertain("u32: raw packet bytes are not known"),
     "bpf": _uncertain("bpf: a BPF program decides"),
-    "cgroup": _uncertain("cgroup: depends on the sending socket"),
+    "cgroup": m_cgroup,
     "time": m_time,
     "quota": _uncertain("quota: depends on traffic so far"),
     "helper": _uncertain("helper: depends on a conntrack helper"),
     "policy": _uncertain("policy: IPsec policy is not modelled"),
     "devgroup": _uncertain("devgroup: device groups are not known"),
-    "realm": _uncertain("realm: routing realms are not known"),
-    "mac": _uncertain("mac: MAC addresses are not part of the packet description"),
-    "cpu": _uncertain("cpu: the CPU is not known"),
+    "realm": _uncertain(f"realm: the route's realm ({STATE})"),
+    "mac": m_mac,
+    "cpu": _uncertain(f"cpu: the CPU that handles the packet ({STATE})"),
+    "ipvs": _uncertain(f"ipvs: IPVS services are not read ({STATE})"),
+    "rateest": _uncertain("rateest: a rate estimator (stateful)"),
+    "connbytes": _uncertain("connbytes: the connection's counters (stateful)"),
     "nfacct": _uncertain("nfacct: accounting objects are not modelled"),
-    "frag": _uncertain("frag: fragments are not modelled"),
-    "rt": _uncertain("rt: routing headers are not modelled"),
+    "frag": m_exthdr("frag"),
+    "rt": m_exthdr("rt"),
+    "dst": m_exthdr("dst"),
+    "hbh": m_exthdr("hbh"),
+    "srh": m_exthdr("srh"),
+    "mh": m_proto_header("mh"),
+    "ipcomp": m_proto_header("ipcomp"),
     "ipv6header": _uncertain("ipv6header: extension headers are not modelled"),
-    "esp": _uncertain("esp: IPsec is not modelled"),
-    "ah": _uncertain("ah: IPsec is not modelled"),
+    "esp": m_proto_header("esp"),
+    "ah": m_proto_header("ah"),
 }

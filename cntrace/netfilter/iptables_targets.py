@@ -21,6 +21,7 @@ NON_TERMINAL = {
     "AUDIT",
     "CHECKSUM",
     "TCPMSS",
+    "TCPOPTSTRIP",
     "TOS",
     "DSCP",
     "TTL",
@@ -75,6 +76,9 @@ def target_steps(name: str, args: list[str], goto: bool, names: set[str]) -> lis
         return [Effect(name.lower(), f"-j {name} {' '.join(args)}".strip())]
     if name in names:
         return [Verdict("jump", name)]
+    if name == "TPROXY":
+        text = f"-j TPROXY {' '.join(args)}"
+        return [Unsupported(text, "TPROXY: needs a matching socket (kernel state, not the packet)")]
     if name.isupper() and args:
         return [Unsupported(f"-j {name} {' '.join(args)}", f"target {name} is not modelled")]
     # A chain defined in the table later is still declared before rules in save output, so a

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from cntrace.netfilter.model import PORT_PROTOS, NamedSet, Table
 from cntrace.netfilter.probe_fields import UNKNOWN
-from cntrace.netfilter.state import State, proto_num, value
+from cntrace.netfilter.probe_headers import Why, proto_num
+from cntrace.netfilter.state import State, value
 from cntrace.netfilter.steps import Atom, Field, Match, Verdict, VerdictMap
 from cntrace.netfilter.values import ip_to_int
 
@@ -109,6 +110,8 @@ def match_holds(st: State, m: Match, table: Table | None) -> bool | str:
             return False
         if v is UNKNOWN:
             return f"{key} is not known for this packet"
+        if isinstance(v, Why):
+            return v.why
         op = m.op
         if op == "==":
             return _hit(values, (v,))
@@ -118,7 +121,7 @@ def match_holds(st: State, m: Match, table: Table | None) -> bool | str:
             bits = 0
             for (a,) in values:
                 bits |= int(a.lo)
-            if key == "ctstatus" and bits & ~_STATUS_KNOWN:
+            if key == "ctstatus" and bits & ~_STATUS_KNOWN and st.ctstate != "new":
                 return "conntrack status bits other than snat/dnat/confirmed/seen-reply"
             hit = isinstance(v, int) and bool(v & bits)
             return hit if op == "bits" else not hit
@@ -133,6 +136,8 @@ def match_holds(st: State, m: Match, table: Table | None) -> bool | str:
             return False
         if x is UNKNOWN:
             return f"{f.key} is not known for this packet"
+        if isinstance(x, Why):
+            return x.why
         vs2.append(x)
     hit = _hit(values, tuple(vs2))
     return hit if m.op == "==" else not hit
@@ -170,6 +175,8 @@ def vmap_verdict(
             return None, None
         if x is UNKNOWN:
             return None, f"{f.key} is not known for this packet"
+        if isinstance(x, Why):
+            return None, x.why
         vs.append(x)
     key = tuple(vs)
     for atoms, verdict in pairs:

@@ -17,6 +17,7 @@ from cntrace.netfilter.nft_expr import (
     lower_verdict,
 )
 from cntrace.netfilter.nft_text import expr_text, stmt_text, value_text
+from cntrace.netfilter.probe_headers import STATE
 from cntrace.netfilter.steps import (
     MASK32,
     Effect,
@@ -166,6 +167,13 @@ def lower_statement(k: str, v: Any, family: str) -> Step:
         return Unsupported(f"xt target {name}", reason)
     if k in ("set", "map", "flow", "secmark", "ct helper", "ct timeout", "ct expectation"):
         return Effect(k, stmt_text(k, v))
-    if k in ("tproxy", "synproxy", "fwd", "dup"):
+    if k in (
+        "dup",
+        "reset",
+    ):  # a copy sent elsewhere / a TCP option stripped: no say in the verdict
+        return Effect(k, stmt_text(k, v))
+    if k == "tproxy":
+        return Unsupported(stmt_text(k, v), f"tproxy: needs a matching socket ({STATE})")
+    if k in ("synproxy", "fwd"):
         return Unsupported(stmt_text(k, v), f"{k} is not modelled")
     raise Malformed(f"unknown statement {k!r}")

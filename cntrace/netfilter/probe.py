@@ -5,6 +5,11 @@ DSCP/ECN 0, not a fragment, from a root socket, and a TCP segment that opens a c
 unless the connection is established (ACK). Its length is known only when the caller says (a
 payload size is the sender's choice), and its time only when the caller gives a clock reading:
 a match on either is otherwise uncertain, with that reason.
+
+A crafted (live) probe knows every byte it sent: ``header`` carries such values by the names
+probe_headers.py reads (``tcp.sequence``, ``udp.checksum``, ``icmp.id``, ``tcpopt.maxseg.size``).
+A predicted probe leaves them out: the kernel picks sequence numbers and IDs at random, and a
+checksum covers them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ class Probe:
     gid: int | None = 0
     time: float | None = None  # seconds since the epoch, UTC
     icmp_code: int = 0
+    priority: int = 0  # skb->priority: 0 unless a socket option or a rule sets it
+    cgroup: int | None = None  # cgroup v2 id of the sending socket (locally generated only)
+    header: tuple[tuple[str, int], ...] = ()  # header values a crafted probe knows
+
+    def known(self, name: str) -> int | None:
+        for k, v in self.header:
+            if k == name:
+                return v
+        return None
 
 
 PREDICTED = Probe()

@@ -57,8 +57,9 @@ def probe_value(st: State, key: str) -> object:
         return 1 if pr.fragment else 0
     if key == "ip.id":
         return pr.ip_id if pr.ip_id is not None else UNKNOWN
-    if key == "flowlabel":
-        return UNKNOWN  # the kernel hashes the flow (auto flow labels)
+    if key == "flowlabel":  # the kernel hashes the flow (auto flow labels): a crafted probe's own
+        label = pr.known("flowlabel")
+        return label if label is not None else UNKNOWN
     if key in ("tcpflags", "tcpoption"):
         if p.proto != "tcp":
             return None

@@ -27,6 +27,7 @@ class NetnsFacts:
     bridge_of: Mapping[str, str] = field(default_factory=dict)  # bridge port -> bridge
     broadcast_addresses: frozenset[str] = frozenset()
     known: bool = True
+    groups: Mapping[str, int] = field(default_factory=dict)  # device -> group (ip link group)
 
     @staticmethod
     def unknown() -> NetnsFacts:

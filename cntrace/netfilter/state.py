@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from cntrace.errors import BadInput
 from cntrace.model import Packet
-from cntrace.netfilter.model import CT_STATE_BITS, PORT_PROTOS, PROTO_NUMBERS, Netfilter
+from cntrace.netfilter.model import CT_STATE_BITS, PORT_PROTOS, Netfilter
 from cntrace.netfilter.probe import PREDICTED
 from cntrace.netfilter.probe_fields import UNKNOWN, apply_ops, probe_value
+from cntrace.netfilter.probe_headers import header_value, proto_num
 from cntrace.netfilter.results import Conntrack, NetnsFacts
 from cntrace.netfilter.steps import MASK32, Field
 from cntrace.netfilter.values import ip_to_int
@@ -94,16 +95,6 @@ def _differs_src(ct: Conntrack) -> bool:
 
 def _differs_dst(ct: Conntrack) -> bool:
     return (ct.original.dst, ct.original.dport) != (ct.nated.dst, ct.nated.dport)
-
-
-def proto_num(p: Packet) -> int:
-    proto = p.proto.lower()
-    if proto == "icmp" and p.family == 6:
-        return 58
-    num = PROTO_NUMBERS.get(proto)
-    if num is not None:
-        return num
-    return int(proto) if proto.isdigit() else -1
 
 
 def addr_type(st: State, addr: str, iface: str | None) -> str:
@@ -215,6 +206,8 @@ def _compute(st: State, f: Field) -> object:
         return 1 if st.physdev_out else 0
     if key.startswith("ct.orig.") or key.startswith("ct.reply."):
         return _ct_tuple(st, key)
+    if key.startswith("h:"):
+        return header_value(st, f)
     return probe_value(st, key)
 
 
@@ -237,6 +230,8 @@ def _l2_field(st: State, key: str) -> object:
         return (st.iif if key == "iifname" else st.oif) or ""
     if key == "mark":
         return p.mark
+    if key.startswith(("h:meta.", "h:ct.")):
+        return header_value(st, Field(key))
     if not arp or not key.startswith("arp."):
         return None  # an IP field of an ARP packet, or an ARP field of an IP packet: absent
     if key == "arp.op":
