@@ -10,6 +10,7 @@ networks, whichever runtime (or the lab) created them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
 from cntrace.errors import BadInput
@@ -70,20 +71,21 @@ class ConnectOp:
 
     def apply(self, snap: Snapshot, ns: Netns | None) -> Snapshot:
         c = _container(snap, self.container)
-        net = _network(snap, self.network)
+        near = _host_sides(snap, c)
+        net = _network(snap, self.network, near)
         if any(n.name == net.name for n in c.networks):
             raise BadInput(f"what-if: {c.name} is already connected to network {net.name}")
         if not net.bridge or net.ip is None or net.prefixlen is None:
             raise BadInput(f"what-if: network {net.name} has no bridge and subnet cntrace knows")
         topo = Topology(snap)
-        host = next(
-            (
-                h
-                for h in topo.hosts()
-                if any(lk.name == net.bridge and lk.kind == "bridge" for lk in h.links)
-            ),
-            None,
-        )
+        # Two hosts (labs, nested nodes) may each have a bridge of that name: the container's
+        # own host side is the one `docker network connect` would use.
+        hosts = [
+            h
+            for h in topo.hosts()
+            if any(lk.name == net.bridge and lk.kind == "bridge" for lk in h.links)
+        ]
+        host = next((h for h in hosts if h.inode in near), hosts[0] if hosts else None)
         own = snap.ns(c.netns)
         if host is None or own is None:
             raise BadInput(f"what-if: cannot find bridge {net.bridge} or {c.name}'s namespace")
@@ -153,11 +155,21 @@ def host_mac(ip: str) -> str:
     return "0a:58:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
 
 
-def _network(snap: Snapshot, name: str) -> ContainerNetwork:
+def _host_sides(snap: Snapshot, c: Container) -> set[int]:
+    """The namespaces holding the peers of ``c``'s veths (its hosts)."""
+    own = snap.ns(c.netns)
+    return {lk.peer_netns for lk in (own.links if own else ()) if lk.peer_netns is not None}
+
+
+def _network(snap: Snapshot, name: str, near: AbstractSet[int] = frozenset()) -> ContainerNetwork:
+    """The network called ``name`` (or with that bridge), as containers on ``near`` hosts see it
+    first: another host may have a network of the same name with another subnet."""
+    found: list[tuple[bool, ContainerNetwork]] = []
     for c in snap.containers:
-        for n in c.networks:
-            if name in (n.name, n.bridge):
-                return n
+        mine = bool(_host_sides(snap, c) & near) if near else False
+        found += [(mine, n) for n in c.networks if name in (n.name, n.bridge)]
+    if found:
+        return next((n for mine, n in found if mine), found[0][1])
     known = sorted({n.name for c in snap.containers for n in c.networks})
     raise BadInput(f"what-if: unknown network {name!r}; known: {', '.join(known) or 'none'}")
 

@@ -236,3 +236,44 @@ def test_cli_what_if_json_follows_its_schema(tmp_path: Path) -> None:
     argv = ["path", "--snapshot", str(LAB / "healthy.json"), "client", "web:80"]
     bad = run_ok(*argv, "--what-if", "ip link set nosuch down", rc=2)
     assert bad.stderr.count("\n") == 1
+
+
+def _twin(s: Snapshot, off: int = 10**6) -> Snapshot:
+    """``s`` with a second copy of its whole lab listed first: another host holding bridges,
+    networks and containers of the same names (two labs, or nested nodes, on one machine)."""
+    from dataclasses import replace
+
+    def link(lk):  # type: ignore[no-untyped-def]
+        return replace(lk, peer_netns=lk.peer_netns + off) if lk.peer_netns is not None else lk
+
+    twins = tuple(
+        replace(
+            ns,
+            inode=ns.inode + off,
+            name=f"twin-{ns.name or ns.inode}",
+            paths=(),
+            is_root=False,
+            links=tuple(link(lk) for lk in ns.links),
+        )
+        for ns in s.netns
+    )
+    others = tuple(
+        replace(c, name=f"twin-{c.name}", id=f"twin-{c.id}", netns=c.netns + off)
+        for c in s.containers
+        if c.netns is not None
+    )
+    return replace(s, netns=(*twins, *s.netns), containers=(*others, *s.containers))
+
+
+def test_network_connect_uses_the_containers_own_host_when_two_have_that_bridge() -> None:
+    s = _twin(snap("isolated-networks"))
+    before = predict(s, "api", "db:80")
+    assert before.verdict.status == "dropped", before.verdict
+    after, _ = whatif.apply_all(
+        s, [whatif.parse("docker network connect bridge api")], whatif.host_of_path(s, before)
+    )
+    assert predict(after, "api", "db:80").verdict.status == "delivered"
+    twin_host = next(
+        ns for ns in s.netns if ns.inode >= 10**6 and any(lk.kind == "bridge" for lk in ns.links)
+    )
+    assert after.ns(twin_host.inode) == twin_host  # the other host's bridge is left alone
