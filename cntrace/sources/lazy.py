@@ -142,13 +142,12 @@ def read_count(snap: Snapshot) -> tuple[int, int]:
 
 def deferred(
     sp: Space,
-    shallow: Netns,
     root: int | None,
     peers: dict[tuple[int, int], int],
     sockets: bool,
     rulesets: bool,
 ) -> Netns:
-    """``shallow`` (links and addresses of ``sp``, read) with the rest read on first access:
+    """``sp``'s Netns with its links and addresses (read) and the rest read on first access:
     the namespace is entered once more for its diag and netfilter sockets, then its detail is
     dumped exactly as a full read does (namespaces.read_detail), so the values are the same."""
 
@@ -162,4 +161,6 @@ def deferred(
             sp.conn = None
         return {n: getattr(full, n) for n in NETNS_DETAIL}
 
-    return defer(shallow, fill)
+    out = to_netns(sp, root, peers, cls=LazyNetns)
+    out.__dict__["_fill"] = fill
+    return out

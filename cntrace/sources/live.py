@@ -127,10 +127,7 @@ def read_snapshot(
                 sp.conn.close()
 
     if lazy:
-        netns = tuple(
-            deferred(sp, to_netns(sp, root, peers), root, peers, sockets, rulesets)
-            for sp in ordered
-        )
+        netns = tuple(deferred(sp, root, peers, sockets, rulesets) for sp in ordered)
     else:
         netns = tuple(to_netns(sp, root, peers) for sp in ordered)
     snap = Snapshot(

@@ -345,8 +345,11 @@ def _vxlan(r: decode.RawLink, links: list[decode.RawLink]) -> Vxlan | None:
     return replace(r.vxlan, dev=dev)
 
 
-def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> Netns:
-    """The model's Netns from what was read (``peers``: peers.resolve_peers)."""
+def to_netns(
+    sp: Space, root: int | None, peers: dict[tuple[int, int], int], cls: type[Netns] = Netns
+) -> Netns:
+    """The model's Netns from what was read (``peers``: peers.resolve_peers); ``cls`` is Netns
+    or its lazy twin (sources.lazy), built directly rather than copied."""
     names = {r.ifindex: r.name for r in sp.raw_links}
     raw = sp.dumps
     socks: list[Socket] = []
@@ -356,7 +359,7 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
             for s in decode.parse_sockets(raw[what], what[:3]):
                 own = owners.get(s.inode or -1)
                 socks.append(replace(s, pid=own[0], process=own[1]) if own else s)
-    return Netns(
+    return cls(
         inode=sp.inode,
         name=sp.name,
         paths=tuple(sp.paths + [f"/proc/{p}/ns/net" for p in sp.pids[:1]]),
