@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources.namespaces import Space, open_many, read_detail, to_netns
+from cntrace.sources.namespaces import Space, detail, open_many, read_detail, to_netns
 
 T = TypeVar("T")
 Fill = Callable[[], dict[str, Any]]
@@ -155,11 +155,11 @@ def deferred(
         if sp.conn is not None:
             open_many([sp], full=True, sockets=sockets, rulesets=rulesets)
             read_detail([sp], sockets=sockets, rulesets=rulesets)
-        full = to_netns(sp, root, peers)
+        values = detail(sp)
         if sp.conn is not None:
             sp.conn.close()
             sp.conn = None
-        return {n: getattr(full, n) for n in NETNS_DETAIL}
+        return values
 
     out = to_netns(sp, root, peers, cls=LazyNetns)
     out.__dict__["_fill"] = fill
