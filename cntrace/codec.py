@@ -30,21 +30,55 @@ def to_plain(obj: Any, *, compact: bool = False) -> Any:
 
     ``compact`` leaves out fields equal to their default: a large Snapshot is mostly nulls and
     empty lists, and the decoder fills defaults back in. Documents whose schema names every key
-    (cntrace.path/v2) are written in full.
+    (cntrace.path/v2) are written in full. Each class's fields and defaults are looked up once
+    (_plan): a 1,000-container Snapshot is ~100,000 objects.
     """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    t = type(obj)
+    if t in _SCALAR_TYPES:
+        return obj
+    if t is tuple or t is list:
+        return [to_plain(v, compact=compact) for v in obj]
+    plan = _PLANS.get(t)
+    if plan is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        plan = _plan(t)
+    if plan is not None:
         out = {}
-        for f in _fields(type(obj)):
-            value = getattr(obj, f.name)
-            if compact and _is_default(f, value):
+        for name, kind, default in plan:
+            value = getattr(obj, name)
+            if (
+                compact
+                and kind
+                and value == default
+                and (kind == 2 or type(value) is type(default))
+            ):
                 continue
-            out[f.name] = to_plain(value, compact=compact)
+            out[name] = to_plain(value, compact=compact)
         return out
     if isinstance(obj, (tuple, list)):
         return [to_plain(v, compact=compact) for v in obj]
     if isinstance(obj, dict):
         return {str(k): to_plain(v, compact=compact) for k, v in obj.items()}
     return obj
+
+
+_SCALAR_TYPES = frozenset((str, int, bool, float, type(None)))
+# Per dataclass: (field name, 0 no default | 1 a default (same type too) | 2 a factory's, value).
+_PLANS: dict[type, tuple[tuple[str, int, Any], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, int, Any], ...]:
+    out: list[tuple[str, int, Any]] = []
+    for f in _fields(cls):
+        if f.name == "schema":  # readers check it first: always written
+            out.append((f.name, 0, None))
+        elif f.default is not dataclasses.MISSING:
+            out.append((f.name, 1, f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            out.append((f.name, 2, f.default_factory()))
+        else:
+            out.append((f.name, 0, None))
+    plan = _PLANS[cls] = tuple(out)
+    return plan
 
 
 _FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
@@ -57,16 +91,6 @@ def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
             f for f in dataclasses.fields(cls) if not f.name.startswith("_")
         )
     return found
-
-
-def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
-    if f.name == "schema":
-        return False  # readers check it first
-    if f.default is not dataclasses.MISSING:
-        return bool(value == f.default and type(value) is type(f.default))
-    if f.default_factory is not dataclasses.MISSING:
-        return bool(value == f.default_factory())
-    return False
 
 
 def dumps(obj: Any, *, indent: int | None = 2, compact: bool = False) -> str:

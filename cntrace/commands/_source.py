@@ -42,9 +42,11 @@ def get_snapshot(
     sockets: bool = True,
     rulesets: bool = True,
     lazy: bool = False,
+    narrow: bool = False,
 ) -> Snapshot:
     """The recorded snapshot if --snapshot was given, else a live read of the host (``lazy``:
-    each namespace's detail read when first asked, sources.lazy)."""
+    each namespace's detail read when first asked, sources.lazy; ``narrow``: with ``only``,
+    list only the namespaces around the named containers, sources.targeted)."""
     path = getattr(args, "snapshot", None)
     if path is not None:  # `--snapshot ''` is a mistake, not a request for the live host
         from cntrace.sources import recorded
@@ -57,7 +59,7 @@ def get_snapshot(
     from cntrace.sources import live
 
     return live.read_snapshot(
-        detail=detail, only=only, sockets=sockets, rulesets=rulesets, lazy=lazy
+        detail=detail, only=only, sockets=sockets, rulesets=rulesets, lazy=lazy, narrow=narrow
     )
 
 

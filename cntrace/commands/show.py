@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from cntrace.topology import resolve_ref
 
     recorded = args.snapshot is not None
-    snap = get_snapshot(args, only=None if recorded else [args.ref])
+    # Only the namespaces around the container are listed (sources.targeted).
+    snap = get_snapshot(args, only=None if recorded else [args.ref], narrow=True)
     doc = show_doc(snap, resolve_ref(snap, args.ref))
     if args.json:
         from cntrace.commands._source import print_json

@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources.namespaces import Space, open_many, read_detail, to_netns
+from cntrace.sources.namespaces import Space, detail, open_many, read_detail, to_netns
 
 T = TypeVar("T")
 Fill = Callable[[], dict[str, Any]]
@@ -142,13 +142,12 @@ def read_count(snap: Snapshot) -> tuple[int, int]:
 
 def deferred(
     sp: Space,
-    shallow: Netns,
     root: int | None,
     peers: dict[tuple[int, int], int],
     sockets: bool,
     rulesets: bool,
 ) -> Netns:
-    """``shallow`` (links and addresses of ``sp``, read) with the rest read on first access:
+    """``sp``'s Netns with its links and addresses (read) and the rest read on first access:
     the namespace is entered once more for its diag and netfilter sockets, then its detail is
     dumped exactly as a full read does (namespaces.read_detail), so the values are the same."""
 
@@ -156,10 +155,12 @@ def deferred(
         if sp.conn is not None:
             open_many([sp], full=True, sockets=sockets, rulesets=rulesets)
             read_detail([sp], sockets=sockets, rulesets=rulesets)
-        full = to_netns(sp, root, peers)
+        values = detail(sp)
         if sp.conn is not None:
             sp.conn.close()
             sp.conn = None
-        return {n: getattr(full, n) for n in NETNS_DETAIL}
+        return values
 
-    return defer(shallow, fill)
+    out = to_netns(sp, root, peers, cls=LazyNetns)
+    out.__dict__["_fill"] = fill
+    return out

@@ -11,7 +11,6 @@ for concurrent use: one caller at a time per context (each ``run`` makes its own
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 
 OUTPUT_HANDLE = 1 << 3  # NFT_CTX_OUTPUT_HANDLE: `nft -a`
@@ -22,8 +21,12 @@ class Libnftables:
     """The loaded library; ``library()`` gives the process's one instance."""
 
     def __init__(self) -> None:
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        lib = ctypes.CDLL(name, use_errno=True)
+        try:  # by soname first: find_library runs `ldconfig -p`, a process
+            lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
+        except OSError:
+            from ctypes.util import find_library  # noqa: PLC0415
+
+            lib = ctypes.CDLL(find_library("nftables") or "libnftables.so.1", use_errno=True)
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = (ctypes.c_uint32,)
         lib.nft_ctx_free.argtypes = (ctypes.c_void_p,)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from cntrace import __version__
 from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources import nsenter
+from cntrace.sources import nsenter, targeted
 from cntrace.sources.containers import RuntimeAsker, dedupe, place, resolver
 from cntrace.sources.lazy import Fill, defer, deferred
 from cntrace.sources.namespaces import (
@@ -53,6 +53,7 @@ def read_snapshot(
     pids: Iterable[int] = (),
     sources: Iterable[RuntimeSource] | None = None,
     lazy: bool = False,
+    narrow: bool = False,
 ) -> Snapshot:
     """Read the live host.
 
@@ -64,6 +65,8 @@ def read_snapshot(
     ``pid:N`` containers. ``sources`` replaces the runtime sources (tests). ``lazy``: links and
     addresses of every namespace now, the rest of each namespace (and each container's resolver)
     when something first reads it (sources.lazy); the namespaces' sockets stay open for that.
+    ``narrow`` (with ``only``): when every ref is a runtime's container, list only the
+    namespaces around them, not every namespace (sources.targeted; `show`).
     """
     _check_privilege()
     refs = list(only) if only is not None else None
@@ -87,12 +90,24 @@ def read_snapshot(
     lazy = lazy and detail and refs is None
     full_all = detail and refs is None and not lazy
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
+    early: list[Container] | None = None
+    if narrow and refs and detail and not lazy:
+        found, claimed = asking.result(warnings)
+        early = dedupe([place(c, spaces) for c in found], claimed)
+        targets = targeted.targets(refs, early)
+        if targets is not None:
+            return _read_narrow(
+                targets, spaces, root, early, procs, warnings, sockets=sockets, rulesets=rulesets
+            )
     try:
         # `ls` (detail=False) never shows loopback: it is not even decoded then.
         read_links(ordered, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
-        found, claimed = asking.result(warnings)
-        known = set(spaces)
-        containers = dedupe([place(c, spaces) for c in found], claimed)
+        known = {sp.inode for sp in ordered}
+        if early is None:
+            found, claimed = asking.result(warnings)
+            containers = dedupe([place(c, spaces) for c in found], claimed)
+        else:
+            containers = early
         late = [sp for inode, sp in spaces.items() if inode not in known]
         if late:  # a namespace only a runtime knew (not mounted, no process seen by the scan)
             read_links(late, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
@@ -129,10 +144,7 @@ def read_snapshot(
                 sp.conn.close()
 
     if lazy:
-        netns = tuple(
-            deferred(sp, to_netns(sp, root, peers), root, peers, sockets, rulesets)
-            for sp in ordered
-        )
+        netns = tuple(deferred(sp, root, peers, sockets, rulesets) for sp in ordered)
     else:
         netns = tuple(to_netns(sp, root, peers) for sp in ordered)
     snap = Snapshot(
@@ -149,6 +161,50 @@ def read_snapshot(
     )
     # A targeted read (show) reads resolvers too only where asked: one container, not all.
     return _finish(snap, detail=detail, lazy=lazy or refs is not None)
+
+
+def _read_narrow(
+    chosen: list[Container],
+    spaces: dict[int, Space],
+    root: int | None,
+    containers: list[Container],
+    procs: ProcTable,
+    warnings: list[str],
+    *,
+    sockets: bool,
+    rulesets: bool,
+) -> Snapshot:
+    """A targeted read of runtime containers listing only the namespaces around them."""
+    try:
+        read, peers, wanted = targeted.read_around(
+            chosen, spaces, root, sockets=sockets, rulesets=rulesets
+        )
+        warnings.append(
+            "partial snapshot: routes, rules, neighbours, FDB, sockets, sysctls and rulesets "
+            f"were read only for {len(wanted)} of {len(spaces)} namespaces"
+        )
+        chosen_sp = [sp for sp in read if sp.inode in wanted and sp.conn is not None]
+        open_many(chosen_sp, full=True, sockets=sockets, rulesets=rulesets)
+        read_detail(chosen_sp, sockets=sockets, rulesets=rulesets)
+        if sockets:
+            owners = socket_owners(procs.pids_in({sp.inode for sp in chosen_sp}))
+            for sp in chosen_sp:
+                sp.owners = owners
+    finally:
+        for sp in spaces.values():
+            if sp.conn is not None:
+                sp.conn.close()
+                sp.conn = None
+    snap = Snapshot(
+        netns=tuple(to_netns(sp, root, peers) for sp in read),
+        containers=tuple(containers),
+        taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        hostname=socket.gethostname(),
+        kernel=os.uname().release,
+        tool_version=__version__,
+        warnings=tuple(warnings),
+    )
+    return _finish(snap, detail=True, lazy=True)
 
 
 def _select(

@@ -259,11 +259,9 @@ def _host_sysctls(sp: Space) -> None:
         except OSError:
             continue
     if "links" in sp.dumps:
-        for r in decode.parse_links(sp.dumps["links"], conf=True):
-            if "route_localnet" in r.inet_conf:
-                sp.sysctls[f"net.ipv4.conf.{r.name}.route_localnet"] = str(
-                    r.inet_conf["route_localnet"]
-                )
+        for name, conf in decode.parse_inet_confs(sp.dumps["links"]).items():
+            if "route_localnet" in conf:
+                sp.sysctls[f"net.ipv4.conf.{name}.route_localnet"] = str(conf["route_localnet"])
 
 
 def _has_tables(chosen: list[Space]) -> list[bool]:
@@ -345,8 +343,24 @@ def _vxlan(r: decode.RawLink, links: list[decode.RawLink]) -> Vxlan | None:
     return replace(r.vxlan, dev=dev)
 
 
-def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> Netns:
-    """The model's Netns from what was read (``peers``: peers.resolve_peers)."""
+def to_netns(
+    sp: Space, root: int | None, peers: dict[tuple[int, int], int], cls: type[Netns] = Netns
+) -> Netns:
+    """The model's Netns from what was read (``peers``: peers.resolve_peers); ``cls`` is Netns
+    or its lazy twin (sources.lazy), built directly rather than copied."""
+    return cls(
+        inode=sp.inode,
+        name=sp.name,
+        paths=tuple(sp.paths + [f"/proc/{p}/ns/net" for p in sp.pids[:1]]),
+        is_root=sp.inode == root,
+        links=_links(sp, peers),
+        pids=tuple(sp.pids[:PIDS_KEPT]),
+        **detail(sp),  # type: ignore[arg-type]
+    )
+
+
+def detail(sp: Space) -> dict[str, object]:
+    """Netns's detail fields (sources.lazy.NETNS_DETAIL) from what was read of ``sp``."""
     names = {r.ifindex: r.name for r in sp.raw_links}
     raw = sp.dumps
     socks: list[Socket] = []
@@ -356,24 +370,23 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
             for s in decode_state.parse_sockets(raw[what], what[:3]):
                 own = owners.get(s.inode or -1)
                 socks.append(replace(s, pid=own[0], process=own[1]) if own else s)
-    return Netns(
-        inode=sp.inode,
-        name=sp.name,
-        paths=tuple(sp.paths + [f"/proc/{p}/ns/net" for p in sp.pids[:1]]),
-        is_root=sp.inode == root,
-        links=_links(sp, peers),
-        routes=(
-            tuple(r for r in decode.parse_routes(raw["routes"], names) if not _derived(r))
+    return {
+        "routes": (
+            tuple(
+                r
+                for r in decode.parse_routes(raw["routes"], names, derived=False)
+                if not _derived(r)
+            )
             if "routes" in raw
             else ()
         ),
-        rules=_unless_default(tuple(decode.parse_rules(raw["rules"]))) if "rules" in raw else (),
-        neighbors=(
+        "rules": _unless_default(tuple(decode.parse_rules(raw["rules"]))) if "rules" in raw else (),
+        "neighbors": (
             tuple(decode_state.parse_neighbors(raw["neighbors"], names))
             if "neighbors" in raw
             else ()
         ),
-        fdb=(
+        "fdb": (
             tuple(
                 decode_state.parse_fdb(
                     raw["fdb"],
@@ -384,12 +397,11 @@ def to_netns(sp: Space, root: int | None, peers: dict[tuple[int, int], int]) -> 
             if "fdb" in raw
             else ()
         ),
-        sockets=tuple(socks),
-        sysctls=sp.sysctls,
-        ruleset=sp.ruleset,
-        pids=tuple(sp.pids[:PIDS_KEPT]),
-        error=sp.error,
-    )
+        "sockets": tuple(socks),
+        "sysctls": sp.sysctls,
+        "ruleset": sp.ruleset,
+        "error": sp.error,
+    }
 
 
 def _unless_default(rules: tuple[PolicyRule, ...]) -> tuple[PolicyRule, ...]:

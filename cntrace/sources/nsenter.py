@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
@@ -23,7 +22,19 @@ NETNS_RUN_DIR = "/run/netns"
 
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def load_libc() -> ctypes.CDLL:
+    """libc by its soname: ctypes.util.find_library runs `ldconfig -p` (a process, tens of ms
+    on every command), and glibc's soname has been libc.so.6 for decades."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # another libc (musl): ask the slow way
+        from ctypes.util import find_library  # noqa: PLC0415
+
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+_libc = load_libc()
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.setns.restype = ctypes.c_int
 

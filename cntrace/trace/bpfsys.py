@@ -9,7 +9,6 @@ file descriptors this process owns: they vanish with it, except what tc filters 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import mmap
@@ -18,6 +17,8 @@ import platform
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from cntrace.sources.nsenter import load_libc
 
 # (bpf, perf_event_open) syscall numbers per architecture.
 _SYSCALLS = {
@@ -57,7 +58,7 @@ _PERF_EVENT_IOC_SET_BPF = 0x40042408
 _RINGBUF_BUSY = 1 << 31
 _RINGBUF_DISCARD = 1 << 30
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = load_libc()  # by soname: find_library would run `ldconfig -p`
 _libc.syscall.restype = ctypes.c_long
 
 

@@ -221,3 +221,34 @@ def test_error_message_raises() -> None:
     with pytest.raises(proto.NetlinkError) as exc:
         list(nl.each([err]))
     assert exc.value.errno == 13
+
+
+def test_inet_confs_alone_match_the_link_decoder() -> None:
+    """A host's route_localnet per interface is read without decoding its links."""
+    conf = [0] * 30
+    conf[0], conf[7], conf[25] = 1, 2, 1  # forwarding, rp_filter, route_localnet
+    inet = attr(socket.AF_INET, attr(1, struct.pack("=30I", *conf)), nested=True)
+    body = struct.pack("=BxHiII", 0, 1, 7, 1, 0) + attr(3, s("br0")) + attr(26, inet, nested=True)
+    plain = struct.pack("=BxHiII", 0, 1, 8, 1, 0) + attr(3, s("veth0"))
+    chunks = [msg(16, body) + msg(16, plain) + done()]
+    expected = {lk.name: lk.inet_conf for lk in nl.parse_links(chunks, conf=True)}
+    assert expected["br0"] == {"forwarding": 1, "rp_filter": 2, "route_localnet": 1}
+    assert nl.parse_inet_confs(chunks) == expected
+
+
+def test_derived_local_routes_skipped_undecoded() -> None:
+    local = (
+        struct.pack("=BBBBBBBBI", socket.AF_INET6, 128, 0, 0, 255, 2, 0, 2, 0)
+        + attr(1, bytes(16))
+        + attr(4, u32(2))
+    )
+    added = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 255, 4, 0, 2, 0) + attr(
+        1, bytes([192, 0, 2, 1])
+    )
+    chunks = [msg(24, local) + msg(24, added) + done()]
+    every = nl.parse_routes(chunks, {2: "eth0"})
+    assert [(r.table, r.type, r.protocol) for r in every] == [
+        (255, "local", "kernel"),
+        (255, "local", "static"),  # AnyIP, added by a person: kept
+    ]
+    assert nl.parse_routes(chunks, {2: "eth0"}, derived=False) == every[1:]

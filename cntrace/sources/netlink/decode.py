@@ -247,6 +247,21 @@ def parse_links(chunks: Chunks, conf: bool = True, loopback: bool = True) -> lis
     ]
 
 
+_CONF_ATTRS = frozenset((IFLA.IFNAME, IFLA.AF_SPEC))
+
+
+def parse_inet_confs(chunks: Chunks) -> dict[str, dict[str, int]]:
+    """Interface name -> its IPv4 devconf values (parse_link's ``inet_conf``), decoding nothing
+    else: a host namespace's route_localnet per interface, without building 2,000 links."""
+    out: dict[str, dict[str, int]] = {}
+    for buf, _t, off, end in each(chunks):
+        index = p.I32.unpack_from(buf, off + 4)[0]
+        a = attrs(buf, off + p.IFINFOMSG.size, end, _CONF_ATTRS)
+        name = c_string(a[IFLA.IFNAME]) if IFLA.IFNAME in a else f"if{index}"
+        out[name] = _inet_conf(a.get(IFLA.AF_SPEC))
+    return out
+
+
 # --------------------------------------------------------------------------- addresses
 
 
@@ -286,8 +301,13 @@ def _first_hop(mp: bytes) -> tuple[int, bytes | None]:
     return p.I32.unpack_from(mp, 4)[0], attrs(mp, 8, nh_len).get(RTA.GATEWAY)
 
 
-def parse_routes(chunks: Chunks, names: dict[int, str]) -> list[Route]:
+_LOCAL_DERIVED = frozenset((2, 3, 4, 5))  # local, broadcast, anycast, multicast
+
+
+def parse_routes(chunks: Chunks, names: dict[int, str], derived: bool = True) -> list[Route]:
     """Routes of every table, IPv4 and IPv6; cloned (cache) entries are skipped.
+    ``derived=False`` also skips, undecoded, the local table's entries the kernel made from
+    addresses (a host's 2,000 veths each have a link-local address: most of its dump).
 
     A multipath route keeps its first next hop (Route has one gateway); that is noted in
     docs/discovery.md.
@@ -298,6 +318,8 @@ def parse_routes(chunks: Chunks, names: dict[int, str]) -> list[Route]:
             buf, off
         )
         if family not in (socket.AF_INET, socket.AF_INET6) or flags & p.RTM_F_CLONED:
+            continue
+        if not derived and table == 255 and proto == 2 and rtype in _LOCAL_DERIVED:
             continue
         a = attrs(buf, off + p.RTMSG.size, end)
         if RTA.TABLE in a:

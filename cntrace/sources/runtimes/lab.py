@@ -123,7 +123,9 @@ def _member(
         name=f"{prefix}{name}",
         runtime="lab",
         pid=pid,
-        netns=_inode(netns),
+        # With a pid, containers.place reads the inode from the process (a stat per container
+        # saved: a lab of 1,000 is listed on every command).
+        netns=_inode(netns) if pid is None else None,
         netns_path=nsenter.netns_path(netns),
         network_mode=mode,
         networks=networks,
