@@ -221,3 +221,20 @@ def test_error_message_raises() -> None:
     with pytest.raises(proto.NetlinkError) as exc:
         list(nl.each([err]))
     assert exc.value.errno == 13
+
+
+def test_operstate_lagging_carrier_reads_as_up() -> None:
+    """Linkwatch sets IFLA_OPERSTATE up to a second after carrier (a veth pair born in two fresh
+    namespaces shows NO-CARRIER ... LOWER_UP, state DOWN meanwhile) and the kernel already
+    transmits: that link is up. Without carrier, or admin down, "down" stays down."""
+
+    def link(flags: int, oper: int) -> str:
+        body = struct.pack("=BxHiII", 0, 1, 2, flags, 0) + attr(3, s("ceng-dn"))
+        (lk,) = nl.parse_links([msg(16, body + attr(16, bytes([oper]))) + done()])
+        return lk.oper_state
+
+    up, lower_up, down, lowerlayerdown = 0x1, 0x10000, 2, 3
+    assert link(up | lower_up, down) == "up"
+    assert link(up, down) == "down"
+    assert link(lower_up, down) == "down"
+    assert link(up | lower_up, lowerlayerdown) == "lowerlayerdown"
