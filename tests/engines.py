@@ -337,6 +337,16 @@ def ensure_upstream() -> str:
     return UPSTREAM_IP
 
 
+def restart_upstream_link() -> None:
+    """Take the upstream veth down and up again, so that what follows runs right after a link
+    event, as the first test after ``ensure_upstream`` does: carrier (LOWER_UP) is back at once,
+    while the operational state is set later by the kernel's linkwatch work, which on a busy host
+    can report DOWN for a second or more meanwhile."""
+    with _locked():
+        for state in ("down", "up"):
+            _run("ip", "-n", UPSTREAM_NETNS, "link", "set", "ceng-dn", state)
+
+
 def podman_dirs(backend: str) -> tuple[Path, Path]:
     """(persistent, runtime) directories of one back end's test configuration."""
     return Path(f"{DATA_ROOT}-podman-{backend}"), Path(f"{EXEC_ROOT}-podman-{backend}")

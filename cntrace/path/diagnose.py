@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from cntrace.model import Hop, Link, Netns, Packet, RuleRef, Socket
+from cntrace.model import Container, Hop, Link, Netns, Packet, RuleRef, Socket
 from cntrace.path import intent, kube, nfblame, routing
 from cntrace.path.findings import finding
 from cntrace.path.walk import End, Walk
@@ -435,11 +435,14 @@ def refused(w: Walk, ns: Netns, packet: Packet, listeners: list[Socket], hop: in
 
 
 def _not_published(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
-    """A host port that no DNAT rule publishes: say which containers could serve it."""
+    """A host port that no DNAT rule publishes: say which containers on this host could serve
+    it (not the source, which is asking, nor containers whose veths lead to another host)."""
+    source = w.hops[0].netns if w.hops else None
+    here = [c for c in w.snap.containers if _host_of(w, c) == ns.inode]
     candidates = []
-    for c in w.snap.containers:
+    for c in here:
         cns = w.snap.ns(c.netns)
-        if cns is None or c.host_netns not in (None, ns.inode):
+        if cns is None or c.netns == source:
             continue
         for s in cns.sockets:
             if (
@@ -450,10 +453,7 @@ def _not_published(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
                 candidates.append(f"{c.name} listens on {sock(s)}")
                 break
     published = [
-        f"{c.name}: {p.host_port}->{p.container_port}/{p.proto}"
-        for c in w.snap.containers
-        for p in c.ports
-        if c.host_netns in (None, ns.inode)
+        f"{c.name}: {p.host_port}->{p.container_port}/{p.proto}" for c in here for p in c.ports
     ]
     w.add(
         finding(
@@ -465,3 +465,9 @@ def _not_published(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
             hop=hop,
         )
     )
+
+
+def _host_of(w: Walk, c: Container) -> int | None:
+    """The namespace a container's veths lead to (what the packet would reach), else the one its
+    runtime names: in a stitched snapshot every container's runtime may name the first node."""
+    return w.topo.host_netns(c) or c.host_netns

@@ -3,7 +3,9 @@
 A macvlan child transmits straight out of its lower (parent) device, past the parent namespace's
 IP stack and netfilter; in ``bridge`` mode a frame for a sibling in bridge mode is switched
 inside the parent instead. ``private`` children talk to no sibling at all, ``vepa`` ones only
-through an external switch that reflects frames (hairpin), which cntrace cannot see; ``passthru``
+through an external switch that reflects frames (hairpin): unseen, a warning; a namespace
+cntrace sees that cannot reflect them (a veth peer outside a hairpin bridge port) ends the path
+there (its ARP is never answered); ``passthru``
 is the parent's one child. A frame arriving on the parent for a child's MAC goes to the child.
 And the classic surprise: the parent's own namespace cannot reach its children through the
 parent (what it transmits goes to the wire only); the usual fix is a macvlan "shim" on the host.
@@ -89,19 +91,48 @@ def _to_sibling(
         return end
     if modes != ("bridge", "bridge"):
         vepa = link if mode(link) != "bridge" else sib.link
+        far = _far_end_not_reflecting(w, lower)
+        evidence = [f"{link.name}: mode {modes[0]}", f"{sib.link.name}: mode {modes[1]}"]
+        w.hop("interface", lower.netns, lower.link.name, packet, f"leaves by {lower.link.name}")
+        if far is not None:  # the switch is a namespace cntrace sees, and it reflects nothing
+            end = w.fail(
+                "veth",
+                far.netns,
+                far.link.name,
+                packet,
+                f"enters {w.label(far.netns)} by {far.link.name}, which does not send it back: "
+                f"the frame (and the ARP before it) is for {where}, not for this namespace",
+                why=f"{w.label(far.netns)} does not reflect frames back to {lower.link.name}",
+                reason=None,
+                status="unreachable",
+            )
+            w.add(
+                finding(
+                    "macvlan-vepa",
+                    f"{vepa.name} is a {mode(vepa)}-mode macvlan: frames between it and its "
+                    f"siblings on {lower.link.name} go out to {w.label(far.netns)}, which does "
+                    "not reflect them (no bridge port in hairpin mode there), so they never "
+                    "come back",
+                    evidence=[*evidence, _reflects_text(w, far)],
+                    fix=f"ip link set {vepa.name} type macvlan mode bridge, or enable hairpin on "
+                    f"{far.link.name}'s bridge port in {w.label(far.netns)}",
+                    hop=end.hop,
+                    severity="error",
+                )
+            )
+            return end
         w.add(
             finding(
                 "macvlan-vepa",
                 f"{vepa.name} is a {mode(vepa)}-mode macvlan: frames between it and its "
                 f"siblings on {lower.link.name} go out to the switch, and arrive only if that "
                 "switch reflects them (hairpin / reflective relay)",
-                evidence=[f"{link.name}: mode {modes[0]}", f"{sib.link.name}: mode {modes[1]}"],
+                evidence=evidence,
                 fix=f"ip link set {vepa.name} type macvlan mode bridge, or enable hairpin on the "
                 "switch port",
                 severity="warning",
             )
         )
-        w.hop("interface", lower.netns, lower.link.name, packet, f"leaves by {lower.link.name}")
         from cntrace.path import links  # noqa: PLC0415
 
         return links.beyond(w, lower.netns, lower.link, sib.link.name, packet)
@@ -187,3 +218,26 @@ def parent_to_child(w: Walk, ns: Netns, link: Link, nexthop: str, packet: Packet
         )
     )
     return end
+
+
+def _far_end_not_reflecting(w: Walk, lower: LinkRef) -> LinkRef | None:
+    """The veth peer of the parent when cntrace sees it and it cannot send a frame back out of
+    the port it came in by: not a bridge port, or one without hairpin (a bridge never forwards
+    out of the ingress port otherwise). None when the far end is unseen or may reflect."""
+    far = w.topo.peer(lower.netns, lower.link)
+    if far is None:
+        return None
+    master = w.topo.master(far.netns, far.link)
+    port = far.link.bridge_port
+    if master is not None and master.kind == "bridge" and (port is None or port.hairpin):
+        return None
+    if master is not None and master.kind != "bridge":
+        return None  # a bond, a vrf, an OVS port...: cntrace does not model what it reflects
+    return far
+
+
+def _reflects_text(w: Walk, far: LinkRef) -> str:
+    master = w.topo.master(far.netns, far.link)
+    if master is None:
+        return f"{far.link.name} in {w.label(far.netns)}: the veth peer, in no bridge"
+    return f"{far.link.name} in {w.label(far.netns)}: port of {master.name}, hairpin off"

@@ -104,6 +104,10 @@ def arrive(w: Walk, a: Arrive) -> Step:
         return end
     route = routing.lookup(ns, packet.dst, src=packet.src, iif=iif, mark=packet.mark)
     if route.kind == "local":
+        # The input route validates the source for local delivery too (fib_validate_source),
+        # before INPUT; a packet of the namespace's own, over lo, has its route already.
+        if a.link.kind != "loopback" and (end := _rp_filter(w, ns, iif, packet)) is not None:
+            return end
         packet, end = hooks.run(w, ns, "input", packet, iif=iif, oif=None)
         if end is not None:
             diagnose.rule_drop(w, ns, end, "input-drop")

@@ -3,16 +3,19 @@
     sw  e0 10.83.0.1/24 ==veth== p0 10.83.0.2/24  par   (the parent's namespace)
                                   |-- macvlan bridge  -> c1 eth0 10.83.0.11/24
                                   |-- macvlan bridge  -> c2 eth0 10.83.0.12/24
-                                  `-- macvlan private -> c3 eth0 10.83.0.13/24
+                                  |-- macvlan private -> c3 eth0 10.83.0.13/24
+                                  `-- macvlan vepa    -> c4 eth0 10.83.0.14/24
 
 Bridge-mode siblings reach each other inside the parent; the wire (sw) reaches every child; the
 parent's own namespace reaches none of them through p0 (the classic surprise: macvlan-parent);
-a private child talks to no sibling (macvlan-private). Every prediction from a live snapshot is
-checked against a real TCP connection.
+a private child talks to no sibling (macvlan-private); a vepa child reaches a sibling only if the
+far end (sw, a plain veth peer here) reflects frames, which sw does not (macvlan-vepa, exit 1).
+Every prediction from a live snapshot is checked against a real TCP connection.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import clirun
@@ -27,6 +30,7 @@ KIDS = {
     "c1": ("10.83.0.11", "bridge"),
     "c2": ("10.83.0.12", "bridge"),
     "c3": ("10.83.0.13", "private"),
+    "c4": ("10.83.0.14", "vepa"),
 }
 AGREES = {"delivered": {"delivered"}, "unreachable": {"timeout", "unreachable"}}
 
@@ -62,6 +66,8 @@ def world() -> Iterator[World]:
         ("c3", "10.83.0.1", "delivered", None),  # a private child reaches the wire
         ("par", "10.83.0.11", "unreachable", "macvlan-parent"),
         ("c1", "10.83.0.13", "unreachable", "macvlan-private"),
+        ("c4", "10.83.0.11", "unreachable", "macvlan-vepa"),  # sw reflects nothing
+        ("c4", "10.83.0.1", "delivered", None),  # a vepa child reaches the wire
     ],
 )
 def test_macvlan_semantics(world: World, src: str, dst: str, want: str, code: str | None) -> None:
@@ -106,3 +112,14 @@ def test_live_confirms_macvlan(
         assert code in codes, codes
         child = [h for h in doc["hops"] if h["netns_label"] == world.ns("c1") and h["observed"]]
         assert not child, child
+
+
+def test_vepa_to_a_sibling_through_a_far_end_that_reflects_nothing_exits_1(world: World) -> None:
+    """The CLI's exit status follows the verdict: not 0 ("left the host") for a connection that
+    times out because the visible far end does not send the frame back."""
+    res = clirun.run_ok("path", "--json", f"netns:{world.ns('c4')}", "10.83.0.11:80", rc=1)
+    doc = json.loads(res.stdout)
+    assert doc["verdict"]["status"] == "unreachable", doc["verdict"]
+    (f,) = [f for f in doc["findings"] if f["code"] == "macvlan-vepa"]
+    assert f["severity"] == "error" and world.ns("sw") in f["summary"], f
+    assert world.connect("c4", "10.83.0.11", 80, timeout=1.5) in ("timeout", "unreachable")

@@ -241,7 +241,7 @@ def _pr_link(m: Any) -> dict[str, Any]:
         "mac": mac if mac and len(mac) == 17 else None,
         "mtu": m.get_attr("IFLA_MTU"),
         "admin_up": bool(m["flags"] & IFF_UP),
-        "oper_state": m.get_attr("IFLA_OPERSTATE").lower(),
+        "oper_state": _pr_oper(m),
         "master": m.get_attr("IFLA_MASTER"),
         "link": m.get_attr("IFLA_LINK"),
         "link_netnsid": m.get_attr("IFLA_LINK_NETNSID"),
@@ -253,6 +253,13 @@ def _pr_link(m: Any) -> dict[str, Any]:
         "alias": m.get_attr("IFLA_IFALIAS"),
         "inet_conf": {k: inet[k] for k in ("forwarding", "rp_filter", "route_localnet")},
     }
+
+
+def _pr_oper(m: Any) -> str:
+    """IFLA_OPERSTATE, "up" while linkwatch lags an up link's carrier (see decode._oper_state)."""
+    state = str(m.get_attr("IFLA_OPERSTATE")).lower()
+    lagging = m["flags"] & IFF_UP and m["flags"] & 0x10000  # IFF_LOWER_UP
+    return "up" if state == "down" and lagging else state
 
 
 def _pr_vxlan(data: Any) -> dict[str, Any]:

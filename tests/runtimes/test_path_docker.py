@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from clirun import run_json
-from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream
+from clirun import run_json, run_ok
+from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream, restart_upstream_link
 from safety import GUARD, probe
 
 from cntrace.lab import build
@@ -27,6 +27,7 @@ from cntrace.sources.runtimes.docker import DockerSource
 P = "cntrace-pt-"
 NET1, NET2 = f"{P}net1", f"{P}net2"
 A, B, C, D, E, H, N, M = (f"{P}{x}" for x in ("a", "b", "c", "d", "e", "h", "n", "m"))
+FRESH = f"{P}fresh"
 PUBLISHED = 18181
 SERVE = ("nc", "-ll", "-p", "80", "-e", "echo", "hi")
 SLEEP = ("sleep", "3600")
@@ -90,6 +91,30 @@ def snap(world: World) -> Snapshot:
 
 def errors(p: Path) -> list[str]:
     return [f.code for f in p.findings if f.severity == "error"]
+
+
+def test_live_first_trace_from_a_fresh_container_on_a_fresh_link(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First in this module: a container created here, that has sent nothing, traced at once
+    after the upstream link came up (carrier on, the kernel's operational state still DOWN for up
+    to a second): delivered, every hop of both ways seen, and no disagreement with the
+    prediction (which used to read that link as down: issue 17)."""
+    world.engine.remove(FRESH)
+    try:
+        world.engine.docker("run", "-d", "--name", FRESH, IMAGE, *SLEEP)
+        GUARD.own(world.ns(FRESH))
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{world.engine.socket}")
+        restart_upstream_link()
+        res = run_ok("path", "--live", "--json", FRESH, f"{world.upstream_ip}:80", inproc=True)
+        doc = json.loads(res.stdout)
+        v = doc["verdict"]
+        assert v["status"] == "delivered" and doc["hops"][v["at_hop"] - 1]["kind"] == "socket", v
+        unseen = [(h["index"], h["kind"]) for h in doc["hops"] if h["observed"] is not True]
+        assert not unseen, (unseen, doc["notes"])
+        assert not [n for n in doc["notes"] if "disagrees" in n], doc["notes"]
+    finally:
+        world.engine.remove(FRESH)
 
 
 def test_same_network_by_name(world: World, snap: Snapshot) -> None:

@@ -252,3 +252,20 @@ def test_derived_local_routes_skipped_undecoded() -> None:
         (255, "local", "static"),  # AnyIP, added by a person: kept
     ]
     assert nl.parse_routes(chunks, {2: "eth0"}, derived=False) == every[1:]
+
+
+def test_operstate_lagging_carrier_reads_as_up() -> None:
+    """Linkwatch sets IFLA_OPERSTATE up to a second after carrier (a veth pair born in two fresh
+    namespaces shows NO-CARRIER ... LOWER_UP, state DOWN meanwhile) and the kernel already
+    transmits: that link is up. Without carrier, or admin down, "down" stays down."""
+
+    def link(flags: int, oper: int) -> str:
+        body = struct.pack("=BxHiII", 0, 1, 2, flags, 0) + attr(3, s("ceng-dn"))
+        (lk,) = nl.parse_links([msg(16, body + attr(16, bytes([oper]))) + done()])
+        return lk.oper_state
+
+    up, lower_up, down, lowerlayerdown = 0x1, 0x10000, 2, 3
+    assert link(up | lower_up, down) == "up"
+    assert link(up, down) == "down"
+    assert link(lower_up, down) == "down"
+    assert link(up | lower_up, lowerlayerdown) == "lowerlayerdown"

@@ -132,3 +132,18 @@ def test_prediction_is_deterministic() -> None:
     a = to_document(run("healthy", "client", "203.0.113.10:80"))
     b = to_document(run("healthy", "client", "203.0.113.10:80"))
     assert a == b
+
+
+def test_port_not_published_lists_who_listens_on_this_host_but_not_the_source() -> None:
+    """The candidates that could serve an unpublished host port are the containers on the asked
+    host, not the source asking (it cannot be the fix) nor containers on another node."""
+
+    def listeners(s: Snapshot, src: str) -> list[str]:
+        p = predict(s, src, "host:80")
+        (f,) = [f for f in p.findings if f.code == "port-not-published"]
+        return [e.split()[0] for e in f.evidence if " listens on " in e]
+
+    assert listeners(snap("healthy"), "web") == ["client", "api", "db", "upstream"]
+    assert listeners(snap("healthy"), "upstream") == ["web", "client", "api", "db"]
+    two = recorded.load(str(REPO / "fixtures" / "snapshots" / "two-node" / "healthy.json"))
+    assert listeners(two, "client") == ["upstream"]  # web is on node2; client is asking

@@ -197,6 +197,19 @@ _LINK_ATTRS = frozenset(
 _LINK_ATTRS_CONF = _LINK_ATTRS | {IFLA.AF_SPEC}
 
 
+def _oper_state(oper: int | None, flags: int) -> str:
+    """IFLA_OPERSTATE, except "down" on an up link that has carrier: carrier (IFF_LOWER_UP) and
+    transmission start at once, while the operational state is set later by the kernel's
+    linkwatch work (batched, at most once a second for non-urgent events, and behind the RTNL
+    lock), so a new veth reads "NO-CARRIER ... LOWER_UP state DOWN" for a second or more on a busy
+    host. Reading "down" then predicts a drop that does not happen; an up link with carrier
+    settles on "up" (down stays down only without carrier)."""
+    state = OPERSTATES[oper] if oper is not None and oper < len(OPERSTATES) else "unknown"
+    if state == "down" and flags & p.IFF_UP and flags & p.IFF_LOWER_UP:
+        return "up"
+    return state
+
+
 def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
     """One RTM_NEWLINK message; ``conf`` also decodes the per-interface IPv4 sysctls."""
     _family, iftype, index, flags, _change = p.IFINFOMSG.unpack_from(buf, off)
@@ -220,7 +233,7 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         mac=mac_text(mac) if mac and len(mac) == 6 else None,
         mtu=u32(a.get(IFLA.MTU)) or 0,
         admin_up=bool(flags & p.IFF_UP),
-        oper_state=OPERSTATES[oper] if oper is not None and oper < len(OPERSTATES) else "unknown",
+        oper_state=_oper_state(oper, flags),
         master=u32(a.get(IFLA.MASTER)),
         link=i32(a.get(IFLA.LINK)),
         link_netnsid=i32(a.get(IFLA.LINK_NETNSID)),

@@ -203,6 +203,7 @@ class NFTA_TABLE:  # noqa: N801  (the kernel's prefix)
 # --------------------------------------------------------------------------- values
 
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000  # the driver has carrier (netif_carrier_ok), at once
 ARPHRD_LOOPBACK = 772
 IFLA_EXT_MASK_SKIP_STATS = 1 << 3  # RTEXT_FILTER_SKIP_STATS
 RTM_F_CLONED = 0x200
