@@ -16,7 +16,7 @@ from cntrace.netfilter.matching import match_holds, vmap_verdict
 from cntrace.netfilter.model import HOOKS, Chain, Rule, Table
 from cntrace.netfilter.nat import DST_HOOKS, apply_nat, conntrack_nat
 from cntrace.netfilter.results import ChainVisit, HookResult, Nat
-from cntrace.netfilter.state import State
+from cntrace.netfilter.state import State, attach_conntrack
 from cntrace.netfilter.steps import (
     MASK32,
     Effect,
@@ -234,8 +234,7 @@ def run_hook(st: State, hook: str) -> HookResult:
         if not conntracked and prio > _CONNTRACK_PRIORITY:
             conntracked = True
             if not st.untracked and ct_on:
-                st.ct_attached = True
-                st.cache.clear()
+                attach_conntrack(st)
         skip = None
         if ctype == "nat":
             if not ct_on:
@@ -265,7 +264,7 @@ def run_hook(st: State, hook: str) -> HookResult:
             if ctype != "nat":
                 last_filter_rule = ref
     if not conntracked and not st.untracked and ct_on:
-        st.ct_attached = True
+        attach_conntrack(st)
     if verdict == "accept":
         deciding = last_filter_rule or last_rule or last_policy or any_policy
         # Any nat slot pass sets up a (possibly null) binding for its manip type.

@@ -22,7 +22,7 @@ from cntrace.netfilter.chains import run_hook
 from cntrace.netfilter.model import Netfilter
 from cntrace.netfilter.probe import Probe
 from cntrace.netfilter.results import Conntrack, HookResult, NetnsFacts, Walk
-from cntrace.netfilter.state import State, addr_type
+from cntrace.netfilter.state import State, addr_type, attach_conntrack
 
 _KINDS = ("input", "forward", "output", "local-output")
 
@@ -54,8 +54,8 @@ def evaluate_hook(
     st.iif, st.oif = iif, oif
     if probe is not None:
         st.probe = probe
-    if hook not in ("prerouting", "output"):
-        st.ct_attached = nf.conntrack_enabled(packet.family)  # ran at an earlier hook
+    if hook not in ("prerouting", "output") and nf.conntrack_enabled(packet.family):
+        attach_conntrack(st)  # conntrack ran at an earlier hook
     if original is not None and conntrack is None:
         st.original = original
         if (original.dst, original.dport) != (packet.dst, packet.dport):

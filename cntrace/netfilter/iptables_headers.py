@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from cntrace.netfilter.steps import Atom, Field, Match, Step
+from cntrace.netfilter.steps import Atom, Effect, Field, Match, Step
 from cntrace.netfilter.values import int_value
 
 Handler = Callable[[str, list[str], bool, "int | None", str], "Step | None"]
@@ -104,3 +104,40 @@ def m_cgroup(opt: str, args: list[str], neg: bool, proto: int | None, text: str)
     v: int | str = int_value(args[0]) if opt == "--cgroup" else args[0]
     f = Field("h:meta.cgroup")
     return Match((f,), "!=" if neg else "==", ((Atom(v),),), text=text)
+
+
+_CONNBYTES = "connbytes"  # the arg of the --connbytes match until join_connbytes gives its field
+_U64 = (1 << 64) - 1
+
+
+def m_connbytes(opt: str, args: list[str], neg: bool, proto: int | None, text: str) -> Step | None:
+    """``--connbytes FROM[:TO]`` with ``--connbytes-mode``/``--connbytes-dir``: the connection's
+    counters, as nft ``ct bytes``/``packets``/``avgpkt`` (no TO: FROM and above; ``!``: outside)."""
+    if opt == "--connbytes" and args:
+        lo, sep, hi = args[0].partition(":")
+        a = int_value(lo) if lo else 0
+        b = int_value(hi) if hi else _U64
+        if not sep:
+            b = _U64
+        f = Field("h:ct.bytes", arg=_CONNBYTES)
+        return Match((f,), "!=" if neg else "==", ((Atom(a, b),),), text=text)
+    if opt in ("--connbytes-mode", "--connbytes-dir") and args:
+        return Effect(opt[2:], args[0])
+    raise ValueError(f"unknown option {opt}")
+
+
+def join_connbytes(steps: list[Step]) -> None:
+    """Give the --connbytes match the counter (mode) and direction its sibling options name."""
+    at = next((k for k, s in enumerate(steps) if isinstance(s, Match) and s.fields
+               and s.fields[0].arg == _CONNBYTES), None)  # fmt: skip
+    if at is None:
+        return
+    opts = {s.kind: s.detail for s in steps if isinstance(s, Effect) and s.kind.startswith(
+        "connbytes-")}  # fmt: skip
+    mode = opts.get("connbytes-mode", "packets")
+    direction = opts.get("connbytes-dir", "both")
+    m = steps[at]
+    assert isinstance(m, Match)
+    f = Field(f"h:ct.{mode}", arg="reply" if direction == "reply" else None)
+    steps[at] = Match((f,), m.op, m.values, text=m.text)
+    steps[:] = [s for s in steps if not (isinstance(s, Effect) and s.kind in opts)]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from cntrace.netfilter.iptables_headers import (
     m_cgroup,
+    m_connbytes,
     m_ecn,
     m_exthdr,
     m_mac,
@@ -343,7 +344,7 @@ MODULES: dict[str, ModuleHandler] = {
     "cpu": _uncertain(f"cpu: the CPU that handles the packet ({STATE})"),
     "ipvs": _uncertain(f"ipvs: IPVS services are not read ({STATE})"),
     "rateest": _uncertain("rateest: a rate estimator (stateful)"),
-    "connbytes": _uncertain("connbytes: the connection's counters (stateful)"),
+    "connbytes": m_connbytes,
     "nfacct": _uncertain("nfacct: accounting objects are not modelled"),
     "frag": m_exthdr("frag"),
     "rt": m_exthdr("rt"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from cntrace.netfilter.iptables_headers import join_connbytes
 from cntrace.netfilter.iptables_matches import MODULE_PROTO, MODULES, iface_atom
 from cntrace.netfilter.iptables_probe import fragment, join_time
 from cntrace.netfilter.iptables_targets import target_steps
@@ -206,6 +207,7 @@ class RuleCompiler:
                 raise self.err(f"unknown option {tok!r}", lineno)
         if module is not None:
             join_time(steps)
+            join_connbytes(steps)
         return tuple(steps + target), comment
 
     def arg(self, tokens: list[str], i: int, lineno: int) -> str:

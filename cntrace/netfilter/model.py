@@ -139,7 +139,8 @@ class RuleForm(ABC):
 
 _CT_MARKERS = (
     "conntrack", "state", "connmark", "CONNMARK", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
-    "NETMAP", "-j CT", "'ct'", "'dnat'", "'snat'", "'masquerade'", "'redirect'",
+    "NETMAP", "-j CT", "'ct'", "'dnat'", "'snat'", "'masquerade'", "'redirect'", "connbytes",
+    "connlimit", "connlabel", "-m helper", "-m cluster",
 )  # fmt: skip
 
 
@@ -267,13 +268,17 @@ class Table:
         return f"{self.backend} {self.family} {self.name}"
 
 
-_CT_KEYS = ("ctstate", "ctstatus", "ctmark", "ctdirection", "ct.")
+_CT_KEYS = ("ctstate", "ctstatus", "ctmark", "ctdirection", "ct.", "h:ct.")
+# xt matches whose module turns conntrack on (nf_ct_netns_get) though cntrace cannot evaluate them.
+_CT_MODULES = ("connlimit", "helper", "match module 'connlabel'", "match module 'cluster'")
 
 
 def _needs_conntrack(step: object) -> bool:
     if isinstance(step, NatSpec):
         return True
     if isinstance(step, Match):
+        if step.unsupported and step.unsupported.startswith(_CT_MODULES):
+            return True
         return any(f.key.startswith(_CT_KEYS) for f in step.fields)
     if isinstance(step, Mangle):
         return "ctmark" in (step.dest, step.src)

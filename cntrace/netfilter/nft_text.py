@@ -62,9 +62,26 @@ def expr_text(expr: Any) -> str:
             return f"numgen {v.get('mode')} mod {v.get('mod')}{off}"
         if k in ("jhash", "symhash"):
             return f"{k} ..."
+        if k in _OPTION_HEADERS and isinstance(v, dict):
+            return _option_text(k, v)
+        if k in ("socket", "osf", "rt") and isinstance(v, dict):
+            return " ".join(str(x) for x in (k, v.get("family"), v.get("key")) if x)
     if isinstance(expr, dict):
         return json.dumps(expr, sort_keys=True)
     return value_text(expr)
+
+
+_OPTION_HEADERS = ("exthdr", "tcp option", "ip option", "sctp chunk", "dccp option")
+
+
+def _option_text(k: str, v: dict[str, Any]) -> str:
+    """``frag nexthdr``, ``exthdr frag`` (exists), ``tcp option maxseg size``."""
+    name, fld = v.get("name"), v.get("field")
+    if k == "exthdr":
+        return f"{name} {fld}" if fld else f"exthdr {name}"
+    if k == "dccp option":
+        return f"dccp option {v.get('type')}"
+    return " ".join(str(x) for x in (k, name, fld) if x is not None)
 
 
 def value_text(value: Any, mark: bool = False) -> str:

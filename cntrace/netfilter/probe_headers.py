@@ -71,10 +71,13 @@ def proto_num(p: Packet) -> int:
 def header_value(st: State, f: Field) -> object:
     key = f.key[2:]
     pr = st.probe
+    group, _, fld = key.partition(".")
+    dep = _ICMP_DEPS.get((f.proto or 1, fld)) if group == "icmp" else None
+    if dep is not None and st.packet.icmp_type not in dep:
+        return None  # before what the probe knows: its bytes there mean another field
     known = pr.known(key)
     if known is not None:
         return known
-    group, _, fld = key.partition(".")
     fn = _GROUPS.get(group)
     if fn is not None:
         return fn(st, f, fld)

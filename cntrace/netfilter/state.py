@@ -70,6 +70,42 @@ class State:
         self.cache.clear()
 
 
+# ICMP types that open a connection (nf_conntrack_proto_icmp{,v6}.c valid_new), and the ICMPv6
+# neighbour discovery and MLD types conntrack leaves untracked (noct_valid_new).
+_ICMP_NEW = {4: frozenset({8, 13, 15, 17}), 6: frozenset({128, 139})}
+_ICMP6_UNTRACKED = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
+
+
+def attach_conntrack(st: State) -> None:
+    """Conntrack takes the packet (priority -200). A first packet that is ICMP but not a request
+    (a reply, an error with no connection behind it) gets no entry: state INVALID, no ct fields;
+    neighbour discovery and MLD are UNTRACKED."""
+    p = st.packet
+    st.cache.clear()
+    if st.ctstate == "new" and p.proto == "icmp" and p.icmp_type is not None:
+        if p.family == 6 and p.icmp_type in _ICMP6_UNTRACKED:
+            st.untracked = True
+            return
+        if p.icmp_type not in _ICMP_NEW.get(p.family, frozenset()):
+            return
+    st.ct_attached = True
+
+
+def _ct_icmp(st: State, p: Packet, direction: str, what: str) -> object:
+    """The "ports" of an ICMP tuple: the echo id as source, type and code as destination
+    (nf_conntrack_tuple: src.u.icmp.id, dst.u.icmp.type/code), the reply with the reply type."""
+    if what == "sport":
+        ident = st.probe.known("icmp.id")
+        return ident if ident is not None else UNKNOWN
+    t = p.icmp_type if p.icmp_type is not None else -1
+    if direction == "reply":
+        t = _ICMP_REPLY.get((p.family, t), t)
+    return (t << 8) | st.probe.icmp_code if t >= 0 else UNKNOWN
+
+
+_ICMP_REPLY = {(4, 8): 0, (4, 13): 14, (4, 15): 16, (4, 17): 18, (6, 128): 129, (6, 139): 140}
+
+
 def _local_ints(facts: NetnsFacts) -> set[tuple[int, int]]:
     out: set[tuple[int, int]] = set()
     for a in facts.local_addresses:
@@ -270,4 +306,9 @@ def _ct_tuple(st: State, key: str) -> object:
         return ip_to_int(src)[1]
     if what == "daddr":
         return ip_to_int(dst)[1]
+    num = proto_num(orig)
+    if num in (1, 58):
+        return _ct_icmp(st, orig, direction, what)
+    if num not in PORT_PROTOS and num != 47:
+        return 0  # the generic tracker keeps no ports (tuple u.all 0)
     return sport if what == "sport" else dport
