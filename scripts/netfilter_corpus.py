@@ -249,27 +249,43 @@ def nft_py_corpus(root: Path, limit: int | None) -> Tally:
     return t
 
 
-def _nft_py_file(t: Tally, path: Path) -> None:
-    chain_specs: dict[str, str] = {}
-    tables: list[tuple[str, str, list[str]]] = []
-    sets: list[str] = []
-    rules: list[str] = []
-    for raw in path.read_text(errors="replace").splitlines():
+@dataclass
+class NftTestFile:
+    """One nftables tests/py ``.t`` file: chain specs, tables, set lines and the ``ok`` rules
+    (with their line numbers)."""
+
+    specs: dict[str, str]
+    tables: list[tuple[str, str, list[str]]]
+    sets: list[str]
+    rules: list[tuple[int, str]]
+
+
+def read_nft_t(path: Path) -> NftTestFile:
+    """Parse a tests/py ``.t`` file (shared by the corpus and the differential scripts)."""
+    f = NftTestFile({}, [], [], [])
+    for n, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith(("#", "-")):
             continue
         if line.startswith(":"):
             name, _, spec = line[1:].partition(";")
-            chain_specs[name] = spec
+            f.specs[name] = spec
         elif line.startswith("*"):
             fam, tname, chains = line[1:].split(";")
-            tables.append((fam, tname, chains.split(",")))
+            f.tables.append((fam, tname, chains.split(",")))
         elif line.startswith(("!", "?", "%")):
-            sets.append(line)
+            f.sets.append(line)
         else:
             parts = line.split(";")
             if len(parts) >= 2 and parts[1] == "ok":
-                rules.append(parts[0])
+                f.rules.append((n, parts[0]))
+    return f
+
+
+def _nft_py_file(t: Tally, path: Path) -> None:
+    parsed = read_nft_t(path)
+    chain_specs, tables, sets = parsed.specs, parsed.tables, parsed.sets
+    rules = [r for _, r in parsed.rules]
     for fam, tname, chains in tables:
         _nft("flush ruleset")
         _nft(f"add table {fam} {tname}")

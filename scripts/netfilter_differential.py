@@ -59,6 +59,9 @@ from cntrace.netfilter.values import RulesetError
 from cntrace.sources import nsenter
 from cntrace.sources.rulesets import read_ruleset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from netfilter_corpus import read_nft_t  # the sibling script
+
 INPUT_SIDE = {"PREROUTING": "prerouting", "INPUT": "input"}
 OUTPUT_SIDE = {"OUTPUT": "output", "POSTROUTING": "postrouting"}
 # The constructs most in need of the check (docs/netfilter.md): a few of each are picked first.
@@ -148,26 +151,8 @@ def _set_commands(fam: str, table: str, lines: list[str]) -> tuple[str, ...]:
 def nft_candidates(root: Path) -> list[Candidate]:
     out = []
     for path in sorted(glob.glob(str(root / "tests" / "py" / "*" / "*.t"))):
-        specs: dict[str, str] = {}
-        tables: list[tuple[str, str, list[str]]] = []
-        sets: list[str] = []
-        rules: list[tuple[int, str]] = []
-        for n, raw in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
-            line = raw.strip()
-            if not line or line.startswith(("#", "-")):
-                continue
-            if line.startswith(":"):
-                cname, _, spec = line[1:].partition(";")
-                specs[cname] = spec
-            elif line.startswith("*"):
-                fam, tname, chains = line[1:].split(";")
-                tables.append((fam, tname, chains.split(",")))
-            elif line.startswith(("!", "?", "%")):
-                sets.append(line)
-            else:
-                parts = line.split(";")
-                if len(parts) >= 2 and parts[1] == "ok":
-                    rules.append((n, parts[0]))
+        parsed = read_nft_t(Path(path))
+        specs, tables, sets, rules = parsed.specs, parsed.tables, parsed.sets, parsed.rules
         where = "/".join(Path(path).parts[-2:])
         for fam, tname, chains in tables:
             if fam not in ("ip", "ip6", "inet"):
