@@ -90,6 +90,20 @@ class World:
             s.close()
         return "delivered"
 
+    def router(self, cli: str, up: str, dn: str, srv: str) -> None:
+        """cli c0 ==veth== up0 rtr dn0 ==veth== s0 srv, /24s, rtr forwarding, default routes
+        via rtr: the router chain several tests put rules in."""
+        self.add("cli", "rtr", "srv")
+        self.veth("rtr", "up0", "cli", "c0")
+        self.veth("rtr", "dn0", "srv", "s0")
+        self.ip("cli", f"addr add {cli}/24 dev c0")
+        self.ip("rtr", f"addr add {up}/24 dev up0")
+        self.ip("rtr", f"addr add {dn}/24 dev dn0")
+        self.ip("srv", f"addr add {srv}/24 dev s0")
+        self.ip("cli", f"route add default via {up}")
+        self.ip("srv", f"route add default via {dn}")
+        self.sysctl("rtr", "net.ipv4.ip_forward", 1)
+
     def down(self) -> None:
         for s in self.listeners:
             s.close()

@@ -98,16 +98,7 @@ def world() -> Iterator[World]:
     require_root()
     w = new_world("r")
     try:
-        w.add("cli", "rtr", "srv")
-        w.veth("rtr", "up0", "cli", "c0")
-        w.veth("rtr", "dn0", "srv", "s0")
-        w.ip("cli", f"addr add {CLI}/24 dev c0")
-        w.ip("rtr", f"addr add {UP}/24 dev up0")
-        w.ip("rtr", f"addr add {DN}/24 dev dn0")
-        w.ip("srv", f"addr add {SRV}/24 dev s0")
-        w.ip("cli", f"route add default via {UP}")
-        w.ip("srv", f"route add default via {DN}")
-        w.sysctl("rtr", "net.ipv4.ip_forward", 1)
+        w.router(CLI, UP, DN, SRV)
         w.listen("srv", *LISTEN)
         yield w
     finally:
