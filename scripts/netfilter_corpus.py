@@ -282,6 +282,27 @@ def read_nft_t(path: Path) -> NftTestFile:
     return f
 
 
+def nft_set_commands(fam: str, table: str, lines: list[str]) -> tuple[str, ...]:
+    """The nft commands that create a ``.t`` file's sets (``!``), their elements (``?``) and
+    typed sets (``%``), skipping lines the file expects to fail."""
+    out = []
+    for s in lines:
+        body, _, ok = s[1:].rpartition(";")
+        if ok != "ok":
+            continue
+        name, _, spec = body.partition(" ")
+        if s[0] == "!":
+            kind = "map" if " : " in spec else "set"
+            spec = spec.replace(" flags ", "; flags ").replace(" timeout ", "; timeout ")
+            out.append(f"add {kind} {fam} {table} {name} {{ {spec}; }}")
+        elif s[0] == "?":
+            out.append(f"add element {fam} {table} {name} {{ {spec} }}")
+        else:
+            typ = spec.removeprefix("type ")
+            out.append(f"add {typ.split()[0]} {fam} {table} {name} {{ {typ.partition(' ')[2]} }}")
+    return tuple(out)
+
+
 def _nft_py_file(t: Tally, path: Path) -> None:
     parsed = read_nft_t(path)
     chain_specs, tables, sets = parsed.specs, parsed.tables, parsed.sets
@@ -291,20 +312,8 @@ def _nft_py_file(t: Tally, path: Path) -> None:
         _nft(f"add table {fam} {tname}")
         for c in chains:
             _nft(f"add chain {fam} {tname} {c} {{ {chain_specs.get(c, '')}; }}")
-        for s in sets:
-            body, _, ok = s[1:].rpartition(";")
-            if ok != "ok":
-                continue
-            name, _, spec = body.partition(" ")
-            if s[0] == "!":
-                kind = "map" if " : " in spec else "set"
-                spec = spec.replace(" flags ", "; flags ").replace(" timeout ", "; timeout ")
-                _nft(f"add {kind} {fam} {tname} {name} {{ {spec}; }}")
-            elif s[0] == "?":
-                _nft(f"add element {fam} {tname} {name} {{ {spec} }}")
-            else:
-                typ = spec.removeprefix("type ")
-                _nft(f"add {typ.split()[0]} {fam} {tname} {name} {{ {typ.partition(' ')[2]} }}")
+        for cmd in nft_set_commands(fam, tname, sets):
+            _nft(cmd)
         added = 0
         for r in rules:
             for c in chains:

@@ -60,7 +60,7 @@ from cntrace.sources import nsenter
 from cntrace.sources.rulesets import read_ruleset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netfilter_corpus import read_nft_t  # the sibling script
+from netfilter_corpus import nft_set_commands, read_nft_t  # the sibling script
 
 INPUT_SIDE = {"PREROUTING": "prerouting", "INPUT": "input"}
 OUTPUT_SIDE = {"OUTPUT": "output", "POSTROUTING": "postrouting"}
@@ -132,22 +132,6 @@ def iptables_candidates(root: Path) -> list[Candidate]:
     return out
 
 
-def _set_commands(fam: str, table: str, lines: list[str]) -> tuple[str, ...]:
-    out = []
-    for s in lines:
-        body, _, ok = s[1:].rpartition(";")
-        if ok != "ok":
-            continue
-        name, _, spec = body.partition(" ")
-        if s[0] == "!":
-            kind = "map" if " : " in spec else "set"
-            spec = spec.replace(" flags ", "; flags ").replace(" timeout ", "; timeout ")
-            out.append(f"add {kind} {fam} {table} {name} {{ {spec}; }}")
-        elif s[0] == "?":
-            out.append(f"add element {fam} {table} {name} {{ {spec} }}")
-    return tuple(out)
-
-
 def nft_candidates(root: Path) -> list[Candidate]:
     out = []
     for path in sorted(glob.glob(str(root / "tests" / "py" / "*" / "*.t"))):
@@ -167,7 +151,7 @@ def nft_candidates(root: Path) -> list[Candidate]:
                 continue
             usable.sort(key=lambda ch: ch[1] not in ("input", "prerouting"))
             chain, hook = usable[0]
-            cmds = _set_commands(fam, tname, sets)
+            cmds = nft_set_commands(fam, tname, sets)
             for n, r in rules:
                 out.append(
                     Candidate(

@@ -4,17 +4,15 @@ each prediction is checked against a real connection attempt made from the same 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from clirun import run_json, run_ok
+from clirun import run, run_json, run_ok
 from engines import IMAGE, UPSTREAM_NETNS, DockerEngine, ensure_upstream, restart_upstream_link
 from safety import GUARD, probe
 
@@ -213,24 +211,15 @@ def test_cli_json_against_docker(world: World) -> None:
 
 
 def _live(world: World, src: str, dst: str, backend: str = "ebpf") -> dict[str, object]:
-    env = {**os.environ, "DOCKER_HOST": f"unix://{world.engine.socket}"}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cntrace",
-            "path",
-            "--live",
-            "--json",
-            "--backend",
-            backend,
-            src,
-            dst,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    res = run(
+        "path",
+        "--live",
+        "--json",
+        "--backend",
+        backend,
+        src,
+        dst,
+        env={"DOCKER_HOST": f"unix://{world.engine.socket}"},
     )
     assert res.returncode in (0, 1), res.stderr
     doc: dict[str, object] = json.loads(res.stdout)
@@ -300,25 +289,16 @@ def _live_run(
     backend: str = "ebpf",
     env: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], str]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cntrace",
-            "path",
-            "--live",
-            "--json",
-            "--backend",
-            backend,
-            src,
-            dst,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_HOST": f"unix://{world.engine.socket}", **(env or {})},
-        check=False,
-        timeout=120,
+    res = run(
+        "path",
+        "--live",
+        "--json",
+        "--backend",
+        backend,
+        src,
+        dst,
+        *extra,
+        env={"DOCKER_HOST": f"unix://{world.engine.socket}", **(env or {})},
     )
     assert res.stdout, res.stderr  # a document whatever happened
     doc: dict[str, Any] = json.loads(res.stdout)
