@@ -329,6 +329,7 @@ def two_node() -> Iterator[Lab]:
 def test_a_missing_vtep_neighbour_stops_the_wrap_until_it_is_replaced(two_node: Lab) -> None:
     lab, dev = two_node, twonode.device()
     gw, mac = twonode.vtep_ip("node2"), twonode.NODES["node2"][2]
+    fix = ("ip", "neigh", "replace", gw, "lladdr", mac, "dev", dev, "nud", "permanent")
     ns_run(lab, "node1", "ip", "neigh", "del", gw, "dev", dev)
     try:
         doc = path(f"{lab.name}.client", f"{lab.name}.web:80")
@@ -340,36 +341,9 @@ def test_a_missing_vtep_neighbour_stops_the_wrap_until_it_is_replaced(two_node: 
         assert f["hop"] == v["at_hop"] and f["evidence"] == [f"no neighbour {gw} dev {dev}"]
         assert f["fix"].startswith(f"`ip neigh replace {gw} lladdr REMOTE_VTEP_MAC dev {dev} ")
         assert lab.probe("client", WEB_POD, 80) == "timeout"
-        # The fix, with node2's VTEP MAC.
-        ns_run(
-            lab,
-            "node1",
-            "ip",
-            "neigh",
-            "replace",
-            gw,
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        )
+        ns_run(lab, "node1", *fix)  # the fix, with node2's VTEP MAC
         ok = path(f"{lab.name}.client", f"{lab.name}.web:80", rc=0)
         assert ok["verdict"]["status"] == "delivered" and errors(ok) == []
         assert lab.probe("client", WEB_POD, 80) == "ok"
     finally:
-        ns_run(
-            lab,
-            "node1",
-            "ip",
-            "neigh",
-            "replace",
-            gw,
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        )
+        ns_run(lab, "node1", *fix)
