@@ -8,6 +8,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import jsonschema
 import pytest
 from rich.console import Console
 
@@ -73,7 +74,6 @@ def test_case(variant: str, case: K8sCase) -> None:
 
 
 def _check_schema(doc: dict[str, object]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(doc, SCHEMA)
 
 
