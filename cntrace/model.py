@@ -86,6 +86,10 @@ class Ruleset:
     nft_json: str | None = None
     errors: tuple[str, ...] = ()
     ipsets: str | None = None  # `ipset save` output, when ipset is in use (set match contents)
+    # State the stateful matches read, as the kernel prints it, only when a rule uses them:
+    # ("xt_recent/NAME", its /proc text), ("nf_conntrack", /proc/net/nf_conntrack),
+    # ("jiffies", "NOW HZ"). Added to cntrace.snapshot/v1 with an empty default.
+    kernel_state: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:

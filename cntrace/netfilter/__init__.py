@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from cntrace.model import Netns, Ruleset
 from cntrace.netfilter import ipset as _ipset
-from cntrace.netfilter import iptables_save, nft_json
+from cntrace.netfilter import iptables_save, nft_json, stateful
 from cntrace.netfilter.evaluate import evaluate_hook, walk
 from cntrace.netfilter.model import NamedSet, Netfilter, Table
 from cntrace.netfilter.query import hooks_reaching, rules_by_hook, rules_touching
@@ -105,6 +105,7 @@ def _parse_all(ruleset: Ruleset) -> Netfilter:
         warnings=tuple(dict.fromkeys(warnings)),
         ignored=tuple(ignored),
         ipsets=ipsets,
+        kernel=stateful.parse(ruleset),
     )
 
 

@@ -147,6 +147,7 @@ class _Hook:
     def run_rule(self, rule: Rule, table: Table | None) -> Verdict | None:
         """Run one rule's steps; the verdict it gives, or None to go on with the next rule."""
         st = self.st
+        st.rule = rule  # stateful matches read its counters and earlier matches
         uncertain: list[str] = []
         verdict: Verdict | None = None
         step: Step

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cntrace.netfilter import stateful
 from cntrace.netfilter.iptables_headers import (
     m_cgroup,
     m_connbytes,
@@ -264,7 +265,7 @@ def _m_statistic(opt: str, args: list[str], neg: bool, proto: int | None, text: 
             text=text,
         )
     if opt in ("--every", "--packet"):
-        return Match((), text=text, unsupported="statistic --mode nth depends on the packet count")
+        return Match((), text=text, unsupported=stateful.NTH)
     if opt == "--mode":
         return None
     raise ValueError(f"unknown option {opt}")
@@ -316,10 +317,10 @@ MODULES: dict[str, ModuleHandler] = {
     "statistic": _m_statistic,
     "iprange": _m_iprange,
     "pkttype": _m_pkttype,
-    "limit": _uncertain("rate limit: holds until the rate is exceeded"),
+    "limit": _uncertain(stateful.LIMIT),
     "hashlimit": _uncertain("hashlimit: depends on recent traffic"),
-    "recent": _uncertain("recent: depends on recently seen addresses"),
-    "connlimit": _uncertain("connlimit: depends on the number of open connections"),
+    "recent": stateful.m_recent,
+    "connlimit": stateful.m_connlimit,
     "owner": m_owner,
     "socket": _uncertain(f"socket: the namespace's sockets ({STATE})"),
     "rpfilter": _uncertain(f"rpfilter: a reverse route lookup ({STATE})"),
@@ -335,7 +336,7 @@ MODULES: dict[str, ModuleHandler] = {
     "bpf": _uncertain("bpf: a BPF program decides"),
     "cgroup": m_cgroup,
     "time": m_time,
-    "quota": _uncertain("quota: depends on traffic so far"),
+    "quota": stateful.m_quota,
     "helper": _uncertain("helper: depends on a conntrack helper"),
     "policy": _uncertain("policy: IPsec policy is not modelled"),
     "devgroup": _uncertain("devgroup: device groups are not known"),

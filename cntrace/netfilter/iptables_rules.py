@@ -16,6 +16,7 @@ from cntrace.netfilter.iptables_probe import fragment, join_time
 from cntrace.netfilter.iptables_targets import target_steps
 from cntrace.netfilter.model import Compiled, RuleForm
 from cntrace.netfilter.names import protocol_number
+from cntrace.netfilter.stateful import join_options
 from cntrace.netfilter.steps import Atom, Effect, Field, Match, Step, Unsupported
 from cntrace.netfilter.values import RulesetError, prefix_atom
 
@@ -208,6 +209,7 @@ class RuleCompiler:
         if module is not None:
             join_time(steps)
             join_connbytes(steps)
+            join_options(steps)
         return tuple(steps + target), comment
 
     def arg(self, tokens: list[str], i: int, lineno: int) -> str:

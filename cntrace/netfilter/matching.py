@@ -6,6 +6,7 @@ it holds and records the rule as uncertain.
 
 from __future__ import annotations
 
+from cntrace.netfilter import stateful
 from cntrace.netfilter.model import PORT_PROTOS, NamedSet, Table
 from cntrace.netfilter.probe_fields import UNKNOWN
 from cntrace.netfilter.probe_headers import Why, proto_num
@@ -67,6 +68,8 @@ def match_holds(st: State, m: Match, table: Table | None) -> bool | str:
     if m.unsupported:
         return m.unsupported
     fields = m.fields
+    if fields and fields[0].key[:3] == "st:":
+        return stateful.holds(st, m, table, match_holds)
     if m.set_name is not None:
         values, why = _set_values(st, m, table)
         if values is None:
@@ -94,7 +97,7 @@ def match_holds(st: State, m: Match, table: Table | None) -> bool | str:
             if key == "numgen.random" and f.mask == 1:
                 v: object = int(f.arg or "0")
             else:
-                return f"{key.replace('.', ' ')} mod {f.mask}: the kernel picks at random"
+                return stateful.numgen_reason(key, f.mask)
         elif key == "port":
             both = [
                 value(st, Field("sport", proto=f.proto)),
@@ -167,7 +170,7 @@ def vmap_verdict(
             if f.key == "numgen.random" and f.mask == 1:
                 vs.append(int(f.arg or "0"))
                 continue
-            why = f"numgen {f.key.split('.')[1]} mod {f.mask}: the kernel picks at random"
+            why = stateful.numgen_reason(f.key, f.mask)
             vs.append(int(f.arg or "0"))  # assume the first choice
             continue
         x = value(st, f)

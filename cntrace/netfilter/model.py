@@ -21,6 +21,7 @@ from cntrace.netfilter.steps import Effect, Mangle, Match, NatSpec, Verdict, Ver
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from cntrace.netfilter.stateful import KernelState
     from cntrace.netfilter.steps import Atom, Step
 
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
@@ -304,6 +305,7 @@ class Netfilter:
     warnings: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
     ipsets: dict[str, NamedSet] = field(default_factory=dict)
+    kernel: KernelState | None = None  # what stateful matches read (stateful.parse)
     _index: dict[tuple[str, str, str], Table] = field(
         default_factory=dict, compare=False, repr=False
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cntrace.netfilter import stateful
 from cntrace.netfilter.nft_expr import (
     Malformed,
     element,
@@ -157,7 +158,7 @@ def lower_statement(k: str, v: Any, family: str) -> Step:
             return Mangle(dest, keep=a, xor=x)
         return Mangle(dest, keep=0, xor=x, src=src, src_mask=a if src else 0)
     if k in ("limit", "quota", "ct count"):
-        return Match((), text=stmt_text(k, v), unsupported=f"{k}: depends on traffic so far")
+        return stateful.nft_statement(k, v, stmt_text(k, v))
     if k == "xt":
         name = v.get("name") if isinstance(v, dict) else v
         typ = v.get("type") if isinstance(v, dict) else "match"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cntrace.errors import BadInput
 from cntrace.model import Packet
-from cntrace.netfilter.model import CT_STATE_BITS, PORT_PROTOS, Netfilter
+from cntrace.netfilter.model import CT_STATE_BITS, PORT_PROTOS, Netfilter, Rule
 from cntrace.netfilter.probe import PREDICTED
 from cntrace.netfilter.probe_fields import UNKNOWN, apply_ops, probe_value
 from cntrace.netfilter.probe_headers import header_value, proto_num
@@ -64,6 +64,7 @@ class State:
         self.ether: tuple[str, str] | None = None
         self.arp_op = 0
         self.probe = PREDICTED
+        self.rule: Rule | None = None  # the rule being run (stateful.py reads it)
 
     def set_packet(self, packet: Packet) -> None:
         self.packet = packet

@@ -84,7 +84,11 @@ def _with_rules(nf: netfilter.Netfilter, ref: RuleRef, new: dict[int, Rule]) -> 
         else:
             tables.append(t)
     return netfilter.Netfilter(
-        tables=tuple(tables), warnings=nf.warnings, ignored=nf.ignored, ipsets=nf.ipsets
+        tables=tuple(tables),
+        warnings=nf.warnings,
+        ignored=nf.ignored,
+        ipsets=nf.ipsets,
+        kernel=nf.kernel,
     )
 
 

@@ -152,7 +152,62 @@ def read_ruleset(netns_path: str) -> Ruleset:
             errors.append(err)
         elif text and text.strip():
             found["ipsets"] = text
-    return Ruleset(**found, errors=tuple(errors))
+    state: tuple[tuple[str, str], ...] = ()
+    if any(k in text for k in _STATEFUL for text in found.values() if text):
+        try:
+            state = nsenter.run_in(path, kernel_state, found)
+        except OSError as exc:
+            errors.append(f"stateful match state: {exc}")
+    return Ruleset(**found, errors=tuple(errors), kernel_state=state)
+
+
+_STATEFUL = ("-m recent", "-m connlimit", '"ct count"')
+_RECENT_NAME = re.compile(r"-m recent\b[^\n]*?--name (\S+)")
+
+
+def kernel_state(found: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
+    """What the stateful matches of ``found`` read, from inside the namespace (this thread is
+    in it): the xt_recent lists they name, the conntrack table for connlimit and ct count, and
+    the kernel's clock for ``recent --seconds``. Nothing when no rule uses them."""
+    texts = [t for k, t in found.items() if t and k != "ipsets"]
+    names: set[str] = set()
+    for text in texts:
+        for line in text.splitlines():
+            if "-m recent" in line:
+                m = _RECENT_NAME.search(line)
+                names.add(m.group(1) if m else "DEFAULT")
+    out = [(f"xt_recent/{n}", _read_proc(f"xt_recent/{n}")) for n in sorted(names)]
+    if any("-m connlimit" in t or '"ct count"' in t for t in texts):
+        out.append(("nf_conntrack", _read_proc("nf_conntrack")))
+    if names:
+        clock = _jiffies()
+        if clock:
+            out.append(("jiffies", clock))
+    return tuple(out)
+
+
+def _jiffies() -> str:
+    """ "NOW HZ": jiffies from /proc/timer_list; HZ from it and the uptime, since a 64-bit
+    kernel starts at INITIAL_JIFFIES = 2**32 - 300 * HZ."""
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        with open("/proc/timer_list") as f:
+            for n, line in enumerate(f):
+                if line.startswith("jiffies:"):
+                    now = int(line.split()[1])
+                    break
+                if n > 20000:
+                    return ""
+            else:
+                return ""
+    except (OSError, ValueError, IndexError):
+        return ""
+    if uptime <= 300:
+        return ""
+    raw = (now - 2**32) / (uptime - 300)
+    hz = min((100, 250, 300, 1000), key=lambda h: abs(h - raw))
+    return f"{now} {hz}"
 
 
 _HOOK_ON_DEVICE = re.compile(r'"hook":\s*"(?:ingress|egress)"')

@@ -223,6 +223,13 @@ def _socket(s: Socket) -> None:
     _field("process", _os, s.process, TEXT)
 
 
+def _pair(kv: tuple[str, str], limit: int) -> None:
+    if not isinstance(kv, tuple) or len(kv) != 2:
+        raise _Bad("must be a [name, text] pair")
+    _s(kv[0], NAME)
+    _s(kv[1], limit)
+
+
 def _strings(values: tuple[str, ...], limit: int = NAME) -> None:
     _each(values, lambda v: _s(v, limit))
 
@@ -261,6 +268,7 @@ def _netns(ns: Netns, text_limit: int, fast: bool = False) -> None:
     _field("ruleset.nft_json", _os, rs.nft_json, text_limit)
     _field("ruleset.ipsets", _os, rs.ipsets, text_limit)
     _field("ruleset.errors", _strings, rs.errors, TEXT)
+    _field("ruleset.kernel_state", _each, rs.kernel_state, lambda kv: _pair(kv, text_limit))
 
 
 def _runtime_network(n: RuntimeNetwork) -> None:

@@ -194,7 +194,9 @@ MATCHES = st.one_of(
     st.just("-p icmp -m icmp --icmp-type echo-request"),
     st.just("-m statistic --mode random --probability 0.50000000000"),
 )
-UNCERTAIN = st.sampled_from(["-m limit --limit 5/sec", "-m quota --quota 1000"])
+UNCERTAIN = st.sampled_from(
+    ["-m limit --limit 5/sec", "-m statistic --mode nth --every 2 --packet 0"]
+)
 FILTER_TARGETS = st.sampled_from(
     [
         "-j ACCEPT", "-j DROP", "-j RETURN", "-j REJECT --reject-with icmp-port-unreachable",
