@@ -29,26 +29,29 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cntrace.model import Packet
-from cntrace.netfilter import iptables_save, nft_json
+from cntrace.model import Packet, Ruleset
+from cntrace.netfilter import iptables_save, nft_json, stateful
 from cntrace.netfilter.matching import match_holds, vmap_verdict
 from cntrace.netfilter.model import Netfilter, Rule, Table
 from cntrace.netfilter.probe import Probe
 from cntrace.netfilter.results import NetnsFacts
 from cntrace.netfilter.state import State
+from cntrace.netfilter.stateful import KernelState
 from cntrace.netfilter.steps import Match, NatSpec, Unsupported, VerdictMap
 from cntrace.netfilter.values import RulesetError
 from cntrace.sources.libnftables import library
+from cntrace.sources.rulesets import kernel_state
 
 STATEFUL = (
     "limit", "quota", "recent", "connlimit", "hashlimit", "connbytes", "ct count",
     "ct expiration", "statistic", "numgen", "random", "nth", "rate",
 )  # fmt: skip
+_STATEFUL_WORD = re.compile(r"\b(?:" + "|".join(STATEFUL) + r")\b")  # not "monthdays"
 L2_FAMILIES = ("bridge", "arp", "netdev")
 # Reasons naming what no packet decides (probe_headers.STATE): counted apart, like stateful.
 KERNEL_STATE = ("kernel state", "depends on open sockets", "the CPU is not known", "realm")
@@ -112,6 +115,7 @@ def rule_reason(nf: Netfilter, rule: Rule, table: Table | None) -> str | None:
     for ver in _VERS.get(rule.family, (4,)):
         for p in _probes(ver):
             st = State(nf, p, _FACTS, "new", 0, None, None, None)
+            st.rule = rule
             st.iif, st.oif, st.ct_attached = "eth0", "eth1", rule.family not in L2_FAMILIES
             st.probe, st.ether, st.arp_op = PROBE, MACS, 1 if ver == 0 else 0
             for step in rule.steps:
@@ -153,7 +157,7 @@ def account(t: Tally, nf: Netfilter) -> None:
                 elif any(w in why.lower() for w in KERNEL_STATE):
                     t.kernel_state += 1
                     t.state_why[_short(why)] += 1
-                elif any(w in why.lower() for w in STATEFUL):
+                elif _STATEFUL_WORD.search(why.lower()):
                     t.stateful += 1
                     t.stateful_why[_short(why)] += 1
                 else:
@@ -214,10 +218,10 @@ def _iptables_file(t: Tally, path: Path, backend: str, fam: str) -> None:
     if added:
         t.accepted += added
         t.files += 1
-        text = run([f"{tool.split('-', maxsplit=1)[0]}-{backend}-save"]).stdout
+        text = run([f"{tool.split('-', maxsplit=1)[0]}-{backend}-save", "-c"]).stdout
         try:
             parsed = iptables_save.parse(text, source=str(path))
-            nf = Netfilter(tuple(parsed.tables))
+            nf = Netfilter(tuple(parsed.tables), kernel=_kernel(iptables_nft=text))
             account(t, nf)
         except RulesetError as exc:
             t.rejected_files += 1
@@ -327,10 +331,17 @@ def _nft_py_file(t: Tally, path: Path) -> None:
     _nft("flush ruleset")
 
 
+def _kernel(**texts: str) -> KernelState:
+    """The stateful matches' kernel state of this namespace, read as discovery reads it
+    (quota used, xt_recent lists, the conntrack table): those matches are then decided."""
+    ruleset = Ruleset(nft_json=texts.get("nft_json"), iptables_nft=texts.get("iptables_nft"))
+    return stateful.parse(replace(ruleset, kernel_state=kernel_state(dict(texts))))
+
+
 def _parse_nft(t: Tally, text: str, where: str, count: int) -> None:
     try:
         parsed = nft_json.parse(text, source=where)
-        account(t, Netfilter(tuple(parsed.tables)))
+        account(t, Netfilter(tuple(parsed.tables), kernel=_kernel(nft_json=text)))
     except RulesetError as exc:
         t.rejected_files += 1
         t.parse_fail[_short(str(exc))] += count
