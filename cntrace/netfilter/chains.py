@@ -166,7 +166,7 @@ class _Hook:
                     st.untracked = True
                     st.cache.clear()
             elif isinstance(step, Mangle):
-                done = self.mangle(step, table)
+                done = apply_mangle(st, step, table)
                 if done is False:
                     return None  # the map has no element for this packet: NFT_BREAK
                 if done is not True:
@@ -204,32 +204,31 @@ class _Hook:
         for why in uncertain:
             self.uncertain.append((ref, why))
 
-    def mangle(self, m: Mangle, table: Table | None) -> bool | str:
-        """Set the mark: True, False when a map lookup misses (the rule ends), or the reason
-        the new value is not known (the mark is left as it was)."""
-        st = self.st
-        old = st.packet.mark if m.dest == "mark" else st.ctmark
-        src = 0
-        if m.value is not None:
-            found, why = lookup(st, m.value, table.sets if table is not None else None)
-            if found is None:
-                return why or False
-            src = found[0].lo if isinstance(found[0].lo, int) else 0
-        elif m.src == "mark":
+
+def apply_mangle(st: State, m: Mangle, table: Table | None) -> bool | str:
+    """Set the mark or conntrack mark: True, False when a map lookup misses (the rule ends), or
+    the reason the new value is not known (the mark is left as it was)."""
+    old = st.packet.mark if m.dest == "mark" else st.ctmark
+    src = 0
+    if m.value is not None:
+        found, why = lookup(st, m.value, table.sets if table is not None else None)
+        if found is None:
+            return why or False
+        src = found[0].lo if isinstance(found[0].lo, int) else 0
+        new = src & MASK32
+    else:
+        if m.src == "mark":
             src = st.packet.mark
         elif m.src == "ctmark":
             src = st.ctmark
-        if m.value is not None:
-            new = src & MASK32
-        else:
-            new = ((old & m.keep) ^ (src & m.src_mask) ^ m.xor) & MASK32
-        if m.dest == "mark":
-            if new != st.packet.mark:
-                st.set_packet(st.packet.rewritten(mark=new))
-        else:
-            st.ctmark = new
-            st.cache.clear()
-        return True
+        new = ((old & m.keep) ^ (src & m.src_mask) ^ m.xor) & MASK32
+    if m.dest == "mark":
+        if new != st.packet.mark:
+            st.set_packet(st.packet.rewritten(mark=new))
+    else:
+        st.ctmark = new
+        st.cache.clear()
+    return True
 
 
 def run_hook(st: State, hook: str) -> HookResult:
