@@ -8,7 +8,6 @@ one possible outcome, said so.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import replace
 
 from cntrace.netfilter.model import Rule, Table
@@ -16,7 +15,7 @@ from cntrace.netfilter.nft_maps import lookup
 from cntrace.netfilter.results import Nat
 from cntrace.netfilter.state import State
 from cntrace.netfilter.steps import MASK32, Atom, NatSpec
-from cntrace.netfilter.values import ip_to_int, prefix_atom
+from cntrace.netfilter.values import int_address, ip_to_int, prefix_atom
 
 DST_HOOKS = ("prerouting", "output")  # where the kernel does destination NAT
 
@@ -97,10 +96,6 @@ def _no_address(kind: str, device: str, known: bool) -> tuple[str, Nat | None, s
     return "drop", None, None
 
 
-def _int_text(n: int, family: int) -> str:
-    return str(ipaddress.IPv6Address(n) if family == 6 else ipaddress.IPv4Address(n & MASK32))
-
-
 def _looked_up(st: State, spec: NatSpec, table: Table | None) -> NatSpec | str | None:
     """The NAT statement with the address/port its map gives this packet (None: no element,
     the rule ends; a str: why the value is not known)."""
@@ -115,8 +110,8 @@ def _looked_up(st: State, spec: NatSpec, table: Table | None) -> NatSpec | str |
         if not isinstance(a.lo, int):
             return f"{spec.kind}: the map gives {a.lo!r}"
         if what == "addr":
-            addr = _int_text(a.lo, fam)
-            addr_hi = _int_text(a.hi, fam) if a.hi is not None else None
+            addr = int_address(a.lo, fam)
+            addr_hi = int_address(a.hi, fam) if a.hi is not None else None
         else:
             port, port_hi = a.lo, a.hi
     return replace(spec, addr=addr, addr_hi=addr_hi, port=port, port_hi=port_hi, lookup=None)
@@ -130,7 +125,7 @@ def _netmap(spec: NatSpec, old: str) -> str:
     ver, cur = ip_to_int(old)
     full = MASK32 if ver == 4 else (1 << 128) - 1
     keep = ~(lo ^ hi) & full
-    return _int_text((cur & ~keep & full) | (lo & keep), ver)
+    return int_address((cur & ~keep & full) | (lo & keep), ver)
 
 
 def apply_nat(

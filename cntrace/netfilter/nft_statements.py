@@ -30,7 +30,7 @@ from cntrace.netfilter.steps import (
     Verdict,
     VerdictMap,
 )
-from cntrace.netfilter.values import int_value, ip_to_int, port_number
+from cntrace.netfilter.values import int_address, int_value, ip_to_int, port_number, prefix_atom
 
 
 def _affine(expr: Any) -> tuple[str | None, int, int]:
@@ -100,6 +100,11 @@ def _nat(kind: str, v: Any, family: str) -> NatSpec:
         ip_to_int(str(lo))
         ip_to_int(str(hi))
         addr, addr_hi = str(lo), str(hi)
+    elif isinstance(a, dict) and "prefix" in a:  # "snat to 192.168.3.0/24": its range
+        pre = a["prefix"]
+        ver, span = prefix_atom(f"{pre['addr']}/{pre['len']}")
+        hi = span.hi if span.hi is not None else span.lo
+        addr, addr_hi = int_address(int(span.lo), ver), int_address(int(hi), ver)
     elif a is not None:
         unsupported = f"{kind} address from {expr_text(a)} is not modelled"
     port = port_hi = None

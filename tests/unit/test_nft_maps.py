@@ -170,3 +170,11 @@ def test_a_key_no_packet_decides_is_named() -> None:
                                     [[0, "10.1.0.5"], [1, "10.1.0.6"]])}}  # fmt: skip
     w = _walk(_doc({"pre": ("prerouting", [[numgen]])}), TCP80, kind="forward")
     assert any("numgen inc mod 2" in why for _, why in w.uncertain)
+
+
+def test_nat_to_a_prefix_is_its_range() -> None:
+    """``snat to 192.168.3.0/24``: one address of the range, the kernel's pick said so."""
+    snat = {"snat": {"addr": {"prefix": {"addr": "192.168.3.0", "len": 24}}}}
+    w = _walk(_doc({"post": ("postrouting", [[snat]])}), TCP80, kind="forward")
+    assert w.packet_after.src == "192.168.3.0"
+    assert any("192.168.3.0-192.168.3.255" in why for _, why in w.uncertain)
