@@ -38,11 +38,12 @@ from cntrace.model import Packet, Ruleset
 from cntrace.netfilter import iptables_save, nft_json, stateful
 from cntrace.netfilter.matching import match_holds, vmap_verdict
 from cntrace.netfilter.model import Netfilter, Rule, Table
+from cntrace.netfilter.nft_maps import lookup
 from cntrace.netfilter.probe import Probe
 from cntrace.netfilter.results import NetnsFacts
 from cntrace.netfilter.state import State
 from cntrace.netfilter.stateful import KernelState
-from cntrace.netfilter.steps import Match, NatSpec, Unsupported, VerdictMap
+from cntrace.netfilter.steps import Mangle, Match, NatSpec, Unsupported, VerdictMap
 from cntrace.netfilter.values import RulesetError
 from cntrace.sources.libnftables import library
 from cntrace.sources.rulesets import kernel_state
@@ -127,6 +128,12 @@ def rule_reason(nf: Netfilter, rule: Rule, table: Table | None) -> str | None:
                     return step.reason
                 elif isinstance(step, NatSpec) and step.unsupported:
                     return step.unsupported
+                elif isinstance(step, (NatSpec, Mangle)):
+                    lk = step.lookup if isinstance(step, NatSpec) else step.value
+                    if lk is not None:
+                        _, why = lookup(st, lk, table.sets if table is not None else None)
+                        if why:
+                            return why
                 elif isinstance(step, VerdictMap):
                     _, why = vmap_verdict(st, step, table)
                     if why:

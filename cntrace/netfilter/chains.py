@@ -15,6 +15,7 @@ from cntrace.model import RuleRef
 from cntrace.netfilter.matching import match_holds, vmap_verdict
 from cntrace.netfilter.model import HOOKS, Chain, Rule, Table
 from cntrace.netfilter.nat import DST_HOOKS, apply_nat, conntrack_nat
+from cntrace.netfilter.nft_maps import lookup
 from cntrace.netfilter.results import ChainVisit, HookResult, Nat
 from cntrace.netfilter.state import State, attach_conntrack
 from cntrace.netfilter.steps import (
@@ -166,11 +167,19 @@ class _Hook:
                     st.untracked = True
                     st.cache.clear()
             elif isinstance(step, Mangle):
-                self.mangle(step)
+                done = apply_mangle(st, step, table)
+                if done is False:
+                    return None  # the map has no element for this packet: NFT_BREAK
+                if done is not True:
+                    uncertain.append(done)
             elif isinstance(step, NatSpec):
-                kind, nat, why = apply_nat(st, step, rule, self.hook)
+                kind, nat, why = apply_nat(st, step, rule, self.hook, table)
                 if why:
                     uncertain.append(why)
+                if kind == "break":
+                    if why:
+                        self.record(rule, uncertain)
+                    return None
                 if nat is not None:
                     self.nat = nat
                 verdict = Verdict(kind)
@@ -196,21 +205,31 @@ class _Hook:
         for why in uncertain:
             self.uncertain.append((ref, why))
 
-    def mangle(self, m: Mangle) -> None:
-        st = self.st
-        old = st.packet.mark if m.dest == "mark" else st.ctmark
-        src = 0
+
+def apply_mangle(st: State, m: Mangle, table: Table | None) -> bool | str:
+    """Set the mark or conntrack mark: True, False when a map lookup misses (the rule ends), or
+    the reason the new value is not known (the mark is left as it was)."""
+    old = st.packet.mark if m.dest == "mark" else st.ctmark
+    src = 0
+    if m.value is not None:
+        found, why = lookup(st, m.value, table.sets if table is not None else None)
+        if found is None:
+            return why or False
+        src = found[0].lo if isinstance(found[0].lo, int) else 0
+        new = src & MASK32
+    else:
         if m.src == "mark":
             src = st.packet.mark
         elif m.src == "ctmark":
             src = st.ctmark
         new = ((old & m.keep) ^ (src & m.src_mask) ^ m.xor) & MASK32
-        if m.dest == "mark":
-            if new != st.packet.mark:
-                st.set_packet(st.packet.rewritten(mark=new))
-        else:
-            st.ctmark = new
-            st.cache.clear()
+    if m.dest == "mark":
+        if new != st.packet.mark:
+            st.set_packet(st.packet.rewritten(mark=new))
+    else:
+        st.ctmark = new
+        st.cache.clear()
+    return True
 
 
 def run_hook(st: State, hook: str) -> HookResult:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cntrace.model import RuleRef
-from cntrace.netfilter.steps import Effect, Mangle, Match, NatSpec, Verdict, VerdictMap
+from cntrace.netfilter.steps import Effect, Field, Mangle, Match, NatSpec, Verdict, VerdictMap
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -237,7 +237,9 @@ class Chain:
 class NamedSet:
     """An nft set or map, or an ipset, with its elements when they could be read.
 
-    For maps, ``data`` holds each element's value (a Verdict for verdict maps, else text).
+    For maps, ``data`` holds each element's value (a Verdict for verdict maps, else text), and
+    ``values`` the same values as atoms (None where one could not be read) for the statements
+    that look a value up (``meta mark set ... map @m``, ``dnat to ... map @m``).
     ``elements`` None means the contents are unknown (e.g. an ipset that was not dumped).
     """
 
@@ -250,6 +252,7 @@ class NamedSet:
     map_type: str | None = None  # "verdict", "ipv4_addr" ... for maps
     flags: tuple[str, ...] = ()
     handle: int | None = None
+    values: tuple[tuple[Atom, ...] | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +285,10 @@ def _needs_conntrack(step: object) -> bool:
             return True
         return any(f.key.startswith(_CT_KEYS) for f in step.fields)
     if isinstance(step, Mangle):
-        return "ctmark" in (step.dest, step.src)
+        keys = step.value.key if step.value is not None else ()
+        return "ctmark" in (step.dest, step.src) or any(
+            isinstance(k, Field) and k.key == "ctmark" for k in keys
+        )
     if isinstance(step, Effect):
         return step.kind == "ct"
     return False

@@ -8,11 +8,14 @@ one possible outcome, said so.
 
 from __future__ import annotations
 
-from cntrace.netfilter.model import Rule
+from dataclasses import replace
+
+from cntrace.netfilter.model import Rule, Table
+from cntrace.netfilter.nft_maps import lookup
 from cntrace.netfilter.results import Nat
 from cntrace.netfilter.state import State
-from cntrace.netfilter.steps import Atom, NatSpec
-from cntrace.netfilter.values import ip_to_int, prefix_atom
+from cntrace.netfilter.steps import MASK32, Atom, NatSpec
+from cntrace.netfilter.values import int_address, ip_to_int, prefix_atom
 
 DST_HOOKS = ("prerouting", "output")  # where the kernel does destination NAT
 
@@ -93,14 +96,58 @@ def _no_address(kind: str, device: str, known: bool) -> tuple[str, Nat | None, s
     return "drop", None, None
 
 
+def _looked_up(st: State, spec: NatSpec, table: Table | None) -> NatSpec | str | None:
+    """The NAT statement with the address/port its map gives this packet (None: no element,
+    the rule ends; a str: why the value is not known)."""
+    assert spec.lookup is not None
+    found, why = lookup(st, spec.lookup, table.sets if table is not None else None)
+    if found is None:
+        return why
+    addr = addr_hi = None
+    port, port_hi = spec.port, spec.port_hi
+    fam = st.packet.family
+    for what, a in zip(spec.into, found, strict=False):
+        if not isinstance(a.lo, int):
+            return f"{spec.kind}: the map gives {a.lo!r}"
+        if what == "addr":
+            addr = int_address(a.lo, fam)
+            addr_hi = int_address(a.hi, fam) if a.hi is not None else None
+        else:
+            port, port_hi = a.lo, a.hi
+    return replace(spec, addr=addr, addr_hi=addr_hi, port=port, port_hi=port_hi, lookup=None)
+
+
+def _netmap(spec: NatSpec, old: str) -> str:
+    """nft ``snat ip prefix to ...`` (NF_NAT_RANGE_NETMAP): the prefix's network bits, the old
+    address's host bits."""
+    _, lo = ip_to_int(spec.addr or old)
+    _, hi = ip_to_int(spec.addr_hi or spec.addr or old)
+    ver, cur = ip_to_int(old)
+    full = MASK32 if ver == 4 else (1 << 128) - 1
+    keep = ~(lo ^ hi) & full
+    return int_address((cur & ~keep & full) | (lo & keep), ver)
+
+
 def apply_nat(
-    st: State, spec: NatSpec, rule: Rule, hook: str
+    st: State, spec: NatSpec, rule: Rule, hook: str, table: Table | None = None
 ) -> tuple[str, Nat | None, str | None]:
-    """Apply a NAT rule: (verdict, the translation, an uncertainty reason)."""
+    """Apply a NAT rule: (verdict, the translation, an uncertainty reason); verdict "break"
+    when the statement's map has no element for the packet (the rule ends, the walk goes on)."""
     p = st.packet
     ref = rule.ref()
     if spec.unsupported:
         return "accept", None, spec.unsupported
+    if spec.lookup is not None:
+        got = _looked_up(st, spec, table)
+        if got is None:
+            return "break", None, None
+        if isinstance(got, str):
+            return "accept", None, got
+        spec = got
+    if "netmap" in spec.flags and spec.addr:
+        old = p.dst if spec.kind == "dnat" else p.src
+        if (":" in old) == (":" in spec.addr):
+            spec = replace(spec, addr=_netmap(spec, old), addr_hi=None)
     dst_hook = hook in DST_HOOKS
     notes: list[str] = []
     why: str | None = None

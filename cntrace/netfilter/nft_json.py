@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cntrace.netfilter.model import Chain, Compiled, NamedSet, Rule, RuleForm, Table
 from cntrace.netfilter.nft_expr import TYPE_KIND, Malformed, element, key_types, lower_verdict
@@ -23,6 +23,7 @@ from cntrace.netfilter.nft_text import expr_text, stmt_text, value_text
 from cntrace.netfilter.steps import CATCHALL, Atom, Step, Unsupported, Verdict
 from cntrace.netfilter.values import RulesetError
 
+_T = TypeVar("_T")
 HOOK_NAMES = {"prerouting", "input", "forward", "output", "postrouting", "ingress", "egress"}
 IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 
@@ -328,7 +329,9 @@ class _Builder:
         kinds = tuple(TYPE_KIND.get(k, "raw") for k in types)
         elems: list[tuple[Atom, ...]] = []
         data: list[Verdict | str] = []
+        values: list[tuple[Atom, ...] | None] = []
         map_type = body.get("map") if kind == "map" else None
+        data_kinds = _data_kinds(map_type)
         try:
             for el in body.get("elem", []) or []:
                 if kind == "map":
@@ -337,6 +340,7 @@ class _Builder:
                     key, val = el
                     elems.append(element(key, kinds))
                     data.append(lower_verdict(val) if map_type == "verdict" else value_text(val))
+                    values.append(_data_value(val, data_kinds))
                 else:
                     elems.append(element(el, kinds))
         except (Malformed, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -353,6 +357,7 @@ class _Builder:
             key_types=types,
             elements=elements,
             data=tuple(data) if elements is None else _data_order(elems, data),
+            values=() if elements is None else _data_order(elems, values),
             map_type=str(map_type) if isinstance(map_type, str) else None,
             flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
             handle=_opt_int(body.get("handle")),
@@ -444,9 +449,27 @@ def _catchall_last(
     return tuple(sorted(elems, key=_is_catchall))
 
 
-def _data_order(
-    elems: list[tuple[Atom, ...]], data: list[Verdict | str]
-) -> tuple[Verdict | str, ...]:
+def _data_kinds(map_type: Any) -> tuple[str, ...] | None:
+    """The atom kinds of a map's values (None: a verdict map, or a type not read)."""
+    if map_type is None or map_type == "verdict":
+        return None
+    try:
+        return tuple(TYPE_KIND.get(k, "int") for k in key_types(map_type))
+    except Malformed:
+        return None
+
+
+def _data_value(val: Any, kinds: tuple[str, ...] | None) -> tuple[Atom, ...] | None:
+    """One map value as atoms (addresses, ports, marks, ranges), None when not read."""
+    if kinds is None:
+        return None
+    try:
+        return element(val, kinds)
+    except (Malformed, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _data_order(elems: list[tuple[Atom, ...]], data: list[_T]) -> tuple[_T, ...]:
     if not data:
         return ()
     pairs = sorted(zip(elems, data, strict=False), key=lambda p: _is_catchall(p[0]))

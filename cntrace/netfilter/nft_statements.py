@@ -17,6 +17,7 @@ from cntrace.netfilter.nft_expr import (
     lower_match,
     lower_verdict,
 )
+from cntrace.netfilter.nft_maps import lower_value
 from cntrace.netfilter.nft_text import expr_text, stmt_text, value_text
 from cntrace.netfilter.probe_headers import STATE
 from cntrace.netfilter.steps import (
@@ -30,7 +31,7 @@ from cntrace.netfilter.steps import (
     Verdict,
     VerdictMap,
 )
-from cntrace.netfilter.values import int_value, ip_to_int, port_number
+from cntrace.netfilter.values import int_address, int_value, ip_to_int, port_number, prefix_atom
 
 
 def _affine(expr: Any) -> tuple[str | None, int, int]:
@@ -58,7 +59,27 @@ def _affine(expr: Any) -> tuple[str | None, int, int]:
     raise Malformed(f"mark expression not modelled: {expr!r}")
 
 
-def _nat(kind: str, v: Any) -> NatSpec:
+def _is_map(x: Any) -> bool:
+    return isinstance(x, dict) and len(x) == 1 and next(iter(x)) in ("map", "jhash", "symhash")
+
+
+def _nat_lookup(
+    kind: str, v: dict[str, Any], expr: Any, flags: tuple[str, ...], family: str
+) -> NatSpec:
+    """NAT to an address (and port), or a port alone, looked up for each packet."""
+    into = ("addr", "port") if "addr" in v else ("port",)
+    kinds = ("addr", "port") if into == ("addr", "port") else ("port",)
+    if "addr" in v and _is_map(v.get("port")):
+        return NatSpec(kind, flags=flags, unsupported=f"{kind} port from a second map")
+    fixed = v.get("port")
+    port = port_number(fixed) if isinstance(fixed, (int, str)) else None
+    lk = lower_value(expr, family, kinds)
+    if isinstance(lk, str):
+        return NatSpec(kind, flags=flags, unsupported=f"{kind} from a map: {lk}")
+    return NatSpec(kind, port=port, flags=flags, lookup=lk, into=into)
+
+
+def _nat(kind: str, v: Any, family: str) -> NatSpec:
     if v is None:
         return NatSpec(kind)
     if not isinstance(v, dict):
@@ -69,6 +90,9 @@ def _nat(kind: str, v: Any) -> NatSpec:
     addr = addr_hi = None
     unsupported = None
     a = v.get("addr")
+    p = v.get("port")
+    if _is_map(a) or (a is None and _is_map(p)):
+        return _nat_lookup(kind, v, a if a is not None else p, flags, family)
     if isinstance(a, str):
         ip_to_int(a)
         addr = a
@@ -77,10 +101,14 @@ def _nat(kind: str, v: Any) -> NatSpec:
         ip_to_int(str(lo))
         ip_to_int(str(hi))
         addr, addr_hi = str(lo), str(hi)
+    elif isinstance(a, dict) and "prefix" in a:  # "snat to 192.168.3.0/24": its range
+        pre = a["prefix"]
+        ver, span = prefix_atom(f"{pre['addr']}/{pre['len']}")
+        hi = span.hi if span.hi is not None else span.lo
+        addr, addr_hi = int_address(int(span.lo), ver), int_address(int(hi), ver)
     elif a is not None:
         unsupported = f"{kind} address from {expr_text(a)} is not modelled"
     port = port_hi = None
-    p = v.get("port")
     if isinstance(p, (int, str)) and not isinstance(p, bool):
         port = port_number(p)
     elif isinstance(p, dict) and "range" in p:
@@ -112,7 +140,7 @@ def lower_statement(k: str, v: Any, family: str) -> Step:
     if k == "notrack":
         return Effect("notrack")
     if k in ("dnat", "snat", "masquerade", "redirect"):
-        return _nat(k, v)
+        return _nat(k, v, family)
     if k == "vmap":
         if not isinstance(v, dict):
             raise Malformed("vmap must be an object")
@@ -153,7 +181,13 @@ def lower_statement(k: str, v: Any, family: str) -> Step:
         try:
             src, a, x = _affine(v.get("value"))
         except Malformed as exc:
-            return Unsupported(text, str(exc))
+            try:
+                lk = lower_value(v.get("value"), family, ("int",))
+            except Malformed:
+                return Unsupported(text, str(exc))
+            if isinstance(lk, str):
+                return Unsupported(text, f"{dest} from {lk}")
+            return Mangle(dest, keep=0, value=lk)
         if src == dest:
             return Mangle(dest, keep=a, xor=x)
         return Mangle(dest, keep=0, xor=x, src=src, src_mask=a if src else 0)

@@ -89,6 +89,37 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Hash:
+    """nft ``jhash <fields> mod N seed S offset O`` or ``symhash mod N offset O``.
+
+    ``seed`` None: a jhash whose seed the kernel drew at random when the rule was loaded (it
+    dumps no seed then).
+    """
+
+    kind: str  # jhash | symhash
+    fields: tuple[Field, ...] = ()
+    mod: int = 1
+    seed: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A statement's value that the packet decides when the rule runs.
+
+    ``key`` (fields or hashes, a concatenation when several) is looked up in ``elements`` (an
+    anonymous map: key atoms -> value atoms) or the named map ``map_name``; with ``mapped``
+    False the key's own value is the value (``ct mark >> 8``, ``jhash ip saddr mod 4``). A miss
+    ends the rule, as the kernel's NFT_BREAK does.
+    """
+
+    key: tuple[Field | Hash, ...]
+    elements: tuple[tuple[tuple[Atom, ...], tuple[Atom, ...]], ...] = ()
+    map_name: str | None = None
+    mapped: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class NatSpec:
     """A NAT statement/target: dnat, snat, masquerade or redirect.
 
@@ -102,7 +133,11 @@ class NatSpec:
     port: int | None = None
     port_hi: int | None = None
     flags: tuple[str, ...] = ()
-    unsupported: str | None = None  # e.g. a map lookup for the address
+    unsupported: str | None = None  # e.g. a key no packet decides
+    # nft ``dnat to ip saddr map { ... }``: the address (and port) looked up for each packet;
+    # ``into`` names what the looked-up value's parts set ("addr", "port").
+    lookup: Lookup | None = None
+    into: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +153,7 @@ class Mangle:
     xor: int = 0
     src: str | None = None
     src_mask: int = 0
+    value: Lookup | None = None  # a value the packet decides (a map, a hash): dest = value
 
 
 @dataclass(frozen=True, slots=True)

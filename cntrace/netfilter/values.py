@@ -87,6 +87,13 @@ def prefix_atom(text: str) -> tuple[int, Atom]:
     return version, Atom(lo, lo | host)
 
 
+def int_address(value: int, version: int) -> str:
+    """(167772161, 4) -> '10.0.0.1': an address the evaluator computed, as text again."""
+    if version == 6:
+        return str(ipaddress.IPv6Address(value))
+    return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+
+
 def range_atom(lo_text: str, hi_text: str) -> tuple[int, Atom]:
     v1, lo = ip_to_int(lo_text)
     v2, hi = ip_to_int(hi_text)

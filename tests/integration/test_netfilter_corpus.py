@@ -2,7 +2,9 @@
 where the probe decides, compared with the kernel's rule counters for real packets.
 
 fixtures/netfilter/corpus.txt holds one rule per line (iptables-nft matches without a target,
-nft matches with a counter). Two namespaces joined by a veth pair: the receiver holds every rule
+nft matches with a counter, nft maps, and nat rules in a prerouting chain whose rewrite the input
+rules observe); the nft input chain is predicted in order, so a mark a rule sets from a map is
+what the rules after it read. Two namespaces joined by a veth pair: the receiver holds every rule
 in its input chains, the sender sends a few probes (UDP with chosen TOS, TTL and size; a TCP SYN;
 an ICMP echo request). After each probe the receiver's ruleset is dumped; for every rule the
 kernel's counter (did it match) must equal what the evaluator says of that probe, with the probe's
@@ -25,12 +27,13 @@ from harness import require_root
 
 from cntrace import netfilter
 from cntrace.model import Packet, Ruleset
+from cntrace.netfilter.chains import apply_mangle
 from cntrace.netfilter.matching import match_holds
 from cntrace.netfilter.model import Netfilter, Rule, Table
 from cntrace.netfilter.probe import SYN_OPTIONS, Probe
 from cntrace.netfilter.results import NetnsFacts
 from cntrace.netfilter.state import State
-from cntrace.netfilter.steps import Match
+from cntrace.netfilter.steps import Mangle, Match
 
 CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "netfilter" / "corpus.txt"
 SRC, DST = "10.203.0.1", "10.203.0.2"
@@ -171,15 +174,34 @@ def _rules(nf: Netfilter) -> list[tuple[Rule, Table]]:
     return out
 
 
-def _predict(nf: Netfilter, rule: Rule, table: Table, s: Send, when: float) -> bool | str:
-    facts = NetnsFacts(frozenset({DST}), {"nfc1": (DST,), "lo": ("127.0.0.1",)})
-    st = State(nf, s.packet(), facts, "new", 0, None, None, None)
+FACTS = NetnsFacts(frozenset({DST}), {"nfc1": (DST,), "lo": ("127.0.0.1",)})
+
+
+def _arrived(nf: Netfilter, s: Send, when: float) -> Packet:
+    """The probe as the input chains see it: after the prerouting nat chain ("nat|" lines)."""
+    w = netfilter.walk(nf, s.packet(), FACTS, kind="input", iif="nfc1", probe=s.probe(when))
+    assert w.certain, w.uncertain
+    return w.packet_after.rewritten(mark=0)
+
+
+def _state(nf: Netfilter, packet: Packet, s: Send, when: float) -> State:
+    st = State(nf, packet, FACTS, "new", 0, None, None, None)
     st.iif, st.ct_attached, st.probe = "nfc1", True, s.probe(when)
+    return st
+
+
+def _predict(st: State, rule: Rule, table: Table) -> bool | str:
+    """Whether the rule's counter counts the packet; its mark statements (``meta mark set ...
+    map``) change ``st`` for the rules after it, as in the kernel's chain."""
     for step in rule.steps:
         if isinstance(step, Match):
             r = match_holds(st, step, table)
             if r is not True:
                 return r
+        elif isinstance(step, Mangle):
+            done = apply_mangle(st, step, table)
+            if done is not True:
+                return done
     return True
 
 
@@ -191,7 +213,7 @@ def _nft_packets(nft_json: str) -> list[int]:
     counts = []
     for item in json.loads(nft_json)["nftables"]:
         rule = item.get("rule")
-        if rule and rule.get("table") == "corpus":
+        if rule and rule.get("table") == "corpus" and rule.get("chain") == "input":
             counts.append(next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e))
     return counts
 
@@ -201,9 +223,14 @@ def test_corpus_parses_and_agrees_with_the_kernel(pair: Pair) -> None:
     refused = []
     pair.in_b("nft", "add table ip corpus")
     pair.in_b("nft", "add chain ip corpus input { type filter hook input priority 0; }")
+    pair.in_b("nft", "add chain ip corpus pre { type nat hook prerouting priority -100; }")
     for kind, rule in lines:
         if kind == "ipt":
             r = pair.in_b("iptables-nft", "-w", "-A", "INPUT", *rule.split())
+        elif kind == "map":
+            r = pair.in_b("nft", f"add map ip corpus {rule}")
+        elif kind == "nat":
+            r = pair.in_b("nft", f"add rule ip corpus pre {rule}")
         else:
             r = pair.in_b("nft", f"add rule ip corpus input {rule} counter")
         if r.returncode != 0:
@@ -212,6 +239,7 @@ def test_corpus_parses_and_agrees_with_the_kernel(pair: Pair) -> None:
     nf = netfilter.load(pair.dump())
     nf.check()  # every rule compiles
     rules = _rules(nf)
+    lines = [(k, r) for k, r in lines if k in ("ipt", "nft")]  # the rest has no counter
     assert len(rules) == len(lines)
     disagreements: list[str] = []
     compared = 0
@@ -224,9 +252,12 @@ def test_corpus_parses_and_agrees_with_the_kernel(pair: Pair) -> None:
         after_nf = netfilter.load(dump)
         after = [_packets(r) for r, _ in _rules(after_nf)]
         after[-len(_nft_packets(dump.nft_json or "")) :] = _nft_packets(dump.nft_json or "")
+        arrived = _arrived(nf, s, when)
+        chain = _state(nf, arrived, s, when)  # one state through the nft chain
         for (rule, table), b, a, (kind, text) in zip(rules, before, after, lines, strict=True):
             want = a > b
-            got = _predict(nf, rule, table, s, when)
+            st = chain if kind == "nft" else _state(nf, arrived, s, when)
+            got = _predict(st, rule, table)
             compared += 1
             if got is not want:
                 disagreements.append(f"{s}: {kind}|{text}: kernel {want}, cntrace {got!r}")
