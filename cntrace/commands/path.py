@@ -10,6 +10,7 @@ from typing import Any
 from cntrace.commands._args import PORT, integer, seconds
 from cntrace.commands._source import add_snapshot_arg, get_snapshot
 from cntrace.errors import BadInput, Exit
+from cntrace.model import Path as PathResult
 from cntrace.model import Snapshot
 
 
@@ -86,11 +87,14 @@ def run(args: argparse.Namespace) -> int:
 
             check_target(target, follow_symlinks=False)
     t0 = time.perf_counter()
-    # Lazily read: only the namespaces the walk enters are read in full (sources.lazy).
-    snap = get_snapshot(args, lazy=True)
+    found = _read_path(args) if args.snapshot is None else None
+    if found is not None:
+        snap, first = found
+    else:  # lazily read: only the namespaces the walk enters are read in full (sources.lazy)
+        snap, first = get_snapshot(args, lazy=True), None
     t1 = time.perf_counter()
     try:
-        return _answer(args, snap, timings={"snapshot": t1 - t0}, t1=t1)
+        return _answer(args, snap, timings={"snapshot": t1 - t0}, t1=t1, result=first)
     finally:
         if args.save_snapshot is not None:  # after the walk: exactly the evidence it read
             from cntrace.sources import lazy, recorded
@@ -98,13 +102,54 @@ def run(args: argparse.Namespace) -> int:
             recorded.save(lazy.evidence(snap), args.save_snapshot)
 
 
-def _answer(args: argparse.Namespace, snap: Snapshot, timings: dict[str, float], t1: float) -> int:
+WIDENINGS = 8  # then the full listing: no lab path needs more than two
+
+
+def _read_path(args: argparse.Namespace) -> tuple[Snapshot, PathResult] | None:
+    """The live host read for this path only: around the source, widened while the prediction
+    points at namespaces not read (sources.pathread). None: list every namespace instead."""
+    from cntrace.path import predict
+    from cntrace.sources import live, pathread
+
+    reader = live.read_path(args.source, args.destination)
+    if reader is None:
+        return None
+    for _ in range(WIDENINGS):
+        snap = reader.snapshot()
+        try:
+            result = predict(
+                snap,
+                args.source,
+                args.destination,
+                proto=args.proto,
+                port=args.port,
+                size=args.size,
+            )
+        except BadInput:
+            break  # a ref only the full listing may know (or bad input: it says so again)
+        if pathread.owner_unseen(snap, result):
+            break
+        inodes, nsids = pathread.wants(snap, result, snap.containers)
+        if not reader.widen(inodes, nsids):
+            return snap, result
+    reader.close()
+    return None
+
+
+def _answer(
+    args: argparse.Namespace,
+    snap: Snapshot,
+    timings: dict[str, float],
+    t1: float,
+    result: PathResult | None = None,
+) -> int:
     from cntrace.path import predict
     from cntrace.render import path as render_path
 
-    result = predict(
-        snap, args.source, args.destination, proto=args.proto, port=args.port, size=args.size
-    )
+    if result is None:
+        result = predict(
+            snap, args.source, args.destination, proto=args.proto, port=args.port, size=args.size
+        )
     timings["predict"] = time.perf_counter() - t1
     from cntrace.commands import _whatif
 

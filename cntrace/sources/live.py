@@ -20,7 +20,7 @@ from dataclasses import replace
 from cntrace import __version__
 from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources import nsenter, targeted
+from cntrace.sources import nsenter, pathread, targeted
 from cntrace.sources.containers import RuntimeAsker, dedupe, place, resolver
 from cntrace.sources.lazy import Fill, defer, deferred
 from cntrace.sources.namespaces import (
@@ -32,6 +32,7 @@ from cntrace.sources.namespaces import (
     to_netns,
 )
 from cntrace.sources.netlink import decode, dumps
+from cntrace.sources.pathread import PathRead
 from cntrace.sources.peers import resolve_peers
 from cntrace.sources.procs import ProcTable, netns_denied, socket_owners
 from cntrace.sources.runtimes import RuntimeSource
@@ -161,6 +162,58 @@ def read_snapshot(
     )
     # A targeted read (show) reads resolvers too only where asked: one container, not all.
     return _finish(snap, detail=detail, lazy=lazy or refs is not None)
+
+
+def read_path(
+    source: str, destination: str, *, sockets: bool = True, rulesets: bool = True
+) -> PathRead | None:
+    """The live read for one path, started around the source (sources.pathread), or None when
+    the path needs every namespace listed (the source is no runtime's container, a Kubernetes
+    host, an address the runtimes give to several containers): read_snapshot(lazy=True)."""
+    _check_privilege()
+    procs = ProcTable.scan()
+    spaces, root = find_namespaces(procs)
+    warnings: list[str] = []
+    asking = RuntimeAsker(default_sources(procs, set()))
+    asking.start()
+    try:
+        found, claimed = asking.result(warnings)
+    finally:
+        asking.join()
+    containers = dedupe([place(c, spaces) for c in found], claimed)
+    start = targeted.targets([source], containers)
+    if start is None or pathread.needs_full(containers, destination):
+        return None
+    far = pathread.seeds(containers, destination)
+    start += [c for c in containers if c.netns in far and c not in start]
+    base = Snapshot(
+        netns=(),
+        containers=tuple(containers),
+        taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        hostname=socket.gethostname(),
+        kernel=os.uname().release,
+        tool_version=__version__,
+        warnings=tuple(warnings),
+        runtime_networks=tuple(asking.intent.networks),
+        port_proxies=tuple(asking.intent.proxies),
+        stopped=tuple(asking.intent.stopped),
+    )
+    try:
+        return PathRead(
+            spaces,
+            root,
+            start,
+            base,
+            lambda snap: _finish(snap, detail=True, lazy=True),
+            sockets=sockets,
+            rulesets=rulesets,
+        )
+    except BaseException:
+        for sp in spaces.values():
+            if sp.conn is not None:
+                sp.conn.close()
+                sp.conn = None
+        raise
 
 
 def _read_narrow(
