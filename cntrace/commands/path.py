@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
             check_target(target, follow_symlinks=False)
     t0 = time.perf_counter()
-    found = _read_path(args) if args.snapshot is None else None
+    found = None
+    if args.snapshot is None:
+        found = read_for(args.source, args.destination, args.proto, args.port, args.size)
     if found is not None:
         snap, first = found
     else:  # lazily read: only the namespaces the walk enters are read in full (sources.lazy)
@@ -105,32 +107,27 @@ def run(args: argparse.Namespace) -> int:
 WIDENINGS = 8  # then the full listing: no lab path needs more than two
 
 
-def _read_path(args: argparse.Namespace) -> tuple[Snapshot, PathResult] | None:
+def read_for(
+    source: str, destination: str, proto: str | None, port: int | None, size: int | None
+) -> tuple[Snapshot, PathResult] | None:
     """The live host read for this path only: around the source, widened while the prediction
     points at namespaces not read (sources.pathread). None: list every namespace instead."""
     from cntrace.path import predict
     from cntrace.sources import live, pathread
 
-    reader = live.read_path(args.source, args.destination)
+    reader = live.read_path(source, destination)
     if reader is None:
         return None
     for _ in range(WIDENINGS):
         snap = reader.snapshot()
         try:
-            result = predict(
-                snap,
-                args.source,
-                args.destination,
-                proto=args.proto,
-                port=args.port,
-                size=args.size,
-            )
+            result = predict(snap, source, destination, proto=proto, port=port, size=size)
         except BadInput:
             break  # a ref only the full listing may know (or bad input: it says so again)
-        if pathread.owner_unseen(snap, result):
-            break
         inodes, nsids = pathread.wants(snap, result, snap.containers)
         if not reader.widen(inodes, nsids):
+            if pathread.owner_unseen(snap, result):
+                break  # who holds the address (if any namespace does): only the listing says
             return snap, result
     reader.close()
     return None

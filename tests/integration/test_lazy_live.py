@@ -4,7 +4,8 @@ For the healthy lab and each fault of `cntrace lab faults`, every question of te
 is predicted on a full read of the host (what `cntrace snapshot --save` records) and on a fresh
 lazy read (what `cntrace path` does): the JSON documents are identical, the lazy read entered
 fewer namespaces than the host has, and the evidence it recorded, saved and loaded back, replays
-to the same document.
+to the same document. The same for the narrow read `cntrace path` takes first (around the source,
+widened where the walk leads: commands.path.read_for), where it does not fall back to the listing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from labcases import CASES
 from labkit import Lab
 
 from cntrace import codec
+from cntrace.commands.path import read_for
 from cntrace.errors import BadInput
 from cntrace.lab.faults import FAULTS
 from cntrace.model import Snapshot
@@ -41,6 +43,7 @@ def _answer(snap: Snapshot, src: str, dst: str, proto: str | None, size: int | N
 def test_lazy_read_predicts_as_the_full_read(lab: Lab, fault: str | None) -> None:
     if fault:
         assert lab.run("lab", "break", fault).returncode == 0
+    narrow = 0
     try:
         full = live.read_snapshot()
         for src, dst, proto, size in QUESTIONS:
@@ -53,6 +56,16 @@ def test_lazy_read_predicts_as_the_full_read(lab: Lab, fault: str | None) -> Non
             saved = lazy.evidence(lz)
             replayed = recorded.loads(codec.dumps(saved, indent=None, compact=True), "evidence")
             assert _answer(replayed, *args) == want, f"{fault}: replay {args}"
+            found = read_for(args[0], args[1], proto, None, size)
+            if found is not None:
+                narrow += 1
+                snap, _ = found
+                assert _answer(snap, *args) == want, f"{fault}: narrow {args}"
+                assert len(snap.netns) < len(full.netns)
+                saved = lazy.evidence(snap)
+                replayed = recorded.loads(codec.dumps(saved, indent=None, compact=True), "ev")
+                assert _answer(replayed, *args) == want, f"{fault}: narrow replay {args}"
+        assert narrow, "no question took the narrow read"
     finally:
         if fault:
             assert lab.run("lab", "fix", fault).returncode == 0

@@ -57,11 +57,10 @@ def narrow_answer(full: Snapshot, src: str, dst: str) -> tuple[str, int]:
         except BadInput:
             break
         inodes, nsids = pathread.wants(snap, result, full.containers)
-        if pathread.owner_unseen(snap, result):
-            read = {ns.inode for ns in full.netns}
-            break
         new = (inodes | {nsid for _, nsid in nsids}) - read
         if not new:
+            if pathread.owner_unseen(snap, result):
+                read = {ns.inode for ns in full.netns}
             break
         read |= new
     return answer(narrowed(full, read), src, dst), len(read)
