@@ -101,7 +101,7 @@ def tui_first_frame() -> float:
 
 
 def measure(
-    n: int, runs: int, before: Path | None
+    n: int, runs: int, before: Path | None, only: set[str] | None = None
 ) -> list[tuple[str, float, float | None, float | None]]:
     """(row, cntrace median, floor median, baseline median) for a lab of n containers."""
     subprocess.run(
@@ -164,6 +164,8 @@ def measure(
             ]
             out = []
             for name, fn, fl, hand in rows:
+                if only is not None and name not in only:
+                    continue
                 args = CMDS.get(name)
                 if before is not None and args is not None:
                     # Interleaved (now, before, now, ...) so both see the same machine load.
@@ -198,7 +200,9 @@ def main() -> None:
     ap.add_argument(
         "--before", type=Path, help="also time the commands from this older checkout, same lab"
     )
+    ap.add_argument("--rows", help="comma-separated rows to time (default: all), e.g. path,show")
     args = ap.parse_args()
+    only = set(args.rows.split(",")) if args.rows else None
     results: dict[int, list[tuple[str, float, float | None, float | None]]] = {}
     for n in (int(s) for s in args.sizes.split(",")):
         if n > LIMIT:
@@ -212,7 +216,7 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.1f}; {len(os.listdir('/run/netns'))} namespaces before",
             flush=True,
         )
-        results[n] = measure(n, args.runs, args.before)
+        results[n] = measure(n, args.runs, args.before, only)
         print(f"  load after: {os.getloadavg()[0]:.1f}", flush=True)
     for n, rows in results.items():
         print(f"\n{n} containers (median of {args.runs}, fresh processes)")
