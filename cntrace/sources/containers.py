@@ -102,6 +102,8 @@ def place(c: Container, spaces: dict[int, Space]) -> Container:
             space.pids.insert(0, c.pid)
         if path is None:
             path = space.paths[0] if space.paths else (f"/proc/{c.pid}/ns/net" if c.pid else None)
+    if inode == c.netns and path == c.netns_path and state == c.state:
+        return c  # a named namespace as listed: no copy (a host lists ~1,000)
     return replace(c, netns=inode, netns_path=path, state=state)
 
 

@@ -82,11 +82,29 @@ LazyNetns = _deferring(Netns, NETNS_DETAIL)
 LazyContainer = _deferring(Container, CONTAINER_DETAIL)
 
 
+def _slots(base: type[Any]) -> tuple[Any, ...]:
+    """The base class's slot descriptors, one per field: they read and write a field as held,
+    past the lazy twin's properties (no fill is triggered)."""
+    return tuple(base.__dict__[f.name] for f in fields(base))
+
+
+_SLOTS: dict[type[Any], tuple[Any, ...]] = {Netns: _slots(Netns), Container: _slots(Container)}
+
+
+def _copy(obj: object, base: type[Any], cls: type[T]) -> T:
+    """``obj``'s fields as held, in a new ``cls`` (the base or its lazy twin): slot to slot,
+    without the frozen __init__ (a host's 1,000 containers are copied on every read)."""
+    out = object.__new__(cls)
+    for slot in _SLOTS[base]:
+        slot.__set__(out, slot.__get__(obj, base))
+    return out
+
+
 def defer(obj: T, fill: Fill) -> T:
     """``obj`` (a Netns or Container) as its lazy twin: ``fill()`` returns the detail fields,
     called once, the first time one of them is read."""
-    cls = LazyNetns if isinstance(obj, Netns) else LazyContainer
-    out = cls(**{f.name: _raw(obj, f.name) for f in fields(obj)})  # type: ignore[arg-type]
+    base: type[Any] = Netns if isinstance(obj, Netns) else Container
+    out = _copy(obj, base, LazyNetns if base is Netns else LazyContainer)
     out.__dict__["_fill"] = fill
     return out  # type: ignore[return-value]
 
@@ -97,20 +115,11 @@ def pending(obj: object) -> bool:
     return d is not None and d.get("_fill") is not None
 
 
-def _raw(obj: object, name: str) -> Any:
-    """A field's value as held, without triggering a fill."""
-    for cls in type(obj).__mro__:
-        slot = cls.__dict__.get(name)
-        if slot is not None and not isinstance(slot, property):
-            return slot.__get__(obj, cls)
-    return getattr(obj, name)
-
-
 def _plain(obj: T) -> T:
     base: type[Any] = Netns if isinstance(obj, Netns) else Container
     if type(obj) is base:
         return obj
-    return base(**{f.name: _raw(obj, f.name) for f in fields(base)})  # type: ignore[no-any-return]
+    return _copy(obj, base, base)  # type: ignore[no-any-return]
 
 
 def evidence(snap: Snapshot) -> Snapshot:
@@ -154,7 +163,7 @@ def deferred(
     def fill() -> dict[str, Any]:
         if sp.conn is not None:
             open_many([sp], full=True, sockets=sockets, rulesets=rulesets)
-            read_detail([sp], sockets=sockets, rulesets=rulesets)
+            read_detail([sp], sockets=sockets, rulesets=rulesets, per_interface=False)
         values = detail(sp)
         if sp.conn is not None:
             sp.conn.close()

@@ -87,7 +87,7 @@ def wants(
             if ns is None or h.interface is None:
                 continue
             for lk in ns.links:
-                if lk.name == h.interface and lk.peer_nsid is not None:
+                if lk.name == h.interface and lk.peer_nsid is not None and lk.peer_netns is None:
                     nsids.add((ns.inode, lk.peer_nsid))
     inodes = {i for ip in ips if ip for i in owners.get(ip, ()) if i not in read}
     return inodes, nsids
@@ -114,6 +114,17 @@ def _address_of(destination: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
+
+
+def _named_by(sp: Space, among: list[Space], nsid: int, batch: int = 64) -> set[int]:
+    """The namespaces of ``among`` that ``sp`` calls ``nsid``: asked in batches, stopping at the
+    first batch that has it (a netnsid names one namespace; a host has ~1,000 to ask about)."""
+    assert sp.conn is not None
+    for start in range(0, len(among), batch):
+        hits = {i for i, n in _nsids(sp.conn, among[start : start + batch]).items() if n == nsid}
+        if hits:
+            return hits
+    return set()
 
 
 class PathRead:
@@ -148,7 +159,7 @@ class PathRead:
             sp = self.read.get(inode)
             if sp is None or sp.conn is None or not unread:
                 continue
-            new |= {i for i, n in _nsids(sp.conn, unread).items() if n == nsid}
+            new |= _named_by(sp, unread, nsid)
         if not new:
             return False
         spaces = [self.spaces[i] for i in sorted(new)]
@@ -185,7 +196,7 @@ class PathRead:
         if done is None:
             if sp.conn is not None:
                 open_many([sp], full=True, sockets=self.sockets, rulesets=self.rulesets)
-                read_detail([sp], sockets=self.sockets, rulesets=self.rulesets)
+                read_detail([sp], sockets=self.sockets, rulesets=self.rulesets, per_interface=False)
             done = self.details[sp.inode] = detail_of(sp)
             sp.dumps = {}  # decoded once: later Snapshots reuse `done`
         return done
