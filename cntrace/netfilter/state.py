@@ -107,14 +107,26 @@ def _ct_icmp(st: State, p: Packet, direction: str, what: str) -> object:
 _ICMP_REPLY = {(4, 8): 0, (4, 13): 14, (4, 15): 16, (4, 17): 18, (6, 128): 129, (6, 139): 140}
 
 
-def _local_ints(facts: NetnsFacts) -> set[tuple[int, int]]:
+_LOCAL: dict[int, tuple[NetnsFacts, frozenset[tuple[int, int]]]] = {}
+
+
+def _local_ints(facts: NetnsFacts) -> frozenset[tuple[int, int]]:
+    """The namespace's local addresses as integers, once per facts (every hook's State asks,
+    and a host holds an address per port)."""
+    seen = _LOCAL.get(id(facts))
+    if seen is not None and seen[0] is facts:
+        return seen[1]
     out: set[tuple[int, int]] = set()
     for a in facts.local_addresses:
         try:
             out.add(ip_to_int(a))
         except ValueError:
             continue
-    return out
+    if len(_LOCAL) > 64:
+        _LOCAL.clear()
+    done = frozenset(out)
+    _LOCAL[id(facts)] = (facts, done)  # the facts kept: their id cannot be reused meanwhile
+    return done
 
 
 def _direction(p: Packet, ct: Conntrack) -> int:

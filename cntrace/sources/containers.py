@@ -28,18 +28,24 @@ def ask_runtimes(
     (its ``intent()``: networks, proxies, stopped containers) is added to ``intent``."""
     out: list[Container] = []
     claimed: set[int] = set()
+    paths: set[str] = set()  # namespace paths the sources so far named (for the netns source)
     for source in sources:
         try:
             ok, why = source.available()
             if not ok:
                 warnings.append(why)
                 continue
-            out.extend(source.containers())
+            if isinstance(getattr(source, "known_paths", None), set):
+                source.known_paths |= paths  # type: ignore[attr-defined]
+            listed = source.containers()
+            out.extend(listed)
+            paths.update(c.netns_path for c in listed if c.netns_path)
             said = getattr(source, "intent", None)
             if intent is not None and callable(said):
                 intent.extend(said())
             claim = getattr(source, "claimed_namespaces", None)
             for path in claim() if callable(claim) else ():
+                paths.add(path)
                 with contextlib.suppress(OSError):
                     claimed.add(nsenter.inode_of(path))
         except PermissionError as exc:

@@ -149,6 +149,7 @@ class PathRead:
         )
         self.read = {sp.inode: sp for sp in read}
         self.details: dict[int, dict[str, Any]] = {}
+        self.built: dict[int, tuple[tuple[tuple[int, int], ...], Netns]] = {}
 
     def widen(self, inodes: set[int], nsids: set[tuple[int, int]]) -> bool:
         """Read ``inodes`` and the namespaces ``nsids`` name (as seen from the namespace
@@ -182,11 +183,19 @@ class PathRead:
                 sp.conn = None
 
     def _netns(self, sp: Space) -> Netns:
+        """``sp`` as a Netns, built again only when a widening resolved more of its peers (a
+        host's 1,000 links are not rebuilt for every prediction)."""
+        key = tuple(sorted((k[1], v) for k, v in self.peers.items() if k[0] == sp.inode))
+        cached = self.built.get(sp.inode)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         done = self.details.get(sp.inode)
         if done is not None:
-            return replace(to_netns(sp, self.root, self.peers), **done)
-        out = to_netns(sp, self.root, self.peers, cls=LazyNetns)
-        out.__dict__["_fill"] = lambda: self._fill(sp)
+            out = replace(to_netns(sp, self.root, self.peers), **done)
+        else:
+            out = to_netns(sp, self.root, self.peers, cls=LazyNetns)
+            out.__dict__["_fill"] = lambda: self._fill(sp)
+        self.built[sp.inode] = (key, out)
         return out
 
     def _fill(self, sp: Space) -> dict[str, Any]:

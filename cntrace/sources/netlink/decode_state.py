@@ -73,9 +73,11 @@ def parse_fdb(
     multicast addresses every port lists) are skipped."""
     out: list[FdbEntry] = []
     for buf, _t, off, end in each(chunks):
-        family, index, state, _flags, _type = p.NDMSG.unpack_from(buf, off)
+        family, index, state, flags, _type = p.NDMSG.unpack_from(buf, off)
         if family != p.AF_BRIDGE:
             continue
+        if flags & p.NTF_SELF and not flags & p.NTF_MASTER and index not in tunnels:
+            continue  # a port's own list (every port lists its multicast addresses): undecoded
         a = attrs(buf, off + p.NDMSG.size, end)
         master = u32(a.get(NDA.MASTER))
         ll = a.get(NDA.LLADDR)

@@ -221,6 +221,8 @@ RTMSG = struct.Struct(
     "=BBBBBBBBI"
 )  # family, dst_len, src_len, tos, table, proto, scope, type, flags
 NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+NTF_SELF = 0x02  # an FDB entry the device itself lists (ndm_flags)
+NTF_MASTER = 0x04  # an FDB entry of the device's master (the bridge)
 TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big-endian)
 # inet_diag_msg: family, state, (timer, retrans), sport (big-endian), (dport), src,
