@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     topology(q)
     q.add_argument(
         "--containers",
-        type=integer(0, 2000, "a number of containers"),
+        type=integer(0, 8000, "a number of containers"),  # lab.spec.MAX_EXTRA
         default=0,
         metavar="N",
         help="add N scaled containers (for benchmarks)",

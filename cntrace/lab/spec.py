@@ -128,11 +128,24 @@ def check_name(name: str) -> str:
     return name
 
 
+MAX_EXTRA = 8000
+PER_BRIDGE = 1000  # scaled containers per extra bridge: a bridge holds at most 1,024 ports
+
+
+def _scale_networks(extra: int) -> tuple[NetworkSpec, ...]:
+    """The bridges scaled containers past the first 2,000 go into (1,000 each: lab2, lab3...)."""
+    over = max(0, extra - 2 * PER_BRIDGE)
+    count = (over + PER_BRIDGE - 1) // PER_BRIDGE
+    return tuple(NetworkSpec(f"scale{k}", f"lab{k + 2}", f"10.{212 + k}.0.0/16") for k in range(count))
+
+
 def plan(name: str = DEFAULT_NAME, extra: int = 0) -> LabPlan:
-    """The default four containers plus ``extra`` scaled ones spread over both networks."""
+    """The default four containers plus ``extra`` scaled ones: the first 2,000 alternate between
+    the two networks (as they always have), the rest fill extra bridges of 1,000 ports each."""
     check_name(name)
-    if extra < 0 or extra > 2000:
-        raise BadInput("--containers must be between 0 and 2000 (a bridge holds 1,024 ports)")
+    if extra < 0 or extra > MAX_EXTRA:
+        raise BadInput(f"--containers must be between 0 and {MAX_EXTRA}")
+    scale = _scale_networks(extra)
     containers = [
         ContainerSpec("web", "bridge", "10.210.0.2", published=(("tcp", 8080, TCP_PORT),)),
         ContainerSpec("client", "bridge", "10.210.0.3"),
@@ -140,11 +153,14 @@ def plan(name: str = DEFAULT_NAME, extra: int = 0) -> LabPlan:
         ContainerSpec("db", "backend", "10.211.0.3"),
     ]
     for i in range(extra):
-        net = NETWORKS[i % 2]
+        if i < 2 * PER_BRIDGE:
+            net, slot = NETWORKS[i % 2], i // 2
+        else:
+            net, slot = scale[(i - 2 * PER_BRIDGE) // PER_BRIDGE], (i - 2 * PER_BRIDGE) % PER_BRIDGE
         base = ipaddress.ip_network(net.subnet).network_address
-        ip = str(base + 257 + i // 2)  # 10.21x.1.1 onwards: clear of the named containers
+        ip = str(base + 257 + slot)  # 10.21x.1.1 onwards: clear of the named containers
         containers.append(ContainerSpec(f"c{i + 1:04d}", net.name, ip, full_server=False))
-    return LabPlan(name, tuple(containers), extra=extra)
+    return LabPlan(name, tuple(containers), networks=NETWORKS + scale, extra=extra)
 
 
 # ----------------------------------------------------------------------------- scripts

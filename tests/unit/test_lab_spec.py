@@ -24,9 +24,12 @@ def test_default_plan_is_the_documented_lab() -> None:
     }
 
 
-def test_scaled_containers_have_unique_addresses_inside_their_subnet() -> None:
-    p = spec.plan("bench", 1000)
-    assert len(p.containers) == 1004
+@pytest.mark.parametrize("extra", [1000, 5000, spec.MAX_EXTRA])
+def test_scaled_containers_have_unique_addresses_inside_their_subnet(extra: int) -> None:
+    p = spec.plan("bench", extra)
+    assert len(p.containers) == extra + 4
+    assert len({c.name for c in p.containers}) == len(p.containers)
+    assert len({n.subnet for n in p.networks}) == len(p.networks)
     ips = [c.ip for c in p.containers]
     assert len(set(ips)) == len(ips)
     for c in p.containers:
@@ -34,6 +37,16 @@ def test_scaled_containers_have_unique_addresses_inside_their_subnet() -> None:
         assert len(c.host_veth) <= 15
     per_bridge = {n.name: sum(c.network == n.name for c in p.containers) for n in p.networks}
     assert max(per_bridge.values()) < 1024  # a Linux bridge holds at most 1,024 ports
+
+
+def test_the_first_2000_scaled_containers_keep_their_two_networks() -> None:
+    """Past 2,000 the plan adds bridges; below, every container is where it always was."""
+    small, big = spec.plan("bench", 2000), spec.plan("bench", 5000)
+    assert [n.bridge for n in small.networks] == ["lab0", "lab1"]
+    assert big.containers[: len(small.containers)] == small.containers
+    assert [n.bridge for n in big.networks] == ["lab0", "lab1", "lab2", "lab3", "lab4"]
+    with pytest.raises(BadInput):
+        spec.plan("bench", spec.MAX_EXTRA + 1)
 
 
 @pytest.mark.parametrize("name", ["", "Lab", "a.b", "1lab", "x" * 25, "lab_1"])
