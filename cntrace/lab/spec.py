@@ -136,7 +136,9 @@ def _scale_networks(extra: int) -> tuple[NetworkSpec, ...]:
     """The bridges scaled containers past the first 2,000 go into (1,000 each: lab2, lab3...)."""
     over = max(0, extra - 2 * PER_BRIDGE)
     count = (over + PER_BRIDGE - 1) // PER_BRIDGE
-    return tuple(NetworkSpec(f"scale{k}", f"lab{k + 2}", f"10.{212 + k}.0.0/16") for k in range(count))
+    return tuple(
+        NetworkSpec(f"scale{k}", f"lab{k + 2}", f"10.{212 + k}.0.0/16") for k in range(count)
+    )
 
 
 def plan(name: str = DEFAULT_NAME, extra: int = 0) -> LabPlan:
