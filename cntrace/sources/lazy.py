@@ -163,7 +163,7 @@ def deferred(
     def fill() -> dict[str, Any]:
         if sp.conn is not None:
             open_many([sp], full=True, sockets=sockets, rulesets=rulesets)
-            read_detail([sp], sockets=sockets, rulesets=rulesets, per_interface=False)
+            read_detail([sp], sockets=sockets, rulesets=rulesets)
         values = detail(sp)
         if sp.conn is not None:
             sp.conn.close()

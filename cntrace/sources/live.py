@@ -130,7 +130,7 @@ def read_snapshot(
                 rulesets=rulesets,
             )
         chosen = [sp for sp in live if sp.inode in selected]
-        read_detail(chosen, sockets=sockets, rulesets=rulesets)
+        read_detail(chosen, sockets=sockets, rulesets=rulesets, per_interface=full_all)
         if sockets and refs:
             owners = socket_owners(procs.pids_in({sp.inode for sp in chosen}))
             for sp in chosen:

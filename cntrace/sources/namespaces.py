@@ -216,12 +216,12 @@ def read_links(
 
 
 def read_detail(
-    chosen: list[Space], *, sockets: bool, rulesets: bool, per_interface: bool = True
+    chosen: list[Space], *, sockets: bool, rulesets: bool, per_interface: bool = False
 ) -> None:
     """Routes, rules, neighbours, FDB, sockets, sysctls and rulesets of the chosen namespaces.
-    ``per_interface=False`` leaves out each interface's route_localnet, which the path's walk
-    never reads (a full read still records it): on a host of 1,000 ports it is a second decode
-    of every link."""
+    ``per_interface`` also records each interface's route_localnet (`snapshot --save` of the
+    whole host): nothing cntrace shows or walks reads it, and on a host of 1,000 ports it is a
+    second decode of every link."""
     conns = [sp.conn for sp in chosen if sp.conn is not None]
     chosen = [sp for sp in chosen if sp.conn is not None]
     for what in DETAIL_DUMPS:

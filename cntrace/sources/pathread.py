@@ -205,7 +205,7 @@ class PathRead:
         if done is None:
             if sp.conn is not None:
                 open_many([sp], full=True, sockets=self.sockets, rulesets=self.rulesets)
-                read_detail([sp], sockets=self.sockets, rulesets=self.rulesets, per_interface=False)
+                read_detail([sp], sockets=self.sockets, rulesets=self.rulesets)
             done = self.details[sp.inode] = detail_of(sp)
             sp.dumps = {}  # decoded once: later Snapshots reuse `done`
         return done
