@@ -61,14 +61,21 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--timeout must be positive")
     if not os.path.isdir(args.export_dir):
         raise BadInput(f"--export-dir {args.export_dir}: no such directory")
-    from cntrace.tui.source import LiveSource, RecordedSource, SnapshotSource
+    from cntrace.tui.source import LiveSource, PrefetchedFile, SnapshotSource
     from cntrace.tui.tracer import EngineTracer
 
     source: SnapshotSource
     tracer: EngineTracer | None = None
+    saved: PrefetchedFile | None = None
     if args.snapshot is not None:
-        source = RecordedSource.load(args.snapshot)  # a bad file fails here, before the UI
+        # A child reads the file while textual is imported below; a bad one fails before the UI.
+        source = saved = PrefetchedFile(args.snapshot)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if saved is not None:
+            try:
+                saved.first_view()  # a bad file says so first
+            finally:
+                saved.close()
         raise EnvironmentProblem("cntrace tui needs a terminal (use `cntrace path` in scripts)")
     if args.snapshot is None:
         if os.geteuid() != 0:
@@ -78,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         source = live
         tracer = EngineTracer(backend=args.backend, timeout_s=args.timeout)
     from cntrace.tui.app import build_app
+
+    if saved is not None:
+        try:
+            saved.first_view()
+        except BaseException:
+            saved.close()
+            raise
 
     def detach() -> None:
         """Whatever ended the app (q, Ctrl-C, SIGTERM, a closed terminal, a crash)."""

@@ -9,10 +9,12 @@ adds routes, sockets, sysctls and rulesets, which path prediction and the detail
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import signal
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from cntrace.errors import CntraceError, Exit
 from cntrace.model import Snapshot
@@ -72,6 +74,131 @@ class RecordedSource:
         return None
 
 
+class _Prefetch:
+    """A read done in a forked child, handed back in two pickles over a pipe: first the header
+    (the Snapshot without its namespaces and containers) with the table's rows, then the whole
+    Snapshot. The first frame needs only the first, a few kilobytes; the second (up to seconds
+    of unpickling on a big host) is taken by a worker after that frame is painted."""
+
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: read, hand it over, leave without cleanup
+            code = 0
+            try:
+                os.close(rfd)
+                with os.fdopen(wfd, "wb") as out:
+                    try:
+                        from cntrace.tui.views.containers import container_rows
+
+                        snap = read()
+                        # The rows too: computing them here keeps them off the UI's core.
+                        first: tuple[object, ...] = ("ok", header_of(snap), container_rows(snap))
+                    except CntraceError as exc:
+                        first, snap = ("er", int(exc.exit_code), str(exc)), None
+                    pickle.dump(first, out, protocol=5)
+                    out.flush()
+                    if snap is not None:
+                        pickle.dump(snap, out, protocol=5)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        self.pid = pid
+        self._pipe: BinaryIO | None = os.fdopen(rfd, "rb")
+        self._first: tuple[Snapshot, list[ContainerRow]] | None = None
+
+    def first(self) -> tuple[Snapshot, list[ContainerRow]] | None:
+        """(header, rows), waiting for the child's read; None when the child failed
+        unexpectedly. A CntraceError the child met is raised here."""
+        if self._first is None and self._pipe is not None:
+            try:
+                got = pickle.load(self._pipe)
+            except (EOFError, pickle.UnpicklingError):
+                self.close()
+                return None
+            if got[0] == "er":
+                self.close()
+                err = CntraceError(got[2])
+                err.exit_code = Exit(got[1])
+                raise err
+            self._first = (got[1], got[2])
+        return self._first
+
+    def snapshot(self) -> Snapshot | None:
+        """The whole Snapshot (blocks while it is unpickled); None when the child failed."""
+        if self.first() is None or self._pipe is None:
+            return None
+        try:
+            snap = pickle.load(self._pipe)
+        except (EOFError, pickle.UnpicklingError):
+            snap = None
+        self.close()
+        return snap if isinstance(snap, Snapshot) else None
+
+    def close(self) -> None:
+        """Reap the child (killed if it still runs: the console quit first)."""
+        if self._pipe is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+        self._pipe.close()
+        self._pipe = None
+
+
+def header_of(snap: Snapshot) -> Snapshot:
+    """``snap`` without namespaces or containers: what the status line says of it."""
+    return dataclasses.replace(
+        snap, netns=(), containers=(), stopped=(), runtime_networks=(), port_proxies=()
+    )
+
+
+class PrefetchedFile:
+    """A saved snapshot read by a child while the parent loads the UI toolkit
+    (``cntrace tui --snapshot FILE``); afterwards a RecordedSource.
+
+    ``first_view()`` (the header and the rows) is all the first frame waits for; a bad file
+    raises there, before the UI starts. ``read`` gives the whole Snapshot."""
+
+    live = False
+
+    def __init__(self, path: str) -> None:
+        from cntrace.sources import recorded
+
+        self.description = f"post-mortem: {path}"
+        self._prefetch: _Prefetch | None = _Prefetch(lambda: recorded.load(path))
+        self._snapshot: Snapshot | None = None
+        self._path = path
+
+    def first_view(self) -> tuple[Snapshot, list[ContainerRow]] | None:
+        return self._prefetch.first() if self._prefetch is not None else None
+
+    def read(self, *, detail: bool) -> Snapshot:
+        if self._snapshot is None:
+            got = self._prefetch.snapshot() if self._prefetch is not None else None
+            self._prefetch = None
+            if got is None:  # the child died: read it here
+                from cntrace.sources import recorded
+
+                got = recorded.load(self._path)
+            self._snapshot = got
+        return self._snapshot
+
+    def changed(self) -> bool:
+        return False
+
+    def watch(self, snapshot: Snapshot) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+
+
 class LiveSource:
     """The live host through cntrace.sources.live, with a link-event change detector."""
 
@@ -80,55 +207,18 @@ class LiveSource:
 
     def __init__(self) -> None:
         self._watch: ChangeWatch | None = None
-        self._child: tuple[int, int] | None = None  # prefetching process: pid, pipe
-        self.first_rows: list[ContainerRow] | None = None  # the prefetched Snapshot's rows
+        self._prefetch: _Prefetch | None = None
 
     def prefetch(self) -> None:
         """Start the cheap read now in a child process, so it runs on another core while this
         one loads the UI toolkit (a thread would only take turns with it on the GIL). The first
         ``read(detail=False)`` takes it; call before any thread is started."""
-        rfd, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: read, hand the Snapshot over, leave without cleanup
-            code = 0
-            try:
-                os.close(rfd)
-                try:
-                    from cntrace.tui.views.containers import container_rows
+        self._prefetch = _Prefetch(lambda: self._read(detail=False))
 
-                    snap = self._read(detail=False)
-                    # The table's rows too: computing them here keeps them off the UI's core.
-                    payload = b"ok" + pickle.dumps((snap, container_rows(snap)), protocol=5)
-                except CntraceError as exc:
-                    payload = b"er" + pickle.dumps((int(exc.exit_code), str(exc)))
-                with os.fdopen(wfd, "wb") as out:
-                    out.write(payload)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        self._child = (pid, rfd)
-
-    def _take_prefetched(self) -> Snapshot | None:
-        """The prefetched Snapshot; None when the child failed unexpectedly (read again)."""
-        assert self._child is not None
-        pid, rfd = self._child
-        self._child = None
-        with os.fdopen(rfd, "rb") as pipe:
-            data = pipe.read()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        if data.startswith(b"ok"):
-            snap, self.first_rows = pickle.loads(data[2:])
-            assert isinstance(snap, Snapshot)
-            return snap
-        if data.startswith(b"er"):
-            code, message = pickle.loads(data[2:])
-            err = CntraceError(message)
-            err.exit_code = Exit(code)
-            raise err
-        return None
+    def first_view(self) -> tuple[Snapshot, list[ContainerRow]] | None:
+        """The prefetched read's header and rows (what the first frame shows); None without a
+        prefetch or when its child failed."""
+        return self._prefetch.first() if self._prefetch is not None else None
 
     def _read(self, *, detail: bool) -> Snapshot:
         from cntrace.sources import live
@@ -136,8 +226,9 @@ class LiveSource:
         return live.read_snapshot(detail=detail, sockets=detail, rulesets=detail)
 
     def read(self, *, detail: bool) -> Snapshot:
-        if not detail and self._child is not None:
-            got = self._take_prefetched()
+        if not detail and self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            got = prefetch.snapshot()
             if got is not None:
                 return got
         return self._read(detail=detail)
@@ -163,14 +254,9 @@ class LiveSource:
         return self._watcher().poll()
 
     def close(self) -> None:
-        if self._child is not None:  # never collected (the console quit first)
-            pid, rfd = self._child
-            self._child = None
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.waitpid(pid, 0)
-            os.close(rfd)
+        if self._prefetch is not None:  # never collected (the console quit first)
+            self._prefetch.close()
+            self._prefetch = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None

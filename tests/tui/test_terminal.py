@@ -290,18 +290,24 @@ def test_interrupted_console_leaves_nothing(lab: Lab, console: tuple[Tmux, Path]
 
 
 def test_live_source_prefetches_in_a_child(lab: Lab) -> None:
-    """The cheap read runs in a forked child; the first read collects it and reaps the child."""
+    """The cheap read runs in a forked child; the first frame's rows come first, the Snapshot
+    after, and collecting it reaps the child."""
     from cntrace.tui.source import LiveSource
     from cntrace.tui.views.containers import container_rows
 
     source = LiveSource()
     source.prefetch()
-    assert source._child is not None
-    pid = source._child[0]
+    assert source._prefetch is not None
+    pid = source._prefetch.pid
+    view = source.first_view()
+    assert view is not None
+    header, rows = view
+    assert header.netns == () and header.containers == () and header.hostname
     snap = source.read(detail=False)
     assert not _alive(pid), "the child is reaped once collected"
     assert f"{lab.name}.web" in {c.name for c in snap.containers}
-    assert source.first_rows == container_rows(snap)
+    assert rows == container_rows(snap)
+    assert header.taken_at == snap.taken_at
     assert not any(ns.routes for ns in snap.netns), "the prefetch is the cheap read"
     detailed = source.read(detail=True)
     assert any(ns.routes for ns in detailed.netns)
@@ -309,7 +315,7 @@ def test_live_source_prefetches_in_a_child(lab: Lab) -> None:
 
     quitter = LiveSource()
     quitter.prefetch()
-    assert quitter._child is not None
-    pid = quitter._child[0]
+    assert quitter._prefetch is not None
+    pid = quitter._prefetch.pid
     quitter.close()  # the console quit before the first frame
     assert not _alive(pid)

@@ -48,8 +48,13 @@ class SnapshotFeed(Controller):
         """The first read, then the change detector and the refresh interval."""
         app = self.app
         if not app.live:
-            # A saved snapshot is already in memory: show it in the very first frame.
-            self._got(app.source.read(detail=True), True)
+            view = self._first_view()
+            if view is None:
+                # A saved snapshot is already in memory: show it in the very first frame.
+                self._got(app.source.read(detail=True), True)
+            else:  # a file a child is reading: its rows now, the Snapshot after the frame
+                self._got(view[0], False, view[1])
+                self.run(lambda: self._discover(False, view[1]), group="discovery")
             return
         self._start(first=True)
         app.set_interval(self.poll_s, self._poll_changes, name="change-detector")
@@ -60,20 +65,35 @@ class SnapshotFeed(Controller):
         self._discovering = True
         self.run(lambda: self._discover(first), group="discovery")
 
-    def _discover(self, first: bool) -> None:
+    def _first_view(self) -> tuple[Snapshot, list[ContainerRow]] | None:
+        """The source's prefetched header and rows, when it has them (``first_view()``): all
+        the first frame shows, so it is painted before the whole Snapshot is unpickled."""
+        first_view = getattr(self.app.source, "first_view", None)
+        return first_view() if first_view is not None else None
+
+    def _discover(self, first: bool, rows: list[ContainerRow] | None = None) -> None:
+        """Read the source (``rows``: the prefetched rows of the same Snapshot)."""
         source = self.app.source
         try:
             if first and self.app.live:
+                view = self._first_view()
+                if view is not None:
+                    rows = view[1]
+                    if cancelled() or not self.post(self._got, view[0], False, rows):
+                        return
+                    self._painted.wait(timeout=3.0)
                 snap = source.read(detail=False)
-                rows = getattr(source, "first_rows", None) or container_rows(snap)
+                if view is None or snap.taken_at != view[0].taken_at:  # not the prefetched read
+                    rows = container_rows(snap)
                 if cancelled() or not self.post(self._got, snap, False, rows):
                     return
                 # The detailed read competes for the GIL with painting: let the first frame out.
                 self._painted.wait(timeout=3.0)
+                rows = None
             t0 = time.monotonic()
             snap = source.read(detail=True)
             self._last_read_s = time.monotonic() - t0
-            rows = container_rows(snap)
+            rows = rows if rows is not None else container_rows(snap)
             if not cancelled():
                 self.post(self._got, snap, True, rows)
         except CntraceError as exc:
