@@ -136,6 +136,8 @@ class CntraceApp(App[int]):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._on_signal, sig)
         self.feed.start()
+        # Queued after the feed's first-frame callbacks: the visible tab is painted first.
+        self.call_after_refresh(self.main.mount_hidden_tabs)
 
     def _on_signal(self, sig: int) -> None:
         """SIGTERM, SIGINT: leave like `q`, so the caller's cleanup runs.

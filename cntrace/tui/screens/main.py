@@ -127,14 +127,22 @@ class MainScreen(Screen[None]):
             with TabPane("1 Containers", id="containers"), Vertical():
                 yield self.filter_box
                 yield self.table
-            with TabPane("2 Topology", id="topology"), Horizontal(id="topology-split"):
-                yield self.topo_tree
-                yield self.details
-            with TabPane("3 Path", id="path"):
-                yield self.path_panel
-            with TabPane("4 Drops", id="drops"):
-                yield self.drops
+            # The hidden tabs' widgets are mounted after the first frame (mount_hidden_tabs):
+            # they exist from the start, so the controllers fill them before that.
+            yield TabPane("2 Topology", id="topology")
+            yield TabPane("3 Path", id="path")
+            yield TabPane("4 Drops", id="drops")
         yield Footer()
+
+    def mount_hidden_tabs(self) -> None:
+        """Mount what the tabs not shown first hold (a tenth of the first frame's work)."""
+        if self.topo_tree.parent is not None:
+            return
+        self.query_one("#topology", TabPane).mount(
+            Horizontal(self.topo_tree, self.details, id="topology-split")
+        )
+        self.query_one("#path", TabPane).mount(self.path_panel)
+        self.query_one("#drops", TabPane).mount(self.drops)
 
     # ------------------------------------------------------------------ actions
 
