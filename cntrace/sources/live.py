@@ -21,7 +21,7 @@ from cntrace import __version__
 from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
 from cntrace.sources import nsenter, pathread, targeted
-from cntrace.sources.containers import RuntimeAsker, dedupe, place, resolver
+from cntrace.sources.containers import RuntimeAsker, Seen, dedupe, place, resolver
 from cntrace.sources.lazy import Fill, defer, deferred
 from cntrace.sources.namespaces import (
     Space,
@@ -311,6 +311,7 @@ def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
         if any(topo.ports(ns, br) for br in topo.bridges(ns)):
             hosts.add(ns.inode)
     out = []
+    seen: Seen = {}  # resolver files by (mount namespace, root), for this read only
     for c in snap.containers:
         if c.runtime == "netns" and c.netns in hosts:
             continue
@@ -321,7 +322,7 @@ def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
             changes["host_netns"] = topo.host_netns(c)
         wants = detail and c.resolver is None and c.pid is not None and c.state != "gone"
         if wants and not lazy and c.pid is not None:
-            found = resolver(c.pid)
+            found = resolver(c.pid, seen)
             if found is not None:
                 changes["resolver"] = found
         done = replace(c, **changes) if changes else c  # type: ignore[arg-type]

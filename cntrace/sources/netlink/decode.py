@@ -86,9 +86,8 @@ LOOPBACK_IFINDEX = 1  # every namespace's lo (net/core/dev.c)
 def each(chunks: Chunks) -> Iterator[tuple[bytes, int, int, int]]:
     """(datagram, message type, body offset, end) for each data message of a dump."""
     for buf in chunks:
-        for mtype, off, end in p.messages(buf):
-            if mtype > p.NLMSG_DONE:
-                yield buf, mtype, off, end
+        for mtype, off, end in p.data_messages(buf):
+            yield buf, mtype, off, end
 
 
 def count_messages(chunks: Chunks) -> int:

@@ -125,8 +125,7 @@ def _recv_dump(sock: socket.socket) -> Chunks:
             return chunks
         chunks.append(data)
         # NLMSG_DONE (or the error that ends a dump) is always the last message of its datagram.
-        types = [mtype for mtype, _seq, _off, _end in p.headers(data)]
-        if types and types[-1] in (p.NLMSG_DONE, p.NLMSG_ERROR):
+        if p.last_type(data) in (p.NLMSG_DONE, p.NLMSG_ERROR):
             return chunks
 
 
