@@ -151,7 +151,7 @@ def test_rules_compile_lazily_and_check_compiles_all() -> None:
 
 
 def test_unknown_module_is_kept_as_unsupported() -> None:
-    rule = "-A INPUT -m hashlimit --hashlimit-upto 5/sec -j DROP"
+    rule = "-A INPUT -m limit --limit 5/sec -j DROP"
     save = f"*filter\n:INPUT ACCEPT [0:0]\n{rule}\nCOMMIT\n"
     (r,) = iptables_save.parse(save).tables[0].chains["INPUT"].rules
     assert any(isinstance(s, Match) and s.unsupported for s in r.steps)
