@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cntrace.netfilter import stateful
+from cntrace.netfilter import hashlimit, stateful
 from cntrace.netfilter.iptables_headers import (
     m_cgroup,
     m_connbytes,
@@ -318,7 +318,7 @@ MODULES: dict[str, ModuleHandler] = {
     "iprange": _m_iprange,
     "pkttype": _m_pkttype,
     "limit": _uncertain(stateful.LIMIT),
-    "hashlimit": _uncertain("hashlimit: depends on recent traffic"),
+    "hashlimit": hashlimit.m_hashlimit,
     "recent": stateful.m_recent,
     "connlimit": stateful.m_connlimit,
     "owner": m_owner,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cntrace.model import Packet
+from cntrace.netfilter import hashlimit
 from cntrace.netfilter.steps import Atom, Effect, Field, Match, Step
 from cntrace.netfilter.values import int_value, ip_to_int
 
@@ -78,6 +79,7 @@ class KernelState:
     jiffies: int | None = None
     hz: int | None = None
     quotas: dict[tuple[str, str, str], tuple[int, int, bool]] = field(default_factory=dict)
+    hashlimit: dict[str, dict[hashlimit.Key, hashlimit.Bucket]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -86,11 +88,14 @@ class KernelState:
 def parse(ruleset: Ruleset) -> KernelState:
     """The recorded state (``Ruleset.kernel_state``) and nft's named quota objects."""
     recent: dict[str, tuple[RecentEntry, ...]] = {}
+    tables: dict[str, dict[hashlimit.Key, hashlimit.Bucket]] = {}
     flows: tuple[Flow, ...] | None = None
     jiffies = hz = None
     for key, text in ruleset.kernel_state:
         if key.startswith("xt_recent/"):
             recent[key.split("/", 1)[1]] = _recent(text)
+        elif key.startswith(("ipt_hashlimit/", "ip6t_hashlimit/")):
+            tables[key] = hashlimit.parse_table(text)
         elif key == "nf_conntrack":
             flows = tuple(f for f in map(_flow, text.splitlines()) if f is not None)
         elif key == "jiffies":
@@ -98,7 +103,7 @@ def parse(ruleset: Ruleset) -> KernelState:
             if len(parts) == 2 and all(p.isdigit() for p in parts):
                 jiffies, hz = int(parts[0]), int(parts[1])
     quotas = _nft_quotas(ruleset.nft_json) if ruleset.nft_json else {}
-    return KernelState(recent, flows, jiffies, hz, quotas)
+    return KernelState(recent, flows, jiffies, hz, quotas, tables)
 
 
 _RECENT = re.compile(r"src=(\S+) ttl: (\d+) last_seen: \d+ oldest_pkt: \d+(.*)")
@@ -222,31 +227,34 @@ def m_connlimit(opt: str, args: list[str], neg: bool, proto: int | None, text: s
     raise ValueError(f"unknown option {opt}")
 
 
+_JOINED = {"recent:": ("st:recent", "st:connlimit"), "hashlimit:": ("st:hashlimit",)}
+
+
 def join_options(steps: list[Step]) -> None:
-    """Give a recent/connlimit match the options its siblings name (as ``k=v;...``)."""
+    """Give a recent/connlimit/hashlimit match the options its siblings name (``k=v;...``)."""
+    for prefix, keys in _JOINED.items():
+        _join(steps, prefix, keys)
+
+
+def _join(steps: list[Step], prefix: str, keys: tuple[str, ...]) -> None:
+    n = len(prefix)
     at = next(
         (
             k
             for k, s in enumerate(steps)
-            if isinstance(s, Match)
-            and s.fields
-            and s.fields[0].key in ("st:recent", "st:connlimit")
+            if isinstance(s, Match) and s.fields and s.fields[0].key in keys
         ),
         None,
     )
-    opts = {
-        s.kind[7:]: s.detail for s in steps if isinstance(s, Effect) and s.kind[:7] == "recent:"
-    }
-    if at is None:
-        if opts:
-            steps[:] = [s for s in steps if not (isinstance(s, Effect) and s.kind[:7] == "recent:")]
-        return
-    m = steps[at]
-    assert isinstance(m, Match)
-    f = m.fields[0]
-    arg = ";".join([f.arg or "", *(f"{k}={v}" for k, v in sorted(opts.items()))])
-    steps[at] = Match((Field(f.key, arg=arg),), m.op, m.values, text=m.text)
-    steps[:] = [s for s in steps if not (isinstance(s, Effect) and s.kind[:7] == "recent:")]
+    opts = {s.kind[n:]: s.detail for s in steps if isinstance(s, Effect) and s.kind[:n] == prefix}
+    if at is not None:
+        m = steps[at]
+        assert isinstance(m, Match)
+        f = m.fields[0]
+        arg = ";".join([f.arg or "", *(f"{k}={v}" for k, v in sorted(opts.items()))])
+        steps[at] = Match((Field(f.key, arg=arg),), m.op, m.values, text=m.text)
+    if opts:
+        steps[:] = [s for s in steps if not (isinstance(s, Effect) and s.kind[:n] == prefix)]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -273,6 +281,8 @@ def holds(st: State, m: Match, table: Table | None, check: Check) -> bool | str:
         res = _recent_holds(st, f.arg or "")
     elif key in ("st:connlimit", "st:ctcount"):
         res = _connlimit(st, m, table, check)
+    elif key == "st:hashlimit":
+        return hashlimit.holds(st, f.arg or "")
     else:
         return f"{key[3:]} is not modelled"
     if isinstance(res, str):

@@ -161,25 +161,34 @@ def read_ruleset(netns_path: str) -> Ruleset:
     return Ruleset(**found, errors=tuple(errors), kernel_state=state)
 
 
-_STATEFUL = ("-m recent", "-m connlimit", '"ct count"')
+_STATEFUL = ("-m recent", "-m connlimit", '"ct count"', "-m hashlimit")
 _RECENT_NAME = re.compile(r"-m recent\b[^\n]*?--name (\S+)")
+_HASHLIMIT_NAME = re.compile(r"-m hashlimit\b[^\n]*?--hashlimit-name (\S+)")
 
 
 def kernel_state(found: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
     """What the stateful matches of ``found`` read, from inside the namespace (this thread is
-    in it): the xt_recent lists they name, the conntrack table for connlimit and ct count, and
-    the kernel's clock for ``recent --seconds``. Nothing when no rule uses them."""
+    in it): the xt_recent lists and hashlimit tables they name, the conntrack table for
+    connlimit and ct count, and the kernel's clock for ``recent --seconds`` and hashlimit's
+    byte buckets. Nothing when no rule uses them."""
     texts = [t for k, t in found.items() if t and k != "ipsets"]
     names: set[str] = set()
+    buckets: set[str] = set()
     for text in texts:
         for line in text.splitlines():
             if "-m recent" in line:
                 m = _RECENT_NAME.search(line)
                 names.add(m.group(1) if m else "DEFAULT")
+            if "-m hashlimit" in line and (h := _HASHLIMIT_NAME.search(line)):
+                buckets.add(h.group(1))
     out = [(f"xt_recent/{n}", _read_proc(f"xt_recent/{n}")) for n in sorted(names)]
+    for name in sorted(buckets):  # a table exists for each family a rule uses the name in
+        for where in (f"ipt_hashlimit/{name}", f"ip6t_hashlimit/{name}"):
+            if os.path.exists(f"/proc/thread-self/net/{where}"):
+                out.append((where, _read_proc(where)))
     if any("-m connlimit" in t or '"ct count"' in t for t in texts):
         out.append(("nf_conntrack", _read_proc("nf_conntrack")))
-    if names:
+    if names or buckets:
         clock = _jiffies()
         if clock:
             out.append(("jiffies", clock))
