@@ -3,11 +3,12 @@
 A probe to an on-link address nobody holds is never "seen": it waits in the sending namespace's
 neighbour queue while the kernel solicits the address, and is freed (NEIGH_FAILED) only when the
 kernel gives up, some seconds later. What a person needs to see is the solicitation leaving,
-the bridge flooding it to its ports, and nobody answering. So this collector opens one AF_PACKET
-socket per watched interface (the path's taps and, from ``plan.l2_targets``, every other port of
-the bridges on the way), with a classic BPF filter on ARP and ICMPv6 neighbour solicitations
-and advertisements, and reports those about the addresses that matter (``plan.neighbours``,
-the probe's own). Both back ends run it; it needs only CAP_NET_RAW.
+the bridge flooding it to its ports, and nobody answering. So this collector watches the path's
+taps and, from ``plan.l2_targets``, every other port of the bridges on the way, through one
+AF_PACKET socket per namespace (receiving on all its interfaces, frames of others dropped), with
+a classic BPF filter on ARP and ICMPv6 neighbour solicitations and advertisements, and reports
+those about the addresses that matter (``plan.neighbours``, the probe's own). Both back ends
+run it; it needs only CAP_NET_RAW.
 
 A solicitation the watched namespace sends carries how long that kernel keeps trying
 (``retry_ns``: mcast_solicit + app_solicit tries, retrans_time_ms apart, read from the
@@ -33,11 +34,13 @@ from cntrace.trace.capture import (
     _LD_B_ABS,
     _LD_H_ABS,
     _RET_K,
+    ETH_P_ALL,
     PACKET_OUTGOING,
     PACKET_STATISTICS,
+    SO_ATTACH_FILTER,
+    SO_TIMESTAMPNS,
     SOL_PACKET,
     _Asm,
-    filtered_socket,
 )
 from cntrace.trace.capture import can_run as packet_sockets_ok
 from cntrace.trace.collector import Seen, Trace
@@ -173,10 +176,51 @@ def read_entries(netns_path: str, wanted: set[tuple[str, str]]) -> list[NeighEnt
 
 @dataclass
 class _Tap:
-    target: TraceTarget
+    """One packet socket for a whole namespace, seeing every interface (no bind to one): a
+    bridge with 500 watched ports would otherwise need 500 sockets, and closing each waits for
+    an RCU grace period (seconds at exit). Frames of interfaces not watched are dropped here."""
+
     sock: socket.socket
     prog: ctypes.Array[ctypes.c_char]
-    mac: str  # the interface's own address: a request from it is this namespace's solicitation
+    targets: dict[str, TraceTarget]  # ifname -> the watched interface
+    macs: dict[str, str]  # ifname -> its own address (a request from it is a solicitation)
+
+    def mac(self, ifname: str) -> str:
+        if ifname not in self.macs:
+            self.macs[ifname] = own_mac(self.sock, ifname)
+        return self.macs[ifname]
+
+
+SIOCGIFHWADDR = 0x8927
+
+
+def own_mac(sock: socket.socket, ifname: str) -> str:
+    """The interface's hardware address, asked of the kernel in the socket's namespace."""
+    import fcntl  # noqa: PLC0415  (only when a solicitation is seen)
+
+    try:
+        req = struct.pack("16s16x", ifname.encode()[:15])
+        out = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, req)
+    except OSError:
+        return ""
+    return _mac(out[18:24])
+
+
+def namespace_socket(path: str, code: bytes) -> tuple[socket.socket, ctypes.Array[ctypes.c_char]]:
+    """A non-blocking packet socket receiving on every interface of the namespace at ``path``,
+    with the classic BPF filter ``code`` and kernel timestamps."""
+    sock = nsenter.socket_in(
+        path, socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.htons(ETH_P_ALL)
+    )
+    try:
+        prog = ctypes.create_string_buffer(code, len(code))
+        fprog = struct.pack("HxxxxxxQ", len(code) // 8, ctypes.addressof(prog))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock, prog
 
 
 class NeighCollector:
@@ -198,7 +242,7 @@ class NeighCollector:
         ok, why = packet_sockets_ok()
         if not ok:
             return ok, why
-        return True, "AF_PACKET sockets on every watched interface, filtered on ARP and NDP"
+        return True, "an AF_PACKET socket per watched namespace, filtered on ARP and NDP"
 
     def attach(self, trace: Trace) -> list[Unwatched]:
         self.stop(trace)
@@ -211,19 +255,18 @@ class NeighCollector:
         self._rt_to_mono = time.monotonic_ns() - time.time_ns()
         code = neigh_filter()
         out: list[Unwatched] = []
-        seen: set[tuple[int, int]] = set()
+        by_ns: dict[int, tuple[str, dict[str, TraceTarget]]] = {}
         for t in (*plan.targets, *plan.l2_targets):
-            if (t.netns_inode, t.ifindex) in seen:
-                continue
-            seen.add((t.netns_inode, t.ifindex))
+            by_ns.setdefault(t.netns_inode, (t.netns_path, {}))[1].setdefault(t.ifname, t)
+        for path, targets in by_ns.values():
             try:
-                sock, prog = filtered_socket(t, socket.SOCK_RAW, code)
+                sock, prog = namespace_socket(path, code)
             except OSError as exc:
-                # no target: a hole in L2 evidence only, the hop itself is still watched
-                out.append(Unwatched(f"arp/ndp {t.name}", f"no packet socket: {exc.strerror}"))
+                # no target: a hole in L2 evidence only, the hops themselves are still watched
+                for t in targets.values():
+                    out.append(Unwatched(f"arp/ndp {t.name}", f"no packet socket: {exc.strerror}"))
                 continue
-            own = sock.getsockname()[4] if len(sock.getsockname()) > 4 else b""
-            self._taps.append(_Tap(t, sock, prog, _mac(own)))
+            self._taps.append(_Tap(sock, prog, targets, {}))
         return out
 
     def start(self, trace: Trace) -> list[int]:
@@ -243,6 +286,9 @@ class NeighCollector:
                     if level == socket.SOL_SOCKET and kind == 35 and len(payload) >= 16:
                         sec, nsec = struct.unpack("qq", payload[:16])
                         t_ns = sec * 1_000_000_000 + nsec + self._rt_to_mono
+                target = tap.targets.get(addr[0])
+                if target is None:
+                    continue  # an interface of the namespace nobody asked to watch
                 p = parse_frame(data)
                 if p is None or p.sender_ip in UNSPECIFIED:
                     continue
@@ -251,12 +297,16 @@ class NeighCollector:
                     continue
                 direction: Direction = "egress" if addr[2] == PACKET_OUTGOING else "ingress"
                 retry = 0
-                if p.op == "request" and direction == "egress" and p.sender_mac == tap.mac:
-                    retry = self._retry_for(tap.target, p.family)
-                    self._sent.setdefault((tap.target.ifname, asked), tap.target)
+                if (
+                    p.op == "request"
+                    and direction == "egress"
+                    and p.sender_mac == tap.mac(target.ifname)
+                ):
+                    retry = self._retry_for(target, p.family)
+                    self._sent.setdefault((target.ifname, asked), target)
                 self._pending.append(
                     NeighFrame(
-                        tap.target,
+                        target,
                         direction,
                         t_ns - t0_ns,
                         p.op,
