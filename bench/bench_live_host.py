@@ -52,12 +52,20 @@ TARGETS = {
 }
 
 
-def wall(argv: list[str], check: bool = False, cwd: Path = REPO) -> float:
+class Failed(Exception):
+    """A timed command exited non-zero: its time would measure a failure, not the answer."""
+
+
+def wall(argv: list[str], check: bool = True, cwd: Path = REPO) -> float:
     t0 = time.perf_counter()
-    subprocess.run(
-        argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check
+    done = subprocess.run(
+        argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
     )
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if check and done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise Failed(f"{' '.join(argv[2:])}: exit {done.returncode} {why[0][:160]}")
+    return elapsed
 
 
 def median(fn: Callable[[], float], runs: int) -> tuple[float, list[float]]:
@@ -170,8 +178,16 @@ def measure(
                 if before is not None and args is not None:
                     # Interleaved (now, before, now, ...) so both see the same machine load.
                     old = cntrace(*args(client, target, save), tree=before)
-                    fn(), old()
-                    pairs = [(fn(), old()) for _ in range(runs)]
+
+                    def old_or_nan(old: Callable[[], float] = old) -> float:
+                        try:
+                            return old()
+                        except Failed as exc:  # an older tree's failure is a finding, shown
+                            print(f"  before failed: {exc}", flush=True)
+                            return float("nan")
+
+                    fn(), old_or_nan()
+                    pairs = [(fn(), old_or_nan()) for _ in range(runs)]
                     times = [a for a, _ in pairs]
                     m, b = statistics.median(times), statistics.median(o for _, o in pairs)
                 else:

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every outcome is an exit code of README.md's table, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     _tolerant_streams()
+    _more_descriptors()
     try:
         parser = build_parser(argv)
         args, extra = parser.parse_known_args(argv)
@@ -115,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _report_bug(argv, exc)
         return int(Exit.INTERNAL)
+
+
+def _more_descriptors() -> None:
+    """Raise the soft limit on open files to the hard one: reading a host of 1,000 containers
+    holds three netlink sockets per namespace, and the usual soft limit is 1,024 (the read
+    would otherwise report namespaces as vanished with "Too many open files")."""
+    import resource  # noqa: PLC0415
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> int:

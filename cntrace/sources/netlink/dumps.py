@@ -9,6 +9,7 @@ answer is read, and the answers are kept as raw datagrams for netlink.decode.
 from __future__ import annotations
 
 import errno
+import fcntl
 import socket
 import struct
 from collections.abc import Iterable, Sequence
@@ -54,15 +55,26 @@ REQUESTS: dict[str, bytes] = {
 DIAG_DUMPS = ("tcp4", "tcp6", "udp4", "udp6")
 
 
+HIGH_FD = 1024  # FD_SETSIZE
+
+
 def netlink_socket(proto: int) -> socket.socket:
-    """A bound netlink socket in the calling thread's current namespace."""
+    """A bound netlink socket in the calling thread's current namespace, moved to a descriptor
+    at or past FD_SETSIZE when the limit allows: a big host's read holds three per namespace,
+    and C code that select()s (libnftables 1.0.6's netlink reader, an nft trace) aborts the
+    whole process on a descriptor of its own past 1,023 — so cntrace leaves the low ones free."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
     try:
         s.bind((0, 0))
     except OSError:
         s.close()
         raise
-    return s
+    try:
+        high = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+    except OSError:
+        return s  # the soft limit stops at 1,024 (cli.main raises it when it can)
+    s.close()
+    return socket.socket(fileno=high)
 
 
 @dataclass
