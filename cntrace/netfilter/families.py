@@ -43,7 +43,7 @@ def family_chains(
     families = ("netdev", "inet") if family == "netdev" else (family,)
     found: list[tuple[tuple[int, int, int], Chain]] = []
     for t in nf.tables:
-        if t.family not in families:
+        if t.family not in families or t.dormant:
             continue
         for c in t.chains.values():
             if c.hook != hook:
@@ -60,7 +60,11 @@ def has_family(nf: Netfilter, family: str) -> bool:
     """Whether any base chain of ``family`` exists (a cheap test before building a walk)."""
     for t in nf.tables:
         ours = t.family == family or (family == "netdev" and t.family == "inet")
-        if ours and any(c.is_base and (c.devices or family != "netdev") for c in t.chains.values()):
+        if (
+            ours
+            and not t.dormant
+            and any(c.is_base and (c.devices or family != "netdev") for c in t.chains.values())
+        ):
             return True
     return False
 

@@ -266,6 +266,9 @@ class Table:
     sets: dict[str, NamedSet] = field(default_factory=dict)
     handle: int | None = None
     comment: str | None = None
+    # nft `flags dormant`: the kernel unregisters the table's base chains (nf_tables_table_disable)
+    # so no packet meets them; its rules, sets and counters stay.
+    dormant: bool = False
 
     @property
     def label(self) -> str:
@@ -365,7 +368,7 @@ class Netfilter:
             return cached
         entries: list[tuple[tuple[int, int, tuple[int, int, int]], Chain]] = []
         for t in self.tables:
-            if ipver not in ip_families(t.family):
+            if ipver not in ip_families(t.family) or t.dormant:
                 continue
             for c in t.chains.values():
                 if c.hook != hook:

@@ -194,6 +194,11 @@ class _Builder:
                     f"nft table {key[0]} {key[1]} holds iptables-nft rules (xt extensions) but no "
                     "iptables-save view was given; rules using extensions are uncertain"
                 )
+            if t["dormant"]:
+                self.out.ignored.append(
+                    f"nft table {key[0]} {key[1]} is dormant: its base chains are not registered, "
+                    "so no packet meets its rules"
+                )
             for c in chains.values():
                 if c.hook in ("ingress", "egress") and c.rules and not c.devices:
                     self.out.warnings.append(
@@ -209,6 +214,7 @@ class _Builder:
                     sets=t["sets"],
                     handle=t["handle"],
                     comment=t["comment"],
+                    dormant=t["dormant"],
                 )
             )
 
@@ -224,6 +230,7 @@ class _Builder:
                 "sets": {},
                 "handle": None,
                 "comment": None,
+                "dormant": False,
                 "xt": False,
             }
             self.tables[key] = t
@@ -244,6 +251,8 @@ class _Builder:
             t = self.table(body.get("family"), body.get("name"))
             t["handle"] = _opt_int(body.get("handle"))
             t["comment"] = body.get("comment") if isinstance(body.get("comment"), str) else None
+            flags = body.get("flags")
+            t["dormant"] = "dormant" in (flags if isinstance(flags, list) else [flags])
         elif kind == "chain":
             self.chain(body)
         elif kind == "rule":

@@ -47,7 +47,7 @@ def hooks_reaching(nf: Netfilter) -> dict[tuple[str, str, str, str], list[str]]:
     """For every chain (backend, family, table, name): the hooks whose base chains reach it."""
     reach: dict[tuple[str, str, str, str], list[str]] = {}
     for table in nf.tables:
-        for base in table.chains.values():
+        for base in table.chains.values() if not table.dormant else ():
             if base.hook not in HOOKS:
                 continue
             hook = str(base.hook)

@@ -61,6 +61,7 @@ class Space:
     error: str | None = None
     sysctls: dict[str, str] = field(default_factory=dict)
     legacy_tables: bool = False
+    nft_tables: list[tuple[str, str, int]] | None = None  # (family, name, flags), from netlink
     raw_links: list[decode.RawLink] = field(default_factory=list)
     addresses: dict[int, list[Address]] = field(default_factory=dict)
     dumps: dict[str, list[bytes]] = field(default_factory=dict)
@@ -274,8 +275,9 @@ def _has_tables(chosen: list[Space]) -> list[bool]:
     conns = [sp.conn for sp in chosen if sp.conn is not None]
     out = []
     for sp, res in zip(chosen, dumps.dump_many(conns, "nft_tables"), strict=True):
-        nft = not isinstance(res, OSError) and decode.count_messages(res) > 0
-        out.append(nft or sp.legacy_tables)
+        if not isinstance(res, OSError):
+            sp.nft_tables = decode.parse_nft_tables(res)  # flags: rulesets.read_ruleset
+        out.append(bool(sp.nft_tables) or sp.legacy_tables)
     return out
 
 
@@ -288,7 +290,7 @@ def _rulesets(chosen: list[Space]) -> None:
         from cntrace.sources.rulesets import read_ruleset  # noqa: PLC0415  (subprocess: lazy)
 
         try:
-            sp.ruleset = read_ruleset(path)
+            sp.ruleset = read_ruleset(path, sp.nft_tables)
         except EnvironmentProblem as exc:
             sp.ruleset = Ruleset(errors=(str(exc),))
         except OSError as exc:

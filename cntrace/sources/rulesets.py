@@ -5,7 +5,11 @@ Discovery calls ``read_ruleset`` for every namespace, so it skips what is not th
 - iptables-legacy: only when ``/proc/thread-self/net/ip{,6}_tables_names`` (read inside the
   namespace) lists tables; otherwise iptables-legacy-save would load modules to print nothing.
 - nftables: read through libnftables with ctypes from this thread, moved into the namespace with
-  setns (no process); ``nft -j list ruleset`` is the fallback when the library is missing.
+  setns (no process); ``nft -j list ruleset`` is the fallback when the library is missing, and
+  the only reader of a namespace whose tables carry flags (``dormant``): nft 1.0.6 prints a
+  table's single flag from freed memory (json.c table_flags_json), which cuts ~10% of dumps short
+  and, in-process, corrupts the heap until the process aborts. The flags come from the kernel
+  (NFT_MSG_GETTABLE), the JSON is checked, retried once, and otherwise an error of its own.
 - iptables-nft: ``iptables-nft-save`` runs only when the nft view shows a table iptables-nft
   manages (ip/ip6 filter, nat, mangle, raw, security); its text is the view users know.
 - ipset: ``ipset save`` when the tool exists and the kernel has ipsets.
@@ -20,11 +24,14 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 
 from cntrace.model import Ruleset
 from cntrace.netfilter import families
 from cntrace.sources import nsenter
 from cntrace.sources.libnftables import Libnftables, library
+from cntrace.sources.netlink import decode, dumps
+from cntrace.sources.netlink.proto import NFT_TABLE_FLAGS
 
 TIMEOUT = 20.0
 _IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
@@ -72,12 +79,81 @@ def _nft_tables(text: str) -> set[tuple[str, str]]:
     return out
 
 
+def _kernel_tables() -> list[tuple[str, str, int]]:
+    """(family, name, flags) of this namespace's nf_tables tables, from the kernel (this thread
+    is in the namespace); none when nf_tables cannot be asked."""
+    try:
+        with dumps.Conn.here(nf=True) as conn:
+            return decode.parse_nft_tables(dumps.dump(conn, "nft_tables"))
+    except OSError:
+        return []
+
+
+def _flag_names(flags: int) -> list[str]:
+    return [name for bit, name in NFT_TABLE_FLAGS.items() if flags & bit] + (
+        [f"0x{flags & ~sum(NFT_TABLE_FLAGS):x}"] if flags & ~sum(NFT_TABLE_FLAGS) else []
+    )
+
+
+def _with_kernel_flags(text: str, kernel: Sequence[tuple[str, str, int]]) -> str | None:
+    """``text`` (nft -j list ruleset) with each table's flags as the kernel holds them, or None
+    when it is not a whole JSON document (cut short)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        return None
+    flags = {(f, n): v for f, n, v in kernel}
+    for item in items:
+        body = item.get("table")
+        if not isinstance(body, dict):
+            continue
+        key = (str(body.get("family")), str(body.get("name")))
+        body.pop("flags", None)  # what nft printed is freed memory when there is one flag
+        if flags.get(key):
+            body["flags"] = _flag_names(flags[key])
+    return json.dumps(doc)
+
+
+_VERSION = re.compile(r'"version":\s*"([^"]*)"')
+
+
+def _flagged_ruleset(
+    path: str, kernel: Sequence[tuple[str, str, int]]
+) -> tuple[str | None, str | None]:
+    """(nft -j list ruleset, None) or (None, error) for a namespace with flagged tables: from
+    the nft binary (a cut-short dump, or nft aborting on the corrupted heap, costs one retry and
+    never this process), checked, with the kernel's flags."""
+    named = ", ".join(f"{f} {n} ({' '.join(_flag_names(v))})" for f, n, v in kernel if v)
+    text = None
+    for _attempt in range(2):
+        text, err = _run(["nft", "-j", "list", "ruleset"], path)
+        if text is None and err is None:
+            return None, f"nft: not installed; table {named} is not read in-process"
+        fixed = _with_kernel_flags(text, kernel) if text is not None else None
+        if fixed is not None:
+            return fixed, None
+    m = _VERSION.search(text or "")
+    return None, (
+        f"nft: the JSON of table {named} came out cut short twice (libnftables "
+        f"{m.group(1) if m else 'of this host'} prints a table's flag from freed memory); "
+        "the nft ruleset is not read"
+    )
+
+
 def _managed(tables: set[tuple[str, str]], family: str) -> bool:
     return any(f == family and n in _IPTABLES_TABLES for f, n in tables)
 
 
-def read_ruleset(netns_path: str) -> Ruleset:
+def read_ruleset(
+    netns_path: str, nft_tables: Sequence[tuple[str, str, int]] | None = None
+) -> Ruleset:
     """Every back end's rules in the namespace at ``netns_path`` (a name or a path).
+
+    ``nft_tables``: (family, name, flags) of its nf_tables tables, as discovery dumped them over
+    netlink; read here when not given.
 
     nft's JSON holds the native tables in full; of the tables iptables-nft wrote (and
     iptables-nft-save printed) it keeps only the chains, whose handles tell the evaluator when
@@ -89,11 +165,12 @@ def read_ruleset(netns_path: str) -> Ruleset:
     errors: list[str] = []
     lib = library()
 
-    def probe() -> tuple[str, str, str | None, str | None, bool]:
+    def probe() -> tuple[str, str, str | None, str | None, bool, list[tuple[str, str, int]]]:
         legacy4 = _read_proc("ip_tables_names")
         legacy6 = _read_proc("ip6_tables_names")
+        kernel = list(nft_tables) if nft_tables is not None else _kernel_tables()
         tables_json = err = None
-        if lib is not None:
+        if lib is not None and not any(flags for _f, _n, flags in kernel):
             try:
                 (tables_json,) = lib.json("list tables")
             except OSError as exc:
@@ -101,17 +178,23 @@ def read_ruleset(netns_path: str) -> Ruleset:
         has_ipset = os.path.exists("/proc/thread-self/net/ip_set") or os.path.isdir(
             "/sys/module/ip_set"
         )
-        return legacy4, legacy6, tables_json, err, has_ipset
+        return legacy4, legacy6, tables_json, err, has_ipset, kernel
 
     try:
-        legacy4, legacy6, tables_json, nft_err, has_ipset = nsenter.run_in(path, probe)
+        legacy4, legacy6, tables_json, nft_err, has_ipset, kernel = nsenter.run_in(path, probe)
     except OSError as exc:
         return Ruleset(errors=(f"cannot enter {netns_path}: {exc}",))
     if nft_err:
         errors.append(nft_err)
-    use_lib = lib is not None and not nft_err
+    flagged = [t for t in kernel if t[2]]
+    use_lib = lib is not None and not nft_err and not flagged
     if use_lib:
         tables = _nft_tables(tables_json or "")
+    elif flagged:
+        full, err = _flagged_ruleset(path, kernel)
+        if err:
+            errors.append(err)
+        tables = {(f, n) for f, n, _flags in kernel}
     else:
         full, err = _run(["nft", "-j", "list", "ruleset"], path)
         if err:

@@ -94,6 +94,23 @@ def count_messages(chunks: Chunks) -> int:
     return sum(1 for _ in each(chunks))
 
 
+def parse_nft_tables(chunks: Chunks) -> list[tuple[str, str, int]]:
+    """(family, name, NFTA_TABLE_FLAGS) of each nf_tables table in an NFT_MSG_GETTABLE dump.
+
+    Read here rather than from libnftables: nft 1.0.6 prints a table's single flag from freed
+    memory (see sources/rulesets.py), and the kernel's own answer is what decides it."""
+    names = {v: k for k, v in p.NFPROTO.items()}
+    out = []
+    for buf, _mtype, off, end in each(chunks):
+        family = buf[off]
+        a = p.attrs(buf, off + p.NFGENMSG.size, end)
+        raw = a.get(p.NFTA_TABLE.FLAGS)
+        flags = int.from_bytes(raw[:4], "big") if raw and len(raw) >= 4 else 0
+        name = p.c_string(a.get(p.NFTA_TABLE.NAME, b""))
+        out.append((names.get(family, str(family)), name, flags))
+    return out
+
+
 def _family(family: int) -> int:
     return 4 if family == socket.AF_INET else 6
 

@@ -198,6 +198,12 @@ class NFTA_TABLE:  # noqa: N801  (the kernel's prefix)
     """nf_tables table attributes (nf_tables.h)."""
 
     NAME = 1
+    FLAGS = 2  # u32, network order: NFT_TABLE_F_*
+
+
+# NFTA_TABLE_FLAGS bits (enum nft_table_flags), by the names nft prints
+NFT_TABLE_FLAGS = {0x1: "dormant", 0x2: "owner", 0x4: "persist"}
+NFT_TABLE_F_DORMANT = 0x1
 
 
 # --------------------------------------------------------------------------- values
