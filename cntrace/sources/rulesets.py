@@ -79,7 +79,7 @@ def _nft_tables(text: str) -> set[tuple[str, str]]:
     return out
 
 
-def _kernel_tables() -> list[tuple[str, str, int]]:
+def kernel_tables() -> list[tuple[str, str, int]]:
     """(family, name, flags) of this namespace's nf_tables tables, from the kernel (this thread
     is in the namespace); none when nf_tables cannot be asked."""
     try:
@@ -120,7 +120,7 @@ def _with_kernel_flags(text: str, kernel: Sequence[tuple[str, str, int]]) -> str
 _VERSION = re.compile(r'"version":\s*"([^"]*)"')
 
 
-def _flagged_ruleset(
+def flagged_ruleset(
     path: str, kernel: Sequence[tuple[str, str, int]]
 ) -> tuple[str | None, str | None]:
     """(nft -j list ruleset, None) or (None, error) for a namespace with flagged tables: from
@@ -168,7 +168,7 @@ def read_ruleset(
     def probe() -> tuple[str, str, str | None, str | None, bool, list[tuple[str, str, int]]]:
         legacy4 = _read_proc("ip_tables_names")
         legacy6 = _read_proc("ip6_tables_names")
-        kernel = list(nft_tables) if nft_tables is not None else _kernel_tables()
+        kernel = list(nft_tables) if nft_tables is not None else kernel_tables()
         tables_json = err = None
         if lib is not None and not any(flags for _f, _n, flags in kernel):
             try:
@@ -191,7 +191,7 @@ def read_ruleset(
     if use_lib:
         tables = _nft_tables(tables_json or "")
     elif flagged:
-        full, err = _flagged_ruleset(path, kernel)
+        full, err = flagged_ruleset(path, kernel)
         if err:
             errors.append(err)
         tables = {(f, n) for f, n, _flags in kernel}

@@ -129,11 +129,11 @@ def test_cut_twice_is_one_error_naming_table_and_version(monkeypatch: pytest.Mon
         return cut, None
 
     monkeypatch.setattr(rulesets, "_run", run)
-    text, err = rulesets._flagged_ruleset("/run/netns/x", KERNEL)
+    text, err = rulesets.flagged_ruleset("/run/netns/x", KERNEL)
     assert text is None and len(calls) == 2  # retried once
     assert err is not None and "\n" not in err
     assert "ip t (dormant)" in err and "libnftables 1.0.6" in err
     answers = iter([cut, whole])
     monkeypatch.setattr(rulesets, "_run", lambda argv, path: (next(answers), None))
-    text, err = rulesets._flagged_ruleset("/run/netns/x", KERNEL)
+    text, err = rulesets.flagged_ruleset("/run/netns/x", KERNEL)
     assert err is None and text is not None and json.loads(text)
