@@ -209,10 +209,16 @@ def script_upstream() -> str:
 
 
 def script_container(p: LabPlan, c: ContainerSpec) -> str:
+    """`ip -batch` lines configuring one container. A scaled container gets no IPv6 link-local
+    address (Docker's default: IPv6 off in containers): each would send router solicitations
+    that the bridge floods to its 1,000 ports, and at 5,000 containers that storm overflows the
+    kernel's backlog (netdev_max_backlog) so ARP replies are lost and paths fail."""
     net = p.network(c.network)
+    quiet = "" if c.full_server else "link set eth0 addrgenmode none\n"
     return (
         "link set lo up\n"
         f"link set eth0 address {c.mac}\n"
+        f"{quiet}"
         f"addr add {c.ip}/{net.prefixlen} dev eth0\n"
         "link set eth0 up\n"
         f"route add default via {net.gateway} dev eth0\n"
