@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
             check_target(target, follow_symlinks=False)
     t0 = time.perf_counter()
     found = None
-    if args.snapshot is None:
+    # Narrow only when nothing walks beyond this path: --what-if and the text answer's checked
+    # fixes walk changed hosts, which may lead to namespaces the narrow read never listed.
+    if args.snapshot is None and args.json and not args.what_if:
         found = read_for(args.source, args.destination, args.proto, args.port, args.size)
     if found is not None:
         snap, first = found
@@ -105,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 WIDENINGS = 8  # then the full listing: no lab path needs more than two
+# Findings that look at containers off the path (a port nobody publishes: who else on the host
+# listens on it): only the full listing has their namespaces.
+WIDE_FINDINGS = frozenset({"port-not-published"})
 
 
 def read_for(
@@ -124,6 +129,8 @@ def read_for(
             result = predict(snap, source, destination, proto=proto, port=port, size=size)
         except BadInput:
             break  # a ref only the full listing may know (or bad input: it says so again)
+        if any(f.code in WIDE_FINDINGS for f in result.findings):
+            break
         inodes, nsids = pathread.wants(snap, result, snap.containers)
         if not reader.widen(inodes, nsids):
             if pathread.owner_unseen(snap, result):
