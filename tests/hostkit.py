@@ -90,6 +90,15 @@ class World:
             s.close()
         return "delivered"
 
+    def pair(self, a: str, b: str, *ports: int) -> None:
+        """a a0 ==veth== b0 b, /24s, b listening on ``ports``: the two-namespace world of the
+        tests that put rules in b and send from a."""
+        self.add("a", "b")
+        self.veth("a", "a0", "b", "b0")
+        self.ip("a", f"addr add {a}/24 dev a0")
+        self.ip("b", f"addr add {b}/24 dev b0")
+        self.listen("b", *ports)
+
     def router(self, cli: str, up: str, dn: str, srv: str) -> None:
         """cli c0 ==veth== up0 rtr dn0 ==veth== s0 srv, /24s, rtr forwarding, default routes
         via rtr: the router chain several tests put rules in."""

@@ -36,6 +36,7 @@ from cntrace.sources.pathread import PathRead
 from cntrace.sources.peers import resolve_peers
 from cntrace.sources.procs import ProcTable, netns_denied, socket_owners
 from cntrace.sources.runtimes import RuntimeSource
+from cntrace.sources.runtimes.intent import Intent
 from cntrace.sources.runtimes.registry import default_sources
 from cntrace.topology import Topology, resolve_ref
 
@@ -148,7 +149,20 @@ def read_snapshot(
         netns = tuple(deferred(sp, root, peers, sockets, rulesets) for sp in ordered)
     else:
         netns = tuple(to_netns(sp, root, peers) for sp in ordered)
-    snap = Snapshot(
+    snap = _read_at(netns, containers, warnings, asking.intent)
+    # A targeted read (show) reads resolvers too only where asked: one container, not all.
+    return _finish(snap, detail=detail, lazy=lazy or refs is not None)
+
+
+def _read_at(
+    netns: tuple[Netns, ...],
+    containers: list[Container],
+    warnings: list[str],
+    intent: Intent | None = None,
+) -> Snapshot:
+    """A live Snapshot: what was read, stamped with the time, host, kernel and tool, and what
+    the runtimes said besides their containers."""
+    return Snapshot(
         netns=netns,
         containers=tuple(containers),
         taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -156,12 +170,10 @@ def read_snapshot(
         kernel=os.uname().release,
         tool_version=__version__,
         warnings=tuple(warnings),
-        runtime_networks=tuple(asking.intent.networks),
-        port_proxies=tuple(asking.intent.proxies),
-        stopped=tuple(asking.intent.stopped),
+        runtime_networks=tuple(intent.networks) if intent else (),
+        port_proxies=tuple(intent.proxies) if intent else (),
+        stopped=tuple(intent.stopped) if intent else (),
     )
-    # A targeted read (show) reads resolvers too only where asked: one container, not all.
-    return _finish(snap, detail=detail, lazy=lazy or refs is not None)
 
 
 def read_path(
@@ -186,18 +198,7 @@ def read_path(
         return None
     far = pathread.seeds(containers, destination)
     start += [c for c in containers if c.netns in far and c not in start]
-    base = Snapshot(
-        netns=(),
-        containers=tuple(containers),
-        taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        hostname=socket.gethostname(),
-        kernel=os.uname().release,
-        tool_version=__version__,
-        warnings=tuple(warnings),
-        runtime_networks=tuple(asking.intent.networks),
-        port_proxies=tuple(asking.intent.proxies),
-        stopped=tuple(asking.intent.stopped),
-    )
+    base = _read_at((), containers, warnings, asking.intent)
     try:
         return PathRead(
             spaces,
@@ -248,15 +249,7 @@ def _read_narrow(
             if sp.conn is not None:
                 sp.conn.close()
                 sp.conn = None
-    snap = Snapshot(
-        netns=tuple(to_netns(sp, root, peers) for sp in read),
-        containers=tuple(containers),
-        taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        hostname=socket.gethostname(),
-        kernel=os.uname().release,
-        tool_version=__version__,
-        warnings=tuple(warnings),
-    )
+    snap = _read_at(tuple(to_netns(sp, root, peers) for sp in read), containers, warnings)
     return _finish(snap, detail=True, lazy=True)
 
 

@@ -36,11 +36,7 @@ def world() -> Iterator[World]:
     require_root()
     w = new_world("hl")
     try:
-        w.add("a", "b")
-        w.veth("a", "a0", "b", "b0")
-        w.ip("a", f"addr add {A}/24 dev a0")
-        w.ip("b", f"addr add {B}/24 dev b0")
-        w.listen("b", 94, 95)
+        w.pair(A, B, 94, 95)
         w.run("b", "iptables-nft-restore", stdin=IPT)
         yield w
     finally:

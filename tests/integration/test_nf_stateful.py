@@ -45,11 +45,7 @@ def world() -> Iterator[World]:
     require_root()
     w = new_world("q")
     try:
-        w.add("a", "b")
-        w.veth("a", "a0", "b", "b0")
-        w.ip("a", f"addr add {A}/24 dev a0")
-        w.ip("b", f"addr add {B}/24 dev b0")
-        w.listen("b", 90, 91, 92, 93)
+        w.pair(A, B, 90, 91, 92, 93)
         w.run("b", "nft", "-f", "-", stdin=NFT)
         w.run("b", "iptables-nft-restore", stdin=IPT)
         yield w
