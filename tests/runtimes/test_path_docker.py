@@ -211,18 +211,9 @@ def test_cli_json_against_docker(world: World) -> None:
 
 
 def _live(world: World, src: str, dst: str, backend: str = "ebpf") -> dict[str, object]:
-    res = run(
-        "path",
-        "--live",
-        "--json",
-        "--backend",
-        backend,
-        src,
-        dst,
-        env={"DOCKER_HOST": f"unix://{world.engine.socket}"},
-    )
-    assert res.returncode in (0, 1), res.stderr
-    doc: dict[str, object] = json.loads(res.stdout)
+    """The live document of a path that is answered (delivered or not: exit 0 or 1)."""
+    rc, doc, err = _live_run(world, src, dst, backend=backend)
+    assert rc in (0, 1), err
     return doc
 
 
