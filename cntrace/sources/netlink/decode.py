@@ -211,6 +211,21 @@ _LINK_ATTRS = frozenset(
     )
 )
 _LINK_ATTRS_CONF = _LINK_ATTRS | {IFLA.AF_SPEC}
+_INFO_ATTRS = frozenset(
+    (IFLA_INFO.KIND, IFLA_INFO.DATA, IFLA_INFO.SLAVE_KIND, IFLA_INFO.SLAVE_DATA)
+)
+_KINDS_WITH_DATA = frozenset(("bridge", "vxlan", "macvlan", "macvtap"))  # what parse_link reads
+_BRPORT_ATTRS = frozenset(
+    (
+        IFLA_BRPORT.STATE,
+        IFLA_BRPORT.LEARNING,
+        IFLA_BRPORT.UNICAST_FLOOD,
+        IFLA_BRPORT.MODE,
+        IFLA_BRPORT.ISOLATED,
+        IFLA_BRPORT.COST,
+        IFLA_BRPORT.PRIORITY,
+    )
+)
 
 
 def _oper_state(oper: int | None, flags: int) -> str:
@@ -230,11 +245,11 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
     """One RTM_NEWLINK message; ``conf`` also decodes the per-interface IPv4 sysctls."""
     _family, iftype, index, flags, _change = p.IFINFOMSG.unpack_from(buf, off)
     a = attrs(buf, off + p.IFINFOMSG.size, end, _LINK_ATTRS_CONF if conf else _LINK_ATTRS)
-    info = nested(a.get(IFLA.LINKINFO))
+    info = nested(a.get(IFLA.LINKINFO), _INFO_ATTRS)
     kind = c_string(info[IFLA_INFO.KIND]) if IFLA_INFO.KIND in info else None
     if kind is None:
         kind = "loopback" if iftype == p.ARPHRD_LOOPBACK else "device"
-    data = nested(info.get(IFLA_INFO.DATA))
+    data = nested(info.get(IFLA_INFO.DATA)) if kind in _KINDS_WITH_DATA else {}
     slave_kind = c_string(info[IFLA_INFO.SLAVE_KIND]) if IFLA_INFO.SLAVE_KIND in info else None
     oper = u8(a.get(IFLA.OPERSTATE))
     mac = a.get(IFLA.ADDRESS)
@@ -255,7 +270,9 @@ def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
         link_netnsid=i32(a.get(IFLA.LINK_NETNSID)),
         bridge=_bridge_info(data) if kind == "bridge" else None,
         bridge_port=(
-            _bridge_port(nested(info.get(IFLA_INFO.SLAVE_DATA))) if slave_kind == "bridge" else None
+            _bridge_port(nested(info.get(IFLA_INFO.SLAVE_DATA), _BRPORT_ATTRS))
+            if slave_kind == "bridge"
+            else None
         ),
         vxlan_id=u32(data.get(p.IFLA_VXLAN.ID)) if kind == "vxlan" else None,
         macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,

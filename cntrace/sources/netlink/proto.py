@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 
 # --------------------------------------------------------------------------- families and framing
@@ -246,25 +247,77 @@ class NetlinkError(OSError):
 # --------------------------------------------------------------------------- attributes
 
 
+# A dump repeats one attribute layout thousands of times (a bridge's 1,000 ports, a host's
+# routes): walking ~45 attributes of each link message in Python was most of a big host's
+# decode. A layout seen before is recognised with one struct.unpack_from of all its attribute
+# headers at their offsets (compared as a tuple); when every header and the region's length are
+# equal, walking the region would visit the same attributes at the same offsets, so the wanted
+# payloads are sliced at the offsets recorded. Anything else takes the walk.
+_Layout = tuple[struct.Struct, tuple[int, ...], tuple[tuple[int, int, int], ...]]
+_LAYOUTS: dict[tuple[int, frozenset[int] | None], list[_Layout]] = {}
+_LAYOUTS_PER_KEY = 4  # layouts kept per (region length, wanted types)
+_LAYOUT_KEYS = 4096  # a long-running console reads many dumps: the cache stays bounded
+_LAYOUT_MIN_ATTRS = 6  # below this the walk is as cheap as the check
+
+
 def attrs(buf: bytes, off: int, end: int, want: frozenset[int] | None = None) -> dict[int, bytes]:
     """Netlink attributes between ``off`` and ``end`` as {type: payload} (nested flag masked);
     with ``want``, only those types are copied out (link messages carry ~50 attributes)."""
+    key = (end - off, want)
+    known = _LAYOUTS.get(key)
+    if known is not None:
+        for headers, expect, picks in known:
+            if headers.unpack_from(buf, off) == expect:
+                return {t: buf[off + a : off + b] for t, a, b in picks}
     out: dict[int, bytes] = {}
+    seen: list[tuple[int, int]] | None = []  # (offset, header as one u32) of each attribute
+    picks: list[tuple[int, int, int]] = []
     unpack = NLATTR.unpack_from
+    start = off
     while off + 4 <= end:
         alen, atype = unpack(buf, off)
         if alen < 4:
+            seen = None  # malformed: never a layout
             break
+        if seen is not None:
+            if off + alen > end:
+                seen = None  # cut short
+            else:
+                seen.append((off - start, _header_word(alen, atype)))
         atype &= NLA_TYPE_MASK
         if want is None or atype in want:
             out[atype] = buf[off + 4 : off + alen]
+            picks.append((atype, off - start + 4, off - start + alen))
         off += (alen + 3) & ~3
+    if seen is not None and len(seen) >= _LAYOUT_MIN_ATTRS and len(_LAYOUTS) < _LAYOUT_KEYS:
+        _remember(key, seen, picks)
     return out
 
 
-def nested(payload: bytes | None) -> dict[int, bytes]:
-    """The attributes inside a nested attribute (none when it is absent)."""
-    return attrs(payload, 0, len(payload)) if payload else {}
+def _header_word(alen: int, atype: int) -> int:
+    """An attribute header (u16 length, u16 type) as the native u32 it is read back as."""
+    return alen | atype << 16 if sys.byteorder == "little" else alen << 16 | atype
+
+
+def _remember(
+    key: tuple[int, frozenset[int] | None],
+    seen: list[tuple[int, int]],
+    picks: list[tuple[int, int, int]],
+) -> None:
+    """Record a walked region's layout: a format reading each attribute header at its offset."""
+    layouts = _LAYOUTS.setdefault(key, [])
+    if len(layouts) >= _LAYOUTS_PER_KEY:
+        return
+    fmt, pos = ["="], 0
+    for rel, _word in seen:
+        fmt.append(f"{rel - pos}xI" if rel > pos else "I")
+        pos = rel + 4
+    layouts.append((struct.Struct("".join(fmt)), tuple(w for _r, w in seen), tuple(picks)))
+
+
+def nested(payload: bytes | None, want: frozenset[int] | None = None) -> dict[int, bytes]:
+    """The attributes inside a nested attribute (none when it is absent); ``want`` as attrs."""
+    return attrs(payload, 0, len(payload), want) if payload else {}
 
 
 def attr(atype: int, payload: bytes) -> bytes:
