@@ -266,9 +266,9 @@ def attrs(buf: bytes, off: int, end: int, want: frozenset[int] | None = None) ->
     key = (end - off, want)
     known = _LAYOUTS.get(key)
     if known is not None:
-        for headers, expect, picks in known:
+        for headers, expect, slices in known:
             if headers.unpack_from(buf, off) == expect:
-                return {t: buf[off + a : off + b] for t, a, b in picks}
+                return {t: buf[off + a : off + b] for t, a, b in slices}
     out: dict[int, bytes] = {}
     seen: list[tuple[int, int]] | None = []  # (offset, header as one u32) of each attribute
     picks: list[tuple[int, int, int]] = []
