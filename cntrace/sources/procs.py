@@ -66,6 +66,7 @@ class ProcTable:
     _by_netns: dict[int, list[int]] | None = None
     _cgroups: dict[int, str | None] = field(default_factory=dict)
     _ids: dict[str, list[int]] | None = None
+    _comms: dict[int, str | None] | None = None
 
     @classmethod
     def scan(cls) -> ProcTable:
@@ -107,6 +108,14 @@ class ProcTable:
                     ids.setdefault(cid, []).append(pid)
             self._ids = ids
         return self._ids
+
+    def named(self, name: str) -> list[int]:
+        """Processes whose comm is ``name``, ascending. Every comm is read once per table:
+        containerd's and Podman's monitors are looked for on the same scan (a host of 1,000
+        containers runs as many processes, and each scan reads a file of each)."""
+        if self._comms is None:
+            self._comms = {pid: comm(pid) for pid in sorted(self.netns_of)}
+        return [pid for pid, c in self._comms.items() if c == name]
 
     def pids_in(self, inodes: set[int]) -> list[int]:
         """Every process whose network namespace is one of ``inodes``."""

@@ -112,7 +112,7 @@ class ContainerdSource:
                 ]
                 self._tasks = {id(i): r for i, r in zip(self._found, self.roots, strict=True)}
             else:
-                self._found = instances()
+                self._found = instances(procs=self.procs)
         return self._found
 
     def _task_root(self, inst: Instance) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cntrace.sources.procs import cmdline, comm, read_text
+from cntrace.sources.procs import ProcTable, cmdline, comm, read_text
 
 DEFAULT_STATE = "/run/containerd"
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
@@ -99,21 +99,28 @@ def from_process(pid: int, argv: list[str], read: Any = read_text) -> Instance:
     return Instance(state=state, address=address, pid=pid, prefix=prefix)
 
 
-def _processes() -> list[tuple[int, list[str]]]:
+def _processes(procs: ProcTable | None = None) -> list[tuple[int, list[str]]]:
+    """containerd processes and their argv; from ``procs`` when given (its comm scan is
+    shared with the other runtimes' look-ups), else from /proc."""
     out: list[tuple[int, list[str]]] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return out
-    for entry in entries:
-        if entry.isdigit() and comm(int(entry)) == "containerd":
-            argv = cmdline(int(entry))
-            if argv:
-                out.append((int(entry), argv))
+    if procs is not None:
+        pids = procs.named("containerd")
+    else:
+        try:
+            pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return out
+        pids = [pid for pid in pids if comm(pid) == "containerd"]
+    for pid in pids:
+        argv = cmdline(pid)
+        if argv:
+            out.append((pid, argv))
     return sorted(out)
 
 
-def instances(env: Mapping[str, str] | None = None) -> list[Instance]:
+def instances(
+    env: Mapping[str, str] | None = None, procs: ProcTable | None = None
+) -> list[Instance]:
     """Every containerd: running ones by process, then known places and the override."""
     env = os.environ if env is None else env
     found: list[Instance] = []
@@ -128,7 +135,7 @@ def instances(env: Mapping[str, str] | None = None) -> list[Instance]:
     override = [s for s in env.get(ENV_OVERRIDE, "").split(":") if s]
     for state in override:
         add(Instance(state=state, found_by="override"))
-    for pid, argv in _processes():
+    for pid, argv in _processes(procs):
         add(from_process(pid, argv))
     if not override:
         for _name, state in KNOWN_STATES:

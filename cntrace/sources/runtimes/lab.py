@@ -15,6 +15,7 @@ import os
 from cntrace.lab import spec, state
 from cntrace.model import Container, ContainerNetwork, PortMapping
 from cntrace.sources import nsenter
+from cntrace.sources.procs import ProcTable
 
 
 def _inode(name: str) -> int | None:
@@ -24,14 +25,20 @@ def _inode(name: str) -> int | None:
         return None
 
 
-def _running(pid: int | None) -> bool:
-    return pid is not None and os.path.exists(f"/proc/{pid}")
-
-
 class LabSource:
     """Containers of every lab recorded under /run/cntrace/labs."""
 
     name = "lab"
+
+    def __init__(self, procs: ProcTable | None = None) -> None:
+        self.procs = procs  # the /proc scan of this read: whether a server still runs
+
+    def _running(self, pid: int | None) -> bool:
+        if pid is None:
+            return False
+        if self.procs is not None and pid in self.procs.netns_of:
+            return True
+        return os.path.exists(f"/proc/{pid}")
 
     def available(self) -> tuple[bool, str]:
         if not state.all_names():
@@ -71,6 +78,7 @@ class LabSource:
                 )
                 found.append(
                     _member(
+                        self._running(c.pid),
                         lab,
                         _inode(c.attached_to) if c.attached_to else host,  # a node's pods
                         c.name,
@@ -86,6 +94,7 @@ class LabSource:
             upstream = {**labels, "cntrace.lab.role": "upstream"}
             found.append(
                 _member(
+                    self._running(lab.upstream_pid),
                     lab,
                     host,
                     "upstream",
@@ -100,6 +109,7 @@ class LabSource:
 
 
 def _member(
+    running: bool,
     lab: state.LabState,
     host: int | None,
     name: str,
@@ -132,6 +142,6 @@ def _member(
         ports=ports,
         labels=labels,
         image=image,
-        state="running" if _running(pid) else "gone",
+        state="running" if running else "gone",
         host_netns=host,
     )

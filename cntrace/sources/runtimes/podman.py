@@ -73,9 +73,7 @@ def running_ids(table: ProcTable, runroot: str = RUNROOT) -> list[str]:
 def _conmon_ids(table: ProcTable) -> list[str]:
     """Container ids of Podman's conmon monitors (conmon -c <id> ... --exit-command podman)."""
     ids = []
-    for pid in table.netns_of:
-        if procmod.comm(pid) != "conmon":
-            continue
+    for pid in table.named("conmon"):
         args = procmod.cmdline(pid)
         if not any("podman" in a for a in args):
             continue  # CRI-O also uses conmon

@@ -19,7 +19,7 @@ from cntrace.sources.runtimes.pid import PidSource
 from cntrace.sources.runtimes.podman import PodmanSource
 
 
-def lab_source() -> RuntimeSource | None:
+def lab_source(procs: ProcTable | None = None) -> RuntimeSource | None:
     """The built-in lab's containers, when cntrace.sources.runtimes.lab is present."""
     try:
         module = importlib.import_module("cntrace.sources.runtimes.lab")
@@ -30,7 +30,7 @@ def lab_source() -> RuntimeSource | None:
     cls = getattr(module, "LabSource", None)
     if cls is None:
         return None
-    source: RuntimeSource = cls()
+    source: RuntimeSource = cls(procs)
     return source
 
 
@@ -40,7 +40,7 @@ def default_sources(procs: ProcTable, pids: Iterable[int] = ()) -> list[RuntimeS
         PodmanSource(procs),
         ContainerdSource(procs),
     ]
-    lab = lab_source()
+    lab = lab_source(procs)
     if lab is not None:
         sources.append(lab)
     sources.append(NetnsSource())
