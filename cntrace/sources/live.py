@@ -199,13 +199,14 @@ def read_path(
     far = pathread.seeds(containers, destination)
     start += [c for c in containers if c.netns in far and c not in start]
     base = _read_at((), containers, warnings, asking.intent)
+    settled: Settled = {}
     try:
         return PathRead(
             spaces,
             root,
             start,
             base,
-            lambda snap: _finish(snap, detail=True, lazy=True),
+            lambda snap: _finish(snap, detail=True, lazy=True, memo=settled),
             sockets=sockets,
             rulesets=rulesets,
         )
@@ -287,12 +288,19 @@ def _select(
     return wanted
 
 
-def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
+Settled = dict[int, tuple[Container, dict[str, object], Container]]
+
+
+def _finish(
+    snap: Snapshot, *, detail: bool, lazy: bool = False, memo: Settled | None = None
+) -> Snapshot:
     """Settle what needs the whole picture: host namespaces, inferred modes, resolvers.
 
     A named namespace that turns out to be a host (it holds a bridge with ports, or another
     runtime's containers are plugged into it, like Docker's engine namespace) is not listed as a
-    container: `topo` shows it as a host.
+    container: `topo` shows it as a host. ``memo`` (a path's read, finished once per widening)
+    keeps each container settled before when nothing it was settled from changed: the same
+    object, with its resolver if one was read, rather than 1,000 new lazy copies per round.
     """
     topo = Topology(snap)
     hosts = {
@@ -314,6 +322,10 @@ def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
         if c.host_netns is None and c.netns is not None:
             changes["host_netns"] = topo.host_netns(c)
         wants = detail and c.resolver is None and c.pid is not None and c.state != "gone"
+        before = memo.get(id(c)) if memo is not None else None
+        if before is not None and before[0] is c and before[1] == changes:
+            out.append(before[2])
+            continue
         if wants and not lazy and c.pid is not None:
             found = resolver(c.pid, seen)
             if found is not None:
@@ -321,6 +333,8 @@ def _finish(snap: Snapshot, *, detail: bool, lazy: bool = False) -> Snapshot:
         done = replace(c, **changes) if changes else c  # type: ignore[arg-type]
         if lazy and wants and c.pid is not None:
             done = defer(done, _resolver_of(c.pid))
+        if memo is not None:
+            memo[id(c)] = (c, changes, done)
         out.append(done)
     return replace(snap, containers=tuple(out))
 
