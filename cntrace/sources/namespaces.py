@@ -27,7 +27,7 @@ from cntrace.model import (
     Socket,
     Vxlan,
 )
-from cntrace.sources import nsenter
+from cntrace.sources import nsenter, sparse
 from cntrace.sources.netlink import decode, decode_state, dumps
 from cntrace.sources.netlink import proto as nlp
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
@@ -64,6 +64,11 @@ class Space:
     nft_tables: list[tuple[str, str, int]] | None = None  # (family, name, flags), from netlink
     raw_links: list[decode.RawLink] = field(default_factory=list)
     addresses: dict[int, list[Address]] = field(default_factory=dict)
+    # A narrow read's plain bridge ports (sources.sparse): their address messages undecoded,
+    # which of them it may leave out, and those it leaves out now.
+    held_addresses: dict[int, list[decode.Message]] = field(default_factory=dict)
+    ports: frozenset[int] = frozenset()
+    omit: frozenset[int] = frozenset()
     dumps: dict[str, list[bytes]] = field(default_factory=dict)
     ruleset: Ruleset = field(default_factory=Ruleset)
     is_root: bool = False
@@ -199,9 +204,16 @@ def open_many(spaces: Iterable[Space], *, full: bool, sockets: bool, rulesets: b
 
 
 def read_links(
-    spaces: list[Space], *, full: bool, sockets: bool, rulesets: bool, loopback: bool = True
+    spaces: list[Space],
+    *,
+    full: bool,
+    sockets: bool,
+    rulesets: bool,
+    loopback: bool = True,
+    narrow: bool = False,
 ) -> None:
-    """Open the namespaces' sockets and read their links and addresses."""
+    """Open the namespaces' sockets and read their links and addresses (``narrow``: the
+    addresses of plain bridge ports are set aside, sources.sparse)."""
     open_many(spaces, full=full, sockets=sockets, rulesets=rulesets)
     live = [sp for sp in spaces if sp.conn is not None]
     conns = [sp.conn for sp in live if sp.conn is not None]
@@ -212,7 +224,11 @@ def read_links(
             sp.raw_links = decode.parse_links(res, conf=False, loopback=loopback)
             sp.dumps["links"] = res
     for sp, res in zip(live, dumps.dump_many(conns, "addresses"), strict=True):
-        if not isinstance(res, OSError):
+        if isinstance(res, OSError):
+            continue
+        if narrow:
+            sparse.hold(sp, res, loopback)
+        else:
             sp.addresses = decode.parse_addresses(res, loopback=loopback)
 
 
@@ -243,16 +259,23 @@ def read_detail(
                 if not isinstance(res, OSError):
                     sp.dumps[what] = res
     for sp in chosen:
-        names = {r.ifindex: r.name for r in sp.raw_links}
-        for what in ("netconf4", "netconf6"):
-            if what in sp.dumps:
-                sp.sysctls.update(decode_state.parse_netconf(sp.dumps.pop(what), names))
+        netconf(sp)
     tables = _has_tables(chosen) if rulesets else [False] * len(chosen)
     for sp, has in zip(chosen, tables, strict=True):
         if sp.is_root or has or any(r.kind == "bridge" for r in sp.raw_links):
             _host_sysctls(sp, per_interface=per_interface)
     if rulesets:
         _rulesets([sp for sp, has in zip(chosen, tables, strict=True) if has])
+
+
+def netconf(sp: Space) -> None:
+    """Forwarding and rp_filter of every interface not left out; a namespace that may leave
+    ports out keeps the dumps (a port brought back is decoded again, sources.sparse)."""
+    names = {r.ifindex: r.name for r in sp.raw_links}
+    for what in ("netconf4", "netconf6"):
+        raw = sp.dumps.get(what) if sp.ports else sp.dumps.pop(what, None)
+        if raw is not None:
+            sp.sysctls.update(decode_state.parse_netconf(raw, names, skip=sp.omit))
 
 
 def _host_sysctls(sp: Space, *, per_interface: bool) -> None:
@@ -303,6 +326,8 @@ def _rulesets(chosen: list[Space]) -> None:
 def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
     out = []
     for r in sp.raw_links:
+        if r.ifindex in sp.omit:
+            continue
         peer_ifindex = None
         peer_netns = None
         # Both ends of a veth made inside namespaces often share an ifindex (2 and 2): IFLA_LINK
@@ -330,7 +355,7 @@ def _links(sp: Space, peers: dict[tuple[int, int], int]) -> tuple[Link, ...]:
                 peer_nsid=r.link_netnsid
                 if peer_ifindex is not None and peer_netns is None
                 else None,
-                addresses=tuple(sp.addresses.get(r.ifindex, ())),
+                addresses=tuple(sparse.addresses(sp, r.ifindex)),
                 bridge=r.bridge,
                 bridge_port=r.bridge_port,
                 vxlan_id=r.vxlan_id,
@@ -399,6 +424,7 @@ def detail(sp: Space) -> dict[str, object]:
                     raw["fdb"],
                     names,
                     frozenset(r.ifindex for r in sp.raw_links if r.kind == "vxlan"),
+                    sp.omit,
                 )
             )
             if "fdb" in raw

@@ -25,9 +25,16 @@ from dataclasses import replace
 from typing import Any
 
 from cntrace.model import Container, Netns, Path, Snapshot
-from cntrace.sources import targeted
+from cntrace.sources import sparse, targeted
 from cntrace.sources.lazy import LazyNetns
-from cntrace.sources.namespaces import Space, open_many, read_detail, read_links, to_netns
+from cntrace.sources.namespaces import (
+    Space,
+    netconf,
+    open_many,
+    read_detail,
+    read_links,
+    to_netns,
+)
 from cntrace.sources.namespaces import detail as detail_of
 from cntrace.sources.peers import _nsids
 
@@ -164,7 +171,7 @@ class PathRead:
         if not new:
             return False
         spaces = [self.spaces[i] for i in sorted(new)]
-        read_links(spaces, full=False, sockets=self.sockets, rulesets=self.rulesets)
+        read_links(spaces, full=False, sockets=self.sockets, rulesets=self.rulesets, narrow=True)
         self.read.update((sp.inode, sp) for sp in spaces)
         among = list(self.read.values())
         for sp in among:
@@ -174,7 +181,9 @@ class PathRead:
     def snapshot(self) -> Snapshot:
         """What has been read, as a Snapshot whose unread detail fills on first access."""
         netns = tuple(self._netns(self.read[i]) for i in sorted(self.read))
-        return self.finish(replace(self.base, netns=netns))
+        notes = tuple(n for i in sorted(self.read) if (n := sparse.note(self.read[i])))
+        warnings = (*self.base.warnings, *notes)
+        return self.finish(replace(self.base, netns=netns, warnings=warnings))
 
     def close(self) -> None:
         for sp in self.spaces.values():
@@ -189,6 +198,12 @@ class PathRead:
         cached = self.built.get(sp.inode)
         if cached is not None and cached[0] == key:
             return cached[1]
+        omit = sparse.left_out(sp, self.peers)
+        if omit != sp.omit:  # a widening read the far end of ports left out: they come back
+            sp.omit = omit
+            if sp.inode in self.details:
+                netconf(sp)
+                self.details[sp.inode] = detail_of(sp)
         done = self.details.get(sp.inode)
         if done is not None:
             out = replace(to_netns(sp, self.root, self.peers), **done)
@@ -207,5 +222,6 @@ class PathRead:
                 open_many([sp], full=True, sockets=self.sockets, rulesets=self.rulesets)
                 read_detail([sp], sockets=self.sockets, rulesets=self.rulesets)
             done = self.details[sp.inode] = detail_of(sp)
-            sp.dumps = {}  # decoded once: later Snapshots reuse `done`
+            if not sp.ports:
+                sp.dumps = {}  # decoded once: later Snapshots reuse `done`
         return done

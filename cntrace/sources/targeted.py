@@ -16,6 +16,7 @@ from __future__ import annotations
 from cntrace.errors import BadInput
 from cntrace.model import Container, Snapshot
 from cntrace.refs import resolve_ref
+from cntrace.sources import sparse
 from cntrace.sources.namespaces import Space, read_links
 from cntrace.sources.peers import _nsids
 
@@ -59,7 +60,7 @@ def read_around(
         new = [sp for sp in new if sp.inode not in wanted]
         for sp in new:
             wanted[sp.inode] = sp
-        read_links(new, full=False, sockets=sockets, rulesets=rulesets)
+        read_links(new, full=False, sockets=sockets, rulesets=rulesets, narrow=True)
         return new
 
     own = {c.netns for c in chosen if c.netns is not None}
@@ -89,6 +90,8 @@ def read_around(
     for sp in wanted.values():
         if sp.inode not in settled:
             _resolve(sp, list(wanted.values()), peers)
+    for sp in wanted.values():
+        sp.omit = sparse.left_out(sp, peers)
     return sorted(wanted.values(), key=lambda s: s.inode), peers, detail
 
 

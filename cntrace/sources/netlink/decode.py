@@ -311,30 +311,52 @@ def parse_inet_confs(chunks: Chunks) -> dict[str, dict[str, int]]:
 # --------------------------------------------------------------------------- addresses
 
 
-def parse_addresses(chunks: Chunks, loopback: bool = True) -> dict[int, list[Address]]:
-    """Addresses grouped by ifindex (``loopback=False``: lo's are skipped)."""
+def parse_addresses(
+    chunks: Chunks, loopback: bool = True, skip: frozenset[int] = frozenset()
+) -> dict[int, list[Address]]:
+    """Addresses grouped by ifindex (``loopback=False``: lo's are skipped; ``skip``: those
+    interfaces' messages are passed over undecoded, see address_messages)."""
     out: dict[int, list[Address]] = {}
     for buf, _t, off, end in each(chunks):
-        family, prefixlen, _flags, scope, index = p.IFADDRMSG.unpack_from(buf, off)
-        if family not in (socket.AF_INET, socket.AF_INET6):
+        index = p.IFADDRMSG.unpack_from(buf, off)[4]
+        if index in skip or (not loopback and index == LOOPBACK_IFINDEX):
             continue
-        if not loopback and index == LOOPBACK_IFINDEX:
-            continue
-        a = attrs(buf, off + p.IFADDRMSG.size, end)
-        raw = a.get(IFA.LOCAL) or a.get(IFA.ADDRESS)  # IPv6 has only IFA_ADDRESS
-        if raw is None:
-            continue
-        brd = a.get(IFA.BROADCAST)
-        out.setdefault(index, []).append(
-            Address(
-                family=_family(family),
-                address=ip_text(raw),
-                prefixlen=prefixlen,
-                scope=SCOPES.get(scope, str(scope)),
-                broadcast=ip_text(brd) if brd else None,
-            )
-        )
+        got = address_of(buf, off, end)
+        if got is not None:
+            out.setdefault(index, []).append(got)
     return out
+
+
+Message = tuple[bytes, int, int]  # a datagram, and one message's start and end in it
+
+
+def address_messages(chunks: Chunks, indexes: set[int]) -> dict[int, list[tuple[int, Message]]]:
+    """The undecoded address messages of ``indexes``, with each one's scope (ifa_scope)."""
+    out: dict[int, list[tuple[int, Message]]] = {}
+    for buf, _t, off, end in each(chunks):
+        _family, _plen, _flags, scope, index = p.IFADDRMSG.unpack_from(buf, off)
+        if index in indexes:
+            out.setdefault(index, []).append((scope, (buf, off, end)))
+    return out
+
+
+def address_of(buf: bytes, off: int, end: int) -> Address | None:
+    """One RTM_NEWADDR message (None: not an IPv4/IPv6 address)."""
+    family, prefixlen, _flags, scope, _index = p.IFADDRMSG.unpack_from(buf, off)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    a = attrs(buf, off + p.IFADDRMSG.size, end)
+    raw = a.get(IFA.LOCAL) or a.get(IFA.ADDRESS)  # IPv6 has only IFA_ADDRESS
+    if raw is None:
+        return None
+    brd = a.get(IFA.BROADCAST)
+    return Address(
+        family=_family(family),
+        address=ip_text(raw),
+        prefixlen=prefixlen,
+        scope=SCOPES.get(scope, str(scope)),
+        broadcast=ip_text(brd) if brd else None,
+    )
 
 
 # --------------------------------------------------------------------------- routes and rules

@@ -66,11 +66,15 @@ def parse_neighbors(chunks: Chunks, names: dict[int, str]) -> list[Neighbor]:
 
 
 def parse_fdb(
-    chunks: Chunks, names: dict[int, str], tunnels: frozenset[int] = frozenset()
+    chunks: Chunks,
+    names: dict[int, str],
+    tunnels: frozenset[int] = frozenset(),
+    left_out: frozenset[int] = frozenset(),
 ) -> list[FdbEntry]:
     """Bridge FDB entries (those with a master bridge), and the device-own (self) entries of the
     VXLAN devices ``tunnels`` (ifindexes), with their remote ``dst``; other self lists (the
-    multicast addresses every port lists) are skipped."""
+    multicast addresses every port lists) are skipped, as are the permanent entries of the ports
+    ``left_out`` (sources.sparse: their own MACs)."""
     out: list[FdbEntry] = []
     for buf, _t, off, end in each(chunks):
         family, index, state, flags, _type = p.NDMSG.unpack_from(buf, off)
@@ -78,6 +82,8 @@ def parse_fdb(
             continue
         if flags & p.NTF_SELF and not flags & p.NTF_MASTER and index not in tunnels:
             continue  # a port's own list (every port lists its multicast addresses): undecoded
+        if index in left_out and state & p.NUD_PERMANENT:
+            continue
         a = attrs(buf, off + p.NDMSG.size, end)
         master = u32(a.get(NDA.MASTER))
         ll = a.get(NDA.LLADDR)
@@ -140,9 +146,12 @@ _NETCONF_KEYS = {
 }
 
 
-def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
-    """Forwarding, rp_filter and (when on) proxy_arp for all/default/each interface, as dotted
-    sysctl names.
+def parse_netconf(
+    chunks: Chunks, names: dict[int, str], skip: frozenset[int] = frozenset()
+) -> dict[str, str]:
+    """Forwarding, rp_filter and (when on) proxy_arp for all/default/each interface but those
+    in ``skip`` (found by NETCONFA_IFINDEX, the kernel's first attribute), as dotted sysctl
+    names.
 
     RTM_GETNETCONF answers from the kernel's devconf directly; reading the same values from
     /proc/sys costs a quarter of a millisecond per file, which is seconds on a big host.
@@ -150,6 +159,13 @@ def parse_netconf(chunks: Chunks, names: dict[int, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for buf, _t, off, end in each(chunks):
         family = buf[off]
+        if (
+            skip
+            and end - off >= 12
+            and p.NLATTR.unpack_from(buf, off + 4)[1] == NETCONFA.IFINDEX
+            and p.I32.unpack_from(buf, off + 8)[0] in skip
+        ):
+            continue
         a = attrs(buf, off + 4, end)  # struct netconfmsg: u8 family, padded
         index = i32(a.get(NETCONFA.IFINDEX))
         if index is None:
