@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from types import ModuleType
+from typing import Any
 
 from cntrace import __version__
 from cntrace.errors import CntraceError, Exit
@@ -36,8 +37,37 @@ COMMANDS = (
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, sized without shutil: HelpFormatter imports it (and with it the
+    compression modules) for the terminal width, ~3 ms of every command, help or not."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size's width: $COLUMNS, else the terminal's, else 80."""
+    with contextlib.suppress(KeyError, ValueError):
+        if (n := int(os.environ["COLUMNS"])) > 0:
+            return n
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with Exit.BAD_INPUT and a one-line message on bad usage."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"cntrace: error: {_safe(message)} (see `{self.prog} --help`)\n")

@@ -10,10 +10,10 @@ namespace or per container (docs/performance.md has the cost model).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -165,7 +165,7 @@ def _read_at(
     return Snapshot(
         netns=netns,
         containers=tuple(containers),
-        taken_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        taken_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         hostname=socket.gethostname(),
         kernel=os.uname().release,
         tool_version=__version__,

@@ -20,7 +20,6 @@ import os
 import select
 import stat
 import sys
-import tempfile
 
 from cntrace import codec
 from cntrace.errors import BadInput
@@ -285,6 +284,8 @@ def write_bytes(path: str, data: bytes, *, follow_symlinks: bool = True) -> None
     real = os.path.realpath(path)  # a symlink's target (a dangling one is created)
     directory = os.path.dirname(real)
     try:
+        import tempfile  # noqa: PLC0415  (only when saving: its imports cost every command)
+
         fd, tmp = tempfile.mkstemp(prefix=".cntrace-", dir=directory)
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 
@@ -32,6 +31,7 @@ from cntrace.sources import nsenter
 from cntrace.sources.libnftables import Libnftables, library
 from cntrace.sources.netlink import decode, dumps
 from cntrace.sources.netlink.proto import NFT_TABLE_FLAGS
+from cntrace.sources.procs import which
 
 TIMEOUT = 20.0
 _IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
@@ -47,7 +47,7 @@ def _read_proc(name: str) -> str:
 
 def _run(argv: list[str], path: str) -> tuple[str | None, str | None]:
     """(stdout, None) or (None, error) for a tool run inside the namespace."""
-    binary = shutil.which(argv[0])
+    binary = which(argv[0])
     if binary is None:
         return None, None
     try:
@@ -229,7 +229,7 @@ def read_ruleset(
             found["nft_json"] = full
     if found.get("nft_json") and _HOOK_ON_DEVICE.search(found["nft_json"] or ""):
         found["nft_json"] = _chain_devices(found["nft_json"] or "", path, lib if use_lib else None)
-    if has_ipset and shutil.which("ipset"):
+    if has_ipset and which("ipset"):
         text, err = _run(["ipset", "save"], path)
         if err:
             errors.append(err)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
-import tomllib
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +34,10 @@ def storage_runroot(env: dict[str, str] | None = None) -> str:
     when set, else the first of STORAGE_CONFS that exists), else the built-in default."""
     named = (env if env is not None else os.environ).get("CONTAINERS_STORAGE_CONF")
     for path in (named,) if named else STORAGE_CONFS:
+        if not os.path.exists(path):
+            continue
+        import tomllib  # noqa: PLC0415  (only with a storage.conf: 4 ms of every command)
+
         try:
             with open(path, "rb") as f:
                 doc = tomllib.load(f)
@@ -158,7 +160,7 @@ class PodmanSource:
         """``env``: variables for podman over this process's own (CONTAINERS_CONF and
         CONTAINERS_STORAGE_CONF pick a configuration, as they do for podman itself)."""
         self.procs = procs
-        self.binary = shutil.which(binary)
+        self.binary = procmod.which(binary)
         self.env = {**os.environ, **env} if env else None
         self._intent = intentmod.Intent()
 
