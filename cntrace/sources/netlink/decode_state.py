@@ -9,7 +9,7 @@ import socket
 
 from cntrace.model import FdbEntry, Neighbor, Socket
 from cntrace.sources.netlink import proto as p
-from cntrace.sources.netlink.decode import Chunks, _family, each
+from cntrace.sources.netlink.decode import MEMO_ENTRIES, Chunks, _family, each, payloads
 from cntrace.sources.netlink.proto import (
     NDA,
     NETCONFA,
@@ -146,7 +146,26 @@ _NETCONF_KEYS = {
 }
 
 
+_NETCONF_SEEN: dict[tuple[bytes, tuple[tuple[int, str], ...], frozenset[int]], dict[str, str]] = {}
+
+
 def parse_netconf(
+    chunks: Chunks, names: dict[int, str], skip: frozenset[int] = frozenset()
+) -> dict[str, str]:
+    """parse_netconf_once, remembered for small dumps: a thousand single-interface containers'
+    netconf entries are equal byte for byte (the same names too), so decoded once."""
+    body = payloads(chunks)
+    key = (body, tuple(names.items()), skip) if body is not None and len(names) <= 8 else None
+    seen = _NETCONF_SEEN.get(key) if key is not None else None
+    if seen is not None:
+        return dict(seen)
+    out = parse_netconf_once(chunks, names, skip)
+    if key is not None and len(_NETCONF_SEEN) < MEMO_ENTRIES:
+        _NETCONF_SEEN[key] = dict(out)
+    return out
+
+
+def parse_netconf_once(
     chunks: Chunks, names: dict[int, str], skip: frozenset[int] = frozenset()
 ) -> dict[str, str]:
     """Forwarding, rp_filter and (when on) proxy_arp for all/default/each interface but those
