@@ -269,3 +269,38 @@ def test_operstate_lagging_carrier_reads_as_up() -> None:
     assert link(up, down) == "down"
     assert link(lower_up, down) == "down"
     assert link(up | lower_up, lowerlayerdown) == "lowerlayerdown"
+
+
+def test_memos_key_on_contents_not_on_headers_or_names() -> None:
+    """parse_rules and parse_netconf remember small dumps by their message bodies: the same
+    bodies under other sequence numbers are the same answer; other bodies, names or skipped
+    interfaces are not; and a caller changing an answer does not change the next one."""
+
+    def header(seq: int, body: bytes, mtype: int) -> bytes:
+        return struct.pack("=IHHII", 16 + len(body), mtype, 2, seq, 4242 + seq) + body
+
+    rule = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 0, 0, 1, 0) + attr(6, u32(7))
+    other = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 253, 0, 0, 1, 0) + attr(6, u32(7))
+    first = nl.parse_rules([header(1, rule, 32) + done()])
+    again = nl.parse_rules([header(99, rule, 32) + done()])
+    assert first == again and first[0].table == 254
+    first.clear()
+    assert nl.parse_rules([header(5, rule, 32) + done()]) == again
+    assert nl.parse_rules([header(1, other, 32) + done()])[0].table == 253
+
+    def nc(index: int, fwd: int) -> bytes:
+        body = struct.pack("=Bxxx", socket.AF_INET) + attr(1, struct.pack("=i", index))
+        return header(index + 10, body + attr(2, struct.pack("=i", fwd)), 80)
+
+    dump = [nc(2, 1) + nc(3, 0) + done()]
+    one = decode_state.parse_netconf(dump, {2: "eth0", 3: "eth1"})
+    assert one == {"net.ipv4.conf.eth0.forwarding": "1", "net.ipv4.conf.eth1.forwarding": "0"}
+    one["net.ipv4.conf.eth0.forwarding"] = "changed"
+    assert (
+        decode_state.parse_netconf(dump, {2: "eth0", 3: "eth1"})["net.ipv4.conf.eth0.forwarding"]
+        == "1"
+    )
+    renamed = decode_state.parse_netconf(dump, {2: "veth9", 3: "eth1"})
+    assert "net.ipv4.conf.veth9.forwarding" in renamed
+    skipped = decode_state.parse_netconf(dump, {2: "eth0", 3: "eth1"}, skip=frozenset({3}))
+    assert skipped == {"net.ipv4.conf.eth0.forwarding": "1"}
