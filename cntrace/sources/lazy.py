@@ -161,7 +161,7 @@ def deferred(
     dumped exactly as a full read does (namespaces.read_detail), so the values are the same."""
 
     def fill() -> dict[str, Any]:
-        if sp.conn is not None:
+        if sp.conn is not None or sp.listed:
             open_many([sp], full=True, sockets=sockets, rulesets=rulesets)
             read_detail([sp], sockets=sockets, rulesets=rulesets)
         values = detail(sp)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from cntrace import __version__
 from cntrace.errors import BadInput, EnvironmentProblem, NeedsPrivilege
 from cntrace.model import Container, Netns, Snapshot
-from cntrace.sources import nsenter, pathread, targeted
+from cntrace.sources import forkread, nsenter, pathread, targeted
 from cntrace.sources.containers import RuntimeAsker, Seen, dedupe, place, resolver
 from cntrace.sources.lazy import Fill, defer, deferred
 from cntrace.sources.namespaces import (
@@ -87,11 +87,21 @@ def read_snapshot(
     warnings: list[str] = []
     runtime_sources = list(sources) if sources is not None else default_sources(procs, extra_pids)
     asking = RuntimeAsker(runtime_sources)
-    asking.start()
 
     lazy = lazy and detail and refs is None
     full_all = detail and refs is None and not lazy
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
+    # Every namespace listed, links and addresses alone (`ls`, the console's lazy read): dumped
+    # by a child while this process decodes (sources.forkread), forked before the runtime thread
+    # starts. A whole-host detail read (`snapshot --save`) keeps one pass: it makes every
+    # namespace's three sockets on it, and a second pass to make them cost more than it saved.
+    stream = (
+        forkread.list_forked(ordered, loopback=detail)
+        if refs is None and not full_all and len(ordered) >= forkread.FORK_MIN
+        else None
+    )
+    first = next(stream, None) if stream is not None else None
+    asking.start()
     early: list[Container] | None = None
     if narrow and refs and detail and not lazy:
         found, claimed = asking.result(warnings)
@@ -103,7 +113,12 @@ def read_snapshot(
             )
     try:
         # `ls` (detail=False) never shows loopback: it is not even decoded then.
-        read_links(ordered, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
+        if stream is None:
+            read_links(ordered, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
+        else:
+            del first
+            for _sp in stream:
+                pass
         known = {sp.inode for sp in ordered}
         if early is None:
             found, claimed = asking.result(warnings)
@@ -114,7 +129,7 @@ def read_snapshot(
         if late:  # a namespace only a runtime knew (not mounted, no process seen by the scan)
             read_links(late, full=full_all, sockets=sockets, rulesets=rulesets, loopback=detail)
             ordered = sorted(spaces.values(), key=lambda s: s.inode)
-        live = [sp for sp in ordered if sp.conn is not None]
+        live = [sp for sp in ordered if sp.conn is not None or sp.listed]
         peers = resolve_peers(live)
 
         selected: set[int] = set()

@@ -58,6 +58,7 @@ class Space:
     pids: list[int] = field(default_factory=list)
     conn: dumps.Conn | None = None
     full: bool = False  # diag/netfilter sockets made, legacy tables checked
+    listed: bool = False  # links and addresses read by sources.forkread (no socket held here)
     error: str | None = None
     sysctls: dict[str, str] = field(default_factory=dict)
     legacy_tables: bool = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from cntrace.sources.namespaces import Space
+from cntrace.sources.namespaces import Space, open_many
 from cntrace.sources.netlink import decode, dumps
 
 
@@ -65,6 +65,8 @@ def resolve_peers(spaces: list[Space]) -> dict[tuple[int, int], int]:
         elif cands:
             unsettled.setdefault(sp.inode, []).append((lk, cands))
     for inode, items in unsettled.items():
+        if by_inode[inode].conn is None and by_inode[inode].listed:
+            open_many([by_inode[inode]], full=False, sockets=False, rulesets=False)
         conn = by_inode[inode].conn
         if conn is None:
             continue
