@@ -191,6 +191,8 @@ def _check(lab: LabState) -> None:
             ipaddress.ip_network(n.subnet if len(n.subnet) <= 64 else "")
         except ValueError:
             raise BadInput(f"{where}.subnet: {n.subnet[:40]!r} is not a subnet") from None
+    if _all_plain(lab.containers):
+        return
     for i, c in enumerate(lab.containers):
         where = f"containers[{i}]"
         for key in ("name", "netns", "network", "host_veth"):
@@ -208,6 +210,38 @@ def _check(lab: LabState) -> None:
                 raise BadInput(f"{where}.published[{j}].proto: {p.proto[:20]!r}")
             number(f"{where}.published[{j}].host_port", p.host_port, 1, 65535)
             number(f"{where}.published[{j}].container_port", p.container_port, 1, 65535)
+
+
+_NAMES = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\n)*")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4S = re.compile(rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}\n)*")
+_MACS = re.compile(r"(?:[0-9a-f]{2}(?::[0-9a-f]{2}){5}\n)*")
+
+
+def _all_plain(containers: tuple[ContainerState, ...]) -> bool:
+    """Whether every container holds what `lab up` writes (names, IPv4 addresses, MACs and
+    numbers in range), checked a field at a time over all containers with one regex each: a
+    1,000-container lab was ~10 ms of every command checked one value at a time. False sends
+    the caller through the per-container checks, which name the first bad value."""
+    names = "".join(f"{c.name}\n{c.netns}\n{c.network}\n{c.host_veth}\n" for c in containers)
+    ips = "".join(f"{c.ip}\n{c.gateway}\n{c.bind}\n" for c in containers)
+    macs = "".join(f"{c.mac}\n" for c in containers)
+    if not (_NAMES.fullmatch(names) and _IPV4S.fullmatch(ips) and _MACS.fullmatch(macs)):
+        return False
+    for c in containers:
+        if not (
+            0 <= c.prefixlen <= 32
+            and (c.pid is None or 1 <= c.pid <= 1 << 22)
+            and 0 <= c.tcp_port <= 65535
+            and 0 <= c.udp_port <= 65535
+        ):
+            return False
+        for p in c.published:
+            if p.proto not in ("tcp", "udp") or not (
+                1 <= p.host_port <= 65535 and 1 <= p.container_port <= 65535
+            ):
+                return False
+    return True
 
 
 def remove(name: str) -> None:
