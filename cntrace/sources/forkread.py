@@ -33,7 +33,7 @@ from cntrace.sources.namespaces import Space
 from cntrace.sources.netlink import decode, dumps
 
 FORK_MIN = 64  # fewer namespaces than this: forking costs more than it overlaps
-HEADER = struct.Struct("=IBI")  # space index, status (OK, GONE, DENIED), text length
+HEADER = struct.Struct("=IBI")  # space index, status (OK, GONE, DENIED), frame length
 LENGTH = struct.Struct("=I")
 OK, GONE, DENIED = 0, 1, 2
 F_SETPIPE_SZ = 1031
@@ -67,11 +67,12 @@ def list_forked(spaces: list[Space], *, loopback: bool) -> Iterator[Space]:
                 sp = spaces[index]
                 if status == DENIED:
                     raise NeedsPrivilege("entering network namespaces", "CAP_SYS_ADMIN")
+                body = src.read(count)
                 if status == GONE:
-                    sp.error = src.read(count).decode(errors="replace")
+                    sp.error = body.decode(errors="replace")
                     continue
-                links = _chunks(src)
-                addresses = _chunks(src)
+                links, at = _chunks(body, 0)
+                addresses, _ = _chunks(body, at)
                 sp.listed = True
                 sp.raw_links = decode.parse_links(links, conf=False, loopback=loopback)
                 sp.dumps["links"] = links
@@ -81,13 +82,17 @@ def list_forked(spaces: list[Space], *, loopback: bool) -> Iterator[Space]:
         os.waitpid(pid, 0)
 
 
-def _chunks(src: BinaryIO) -> list[bytes]:
-    (n,) = LENGTH.unpack(src.read(LENGTH.size))
+def _chunks(body: bytes, at: int) -> tuple[list[bytes], int]:
+    """One dump's datagrams from a frame, and where the next dump starts."""
+    (n,) = LENGTH.unpack_from(body, at)
+    at += LENGTH.size
     out = []
     for _ in range(n):
-        (size,) = LENGTH.unpack(src.read(LENGTH.size))
-        out.append(src.read(size))
-    return out
+        (size,) = LENGTH.unpack_from(body, at)
+        at += LENGTH.size
+        out.append(body[at : at + size])
+        at += size
+    return out, at
 
 
 def _child(spaces: list[Space], out: BinaryIO) -> None:  # pragma: no cover  (in the child)
@@ -103,12 +108,14 @@ def _child(spaces: list[Space], out: BinaryIO) -> None:  # pragma: no cover  (in
             text = why.encode()
             out.write(HEADER.pack(index, GONE, len(text)) + text)
             continue
-        out.write(HEADER.pack(index, OK, 0))
+        parts = []
         for chunks in got:
-            out.write(LENGTH.pack(len(chunks)))
+            parts.append(LENGTH.pack(len(chunks)))
             for c in chunks:
-                out.write(LENGTH.pack(len(c)))
-                out.write(c)
+                parts += (LENGTH.pack(len(c)), c)
+        body = b"".join(parts)
+        out.write(HEADER.pack(index, OK, len(body)))  # one frame: one read for the parent
+        out.write(body)
         out.flush()
     out.flush()
 
