@@ -83,10 +83,12 @@ def read_snapshot(
                     hint="name the root namespace as `host`, or use another of its processes",
                 )
     procs = ProcTable.scan()
-    spaces, root = find_namespaces(procs)
     warnings: list[str] = []
     runtime_sources = list(sources) if sources is not None else default_sources(procs, extra_pids)
     asking = RuntimeAsker(runtime_sources)
+    if refs is not None:  # no child to fork first: the runtimes are asked meanwhile
+        asking.start()
+    spaces, root = find_namespaces(procs)
 
     lazy = lazy and detail and refs is None
     full_all = detail and refs is None and not lazy
@@ -101,7 +103,8 @@ def read_snapshot(
         else None
     )
     first = next(stream, None) if stream is not None else None
-    asking.start()
+    if refs is None:
+        asking.start()
     early: list[Container] | None = None
     if narrow and refs and detail and not lazy:
         found, claimed = asking.result(warnings)
@@ -199,10 +202,10 @@ def read_path(
     host, an address the runtimes give to several containers): read_snapshot(lazy=True)."""
     _check_privilege()
     procs = ProcTable.scan()
-    spaces, root = find_namespaces(procs)
     warnings: list[str] = []
     asking = RuntimeAsker(default_sources(procs, set()))
-    asking.start()
+    asking.start()  # the runtimes are asked while the namespaces are found
+    spaces, root = find_namespaces(procs)
     try:
         found, claimed = asking.result(warnings)
     finally:

@@ -134,6 +134,9 @@ def _named_by(sp: Space, among: list[Space], nsid: int, batch: int = 64) -> set[
     return set()
 
 
+UPLINKS = 4
+
+
 class PathRead:
     """The live namespaces one path has read so far (links and addresses; detail on first
     access, kept across widenings), and the means to read more of them."""
@@ -157,6 +160,26 @@ class PathRead:
         self.read = {sp.inode: sp for sp in read}
         self.details: dict[int, dict[str, Any]] = {}
         self.built: dict[int, tuple[tuple[tuple[int, int], ...], Netns]] = {}
+        self.widen(set(), self._uplinks())
+
+    def _uplinks(self) -> set[tuple[int, int]]:
+        """The far ends of a namespace's few point-to-point links that are not bridge ports
+        (an uplink veth to a router namespace, a nested host's): where most walks leave a host,
+        so read before the first prediction rather than after it. A namespace with more of
+        them than UPLINKS (routed veths, one per container) is left to the walk."""
+        out: set[tuple[int, int]] = set()
+        for sp in self.read.values():
+            ends = {
+                lk.link_netnsid
+                for lk in sp.raw_links
+                if lk.link_netnsid is not None
+                and lk.kind in sparse.PAIRS
+                and lk.ifindex not in sp.ports
+                and (sp.inode, lk.ifindex) not in self.peers
+            }
+            if len(ends) <= UPLINKS:
+                out |= {(sp.inode, nsid) for nsid in ends if nsid is not None}
+        return out
 
     def widen(self, inodes: set[int], nsids: set[tuple[int, int]]) -> bool:
         """Read ``inodes`` and the namespaces ``nsids`` name (as seen from the namespace
