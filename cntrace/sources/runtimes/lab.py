@@ -33,6 +33,10 @@ class LabSource:
     def __init__(self, procs: ProcTable | None = None) -> None:
         self.procs = procs  # the /proc scan of this read: whether a server still runs
 
+    def _scanned(self, pid: int | None) -> int | None:
+        """The network namespace inode the /proc scan saw for ``pid`` (None: not scanned)."""
+        return self.procs.netns_of.get(pid) if self.procs is not None and pid is not None else None
+
     def _running(self, pid: int | None) -> bool:
         if pid is None:
             return False
@@ -79,6 +83,7 @@ class LabSource:
                 found.append(
                     _member(
                         self._running(c.pid),
+                        self._scanned(c.pid),
                         lab,
                         _inode(c.attached_to) if c.attached_to else host,  # a node's pods
                         c.name,
@@ -95,6 +100,7 @@ class LabSource:
             found.append(
                 _member(
                     self._running(lab.upstream_pid),
+                    self._scanned(lab.upstream_pid),
                     lab,
                     host,
                     "upstream",
@@ -110,6 +116,7 @@ class LabSource:
 
 def _member(
     running: bool,
+    scanned: int | None,
     lab: state.LabState,
     host: int | None,
     name: str,
@@ -133,9 +140,10 @@ def _member(
         name=f"{prefix}{name}",
         runtime="lab",
         pid=pid,
-        # With a pid, containers.place reads the inode from the process (a stat per container
-        # saved: a lab of 1,000 is listed on every command).
-        netns=_inode(netns) if pid is None else None,
+        # With a pid, the inode the /proc scan saw (containers.place checks it against the
+        # process again; equal, the container is not copied: a lab of 1,000 is listed on every
+        # command), else the named namespace's.
+        netns=scanned if pid is not None else _inode(netns),
         netns_path=nsenter.netns_path(netns),
         network_mode=mode,
         networks=networks,
