@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from cntrace.model import Container, Snapshot
 from cntrace.render.discovery_json import ls_doc
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 Doc = dict[str, Any]
 
@@ -37,6 +38,10 @@ class ContainerRow:
         ).lower()  # fmt: skip
 
     def cells(self) -> tuple[str | Text, ...]:
+        # Imported here: the console's prefetch child computes the rows without rich, whose
+        # import was ~30 ms of the first frame's wait.
+        from rich.text import Text
+
         state: str | Text = (
             self.state if self.state == "running" else Text(self.state, style="bold red")
         )
