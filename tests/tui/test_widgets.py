@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widget import Widget
 
 from cntrace.tui.views.containers import ContainerRow
 from cntrace.tui.views.topology import NodeRef, TreeNode
 from cntrace.tui.widgets.containers_table import ContainersTable
+from cntrace.tui.widgets.key_bar import KeyBar
 from cntrace.tui.widgets.topology_tree import LAZY_CHILDREN, TopologyTree
 
 
@@ -102,3 +105,67 @@ async def test_containers_table_scales_and_keeps_the_cursor() -> None:
         assert table.selected_key == "id9999" and table.scroll_y == 0
         table.show_rows([])
         assert table.selected_key is None
+
+
+class _Focusable(Widget, can_focus=True):
+    BINDINGS = [Binding("w", "app.mark('w')", "Widget key")]
+
+
+class _Keys(App[None]):
+    """Two shown bindings (one disabled by check_action) and one hidden, and a focusable widget
+    whose own binding joins the bar while it has the focus."""
+
+    BINDINGS = [
+        Binding("x", "mark('x')", "Mark"),
+        Binding("y", "mark('y')", "Never"),
+        Binding("z", "mark('z')", "Hidden", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pressed: list[str] = []
+        self.allow_y = False
+        self.bar = KeyBar()
+
+    def compose(self) -> ComposeResult:
+        yield _Focusable()
+        yield self.bar
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if parameters == ("y",) and not self.allow_y else True  # None: dimmed
+
+    def action_mark(self, what: str) -> None:
+        self.pressed.append(what)
+
+
+def _line(bar: KeyBar) -> str:
+    return "".join(s.text for s in bar.render_line(0))
+
+
+def _dimmed(bar: KeyBar, text: str) -> bool:
+    (seg,) = [s for s in bar.render_line(0) if s.text == text]
+    return bool(seg.style and seg.style.dim)
+
+
+async def test_key_bar_lists_the_shown_keys_and_presses_a_clicked_one() -> None:
+    app = _Keys()
+    async with app.run_test(size=(60, 5)) as pilot:
+        app.set_focus(None)
+        await pilot.pause()
+        shown = [(k, d, on) for k, _s, d, on in app.bar.entries()]
+        assert ("x", "Mark", True) in shown and ("y", "Never", False) in shown
+        assert not any(k in "zw" for k, _d, _on in shown)
+        line = _line(app.bar)
+        assert " x Mark " in line and " y Never " in line and "Hidden" not in line
+        await pilot.click(KeyBar, offset=(line.index(" x Mark ") + 1, 0))
+        await pilot.click(KeyBar, offset=(line.index(" y Never ") + 1, 0))
+        await pilot.pause()
+        assert app.pressed == ["x"]  # y is disabled: clicking it presses nothing
+        assert _dimmed(app.bar, " y ") and not _dimmed(app.bar, " x ")
+        app.allow_y = True
+        app.refresh_bindings()  # nothing else changes: the bar must redraw on its own
+        await pilot.pause()
+        assert not _dimmed(app.bar, " y ")
+        app.query_one(_Focusable).focus()  # the bindings change: the bar is drawn again
+        await pilot.pause()
+        assert " w Widget key " in _line(app.bar)

@@ -10,13 +10,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane
+from textual.widgets import Input, TabbedContent, TabPane
 
 from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.widgets.containers_table import ContainersTable
 from cntrace.tui.widgets.details_pane import DetailsPane
 from cntrace.tui.widgets.drops_panel import DropsPanel
 from cntrace.tui.widgets.filter_input import FilterInput
+from cntrace.tui.widgets.key_bar import KeyBar
 from cntrace.tui.widgets.path_panel import PathPanel
 from cntrace.tui.widgets.status_bar import StatusBar
 from cntrace.tui.widgets.topology_tree import TopologyTree
@@ -132,7 +133,7 @@ class MainScreen(Screen[None]):
             yield TabPane("2 Topology", id="topology")
             yield TabPane("3 Path", id="path")
             yield TabPane("4 Drops", id="drops")
-        yield Footer()
+        yield KeyBar()
 
     def mount_hidden_tabs(self) -> None:
         """Mount what the tabs not shown first hold (a tenth of the first frame's work)."""

@@ -8,13 +8,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from cntrace.errors import CntraceError
 from cntrace.model import Snapshot
 from cntrace.topology import Topology
 from cntrace.tui.safe import safe_renderable
 from cntrace.tui.views.rules import RuleKey
+from cntrace.tui.widgets.key_bar import KeyBar
 from cntrace.tui.widgets.rules_table import RulesTable
 
 
@@ -54,7 +55,7 @@ class RulesScreen(Screen[None]):
         yield Static("", id="rules-title")
         yield RulesTable()
         yield Static("", id="rule-detail")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         topo = Topology(self._snapshot)

@@ -10,11 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from cntrace.tui.messages import ConsoleMessage
 from cntrace.tui.safe import safe_cell, safe_renderable
 from cntrace.tui.views.whatif import WHATIF_COLUMNS
+from cntrace.tui.widgets.key_bar import KeyBar
 from cntrace.tui.widgets.scroll_text import ScrollText
 
 PLACEHOLDER = "a change as you would type it: iptables -D ..., ip link set X up, sysctl -w ..."
@@ -75,7 +76,7 @@ class WhatIfScreen(Screen[None]):
         yield Static("", id="whatif-changes")
         yield self.hops
         yield ScrollText("", id="whatif-diff", body_id="whatif-diff-body")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         half = max(20, (self.size.width - 8) // 2)  # two paths side by side, wrapped to fit
