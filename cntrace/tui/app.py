@@ -135,9 +135,10 @@ class CntraceApp(App[int]):
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._on_signal, sig)
+        # The hidden tabs are mounted once the first frame with containers is out (the feed
+        # queues it after that frame, or after a failed read): mounted after the screen's
+        # first, empty, paint they delayed the containers' frame when the read came later.
         self.feed.start()
-        # Queued after the feed's first-frame callbacks: the visible tab is painted first.
-        self.call_after_refresh(self.main.mount_hidden_tabs)
 
     def _on_signal(self, sig: int) -> None:
         """SIGTERM, SIGINT: leave like `q`, so the caller's cleanup runs.

@@ -102,6 +102,7 @@ class SnapshotFeed(Controller):
             self.post(self._failed, f"{type(exc).__name__}: {exc}")
 
     def _failed(self, message: str) -> None:
+        self.app.call_after_refresh(self.app.main.mount_hidden_tabs)
         self._discovering = False
         self.error = message
         self.app.show_status()
@@ -118,6 +119,7 @@ class SnapshotFeed(Controller):
             app.call_after_refresh(self._write_ready, detailed, len(rows))
         if not self._painted.is_set():
             app.call_after_refresh(self._painted.set)
+            app.call_after_refresh(app.main.mount_hidden_tabs)
         self.error = None
         if detailed:
             self._discovering = False
