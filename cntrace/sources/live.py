@@ -29,6 +29,7 @@ from cntrace.sources.namespaces import (
     open_many,
     read_detail,
     read_links,
+    settle_detail,
     to_netns,
 )
 from cntrace.sources.netlink import decode, dumps
@@ -93,13 +94,13 @@ def read_snapshot(
     lazy = lazy and detail and refs is None
     full_all = detail and refs is None and not lazy
     ordered = sorted(spaces.values(), key=lambda s: s.inode)
-    # Every namespace listed, links and addresses alone (`ls`, the console's lazy read): dumped
-    # by a child while this process decodes (sources.forkread), forked before the runtime thread
-    # starts. A whole-host detail read (`snapshot --save`) keeps one pass: it makes every
-    # namespace's three sockets on it, and a second pass to make them cost more than it saved.
+    # Every namespace listed (`ls`, the console's lazy read: links and addresses alone) or read
+    # in full (`snapshot --save`): dumped by children while this process decodes
+    # (sources.forkread), forked before the runtime thread starts.
+    plan = forkread.Plan(loopback=detail, full=full_all, sockets=sockets, rulesets=rulesets)
     stream = (
-        forkread.list_forked(ordered, loopback=detail)
-        if refs is None and not full_all and len(ordered) >= forkread.FORK_MIN
+        forkread.read_forked(ordered, plan)
+        if refs is None and len(ordered) >= forkread.FORK_MIN
         else None
     )
     first = next(stream, None) if stream is not None else None
@@ -136,8 +137,9 @@ def read_snapshot(
         peers = resolve_peers(live)
 
         selected: set[int] = set()
+        forked = [sp for sp in live if sp.parsed is not None]  # dumped in full by a child
         if full_all:
-            selected = {sp.inode for sp in live}
+            selected = {sp.inode for sp in live if sp.parsed is None}
         elif detail and refs:
             stopped = {c.name for c in asking.intent.stopped}
             running = [r for r in refs if r not in stopped]  # a stopped one has no namespace
@@ -150,6 +152,9 @@ def read_snapshot(
             )
         chosen = [sp for sp in live if sp.inode in selected]
         read_detail(chosen, sockets=sockets, rulesets=rulesets, per_interface=full_all)
+        if forked:
+            tables = [rulesets and (bool(sp.nft_tables) or sp.legacy_tables) for sp in forked]
+            settle_detail(forked, tables, rulesets=rulesets, per_interface=True)
         if sockets and refs:
             owners = socket_owners(procs.pids_in({sp.inode for sp in chosen}))
             for sp in chosen:

@@ -74,6 +74,7 @@ class Space:
     ruleset: Ruleset = field(default_factory=Ruleset)
     is_root: bool = False
     owners: dict[int, tuple[int, str]] = field(default_factory=dict)  # socket inode -> pid, comm
+    parsed: dict[str, object] | None = None  # parse_detail's answer, when decoded early
 
     def candidates(self) -> list[str]:
         return self.paths + [f"/proc/{pid}/ns/net" for pid in self.pids]
@@ -145,7 +146,7 @@ def _read_sysctls() -> dict[str, str]:
     return out
 
 
-def _legacy_tables() -> bool:
+def legacy_tables() -> bool:
     """Whether iptables-legacy has tables here (/proc/thread-self: this thread's namespace)."""
     for name in ("ip_tables_names", "ip6_tables_names"):
         if (read_text(f"/proc/thread-self/net/{name}") or "").strip():
@@ -162,7 +163,7 @@ def _fill(space: Space, *, full: bool, sockets: bool, rulesets: bool) -> None:
             space.conn.diag = dumps.netlink_socket(nlp.NETLINK_SOCK_DIAG)
         if rulesets and space.conn.nf is None:
             space.conn.nf = dumps.netlink_socket(nlp.NETLINK_NETFILTER)
-        space.legacy_tables = rulesets and _legacy_tables()
+        space.legacy_tables = rulesets and legacy_tables()
         space.full = True
 
 
@@ -262,6 +263,14 @@ def read_detail(
     for sp in chosen:
         netconf(sp)
     tables = _has_tables(chosen) if rulesets else [False] * len(chosen)
+    settle_detail(chosen, tables, rulesets=rulesets, per_interface=per_interface)
+
+
+def settle_detail(
+    chosen: list[Space], tables: list[bool], *, rulesets: bool, per_interface: bool
+) -> None:
+    """What follows the dumps of a detail read (``tables``: whether each namespace has
+    netfilter tables): /proc/sys of the namespaces that act as a host, and rulesets."""
     for sp, has in zip(chosen, tables, strict=True):
         if sp.is_root or has or any(r.kind == "bridge" for r in sp.raw_links):
             _host_sysctls(sp, per_interface=per_interface)
@@ -394,6 +403,13 @@ def to_netns(
 
 def detail(sp: Space) -> dict[str, object]:
     """Netns's detail fields (sources.lazy.NETNS_DETAIL) from what was read of ``sp``."""
+    parsed = sp.parsed if sp.parsed is not None else parse_detail(sp)
+    return {**parsed, "sysctls": sp.sysctls, "ruleset": sp.ruleset, "error": sp.error}
+
+
+def parse_detail(sp: Space) -> dict[str, object]:
+    """The detail decoded from ``sp``'s dumps: routes, rules, neighbours, FDB and sockets (the
+    forked reader decodes them as each namespace arrives, sources.forkread)."""
     names = {r.ifindex: r.name for r in sp.raw_links}
     raw = sp.dumps
     socks: list[Socket] = []
@@ -432,9 +448,6 @@ def detail(sp: Space) -> dict[str, object]:
             else ()
         ),
         "sockets": tuple(socks),
-        "sysctls": sp.sysctls,
-        "ruleset": sp.ruleset,
-        "error": sp.error,
     }
 
 

@@ -1,13 +1,15 @@
-"""The forked lister (sources.forkread) reads what the in-process reader reads.
+"""The forked readers (sources.forkread) read what the in-process reader reads.
 
 `ls` and the console's lazy read list every namespace through a child that dumps while the parent
-decodes. On the lab (its namespaces plus whatever else the host has) the forked listing must equal
-the in-process one, a lazy namespace read through it must fill its detail as a full read does, and
-a namespace that cannot be entered must come back as the same error read_links gives.
+decodes; `snapshot --save` reads every namespace in full through two. On the lab (its namespaces
+plus whatever else the host has) the forked listing and the forked full read must equal the
+in-process ones, a lazy namespace read through the listing must fill its detail as a full read
+does, and a namespace that cannot be entered must come back as the same error read_links gives.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -27,20 +29,58 @@ def test_forked_listing_is_the_in_process_listing(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forks = []
-    real = forkread.list_forked
+    real = forkread.read_forked
 
-    def counted(spaces: list[Space], *, loopback: bool):  # type: ignore[no-untyped-def]
-        forks.append(len(spaces))
-        return real(spaces, loopback=loopback)
+    def counted(spaces: list[Space], plan: forkread.Plan):  # type: ignore[no-untyped-def]
+        forks.append((len(spaces), plan.full))
+        return real(spaces, plan)
 
-    monkeypatch.setattr(forkread, "list_forked", counted)
+    monkeypatch.setattr(forkread, "read_forked", counted)
     monkeypatch.setattr(forkread, "FORK_MIN", 10**9)
     alone = live.read_snapshot(detail=False)
     assert not forks
     monkeypatch.setattr(forkread, "FORK_MIN", 1)
     forked = live.read_snapshot(detail=False)
-    assert forks and forks[0] == len(forked.netns)
+    assert forks == [(len(forked.netns), False)]
     assert _plain(forked) == _plain(alone)
+
+
+def _settled(snap: Snapshot) -> object:
+    """A full read as plain values, without what moves between two reads a second apart: the
+    conntrack count, neighbour states and iptables-save's "# Generated ... on <date>" lines."""
+    netns, containers = json.loads(_plain(snap))
+    for ns in netns:
+        ns.get("sysctls", {}).pop("net.netfilter.nf_conntrack_count", None)
+        for n in ns.get("neighbors", ()):
+            n.pop("state", None)
+        for key, text in (ns.get("ruleset") or {}).items():
+            if isinstance(text, str):
+                ns["ruleset"][key] = [ln for ln in text.splitlines() if not ln.startswith("# ")]
+    return netns, containers
+
+
+def test_forked_full_read_is_the_in_process_full_read(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plans = []
+    real = forkread.read_forked
+
+    def counted(spaces: list[Space], plan: forkread.Plan):  # type: ignore[no-untyped-def]
+        plans.append(plan)
+        return real(spaces, plan)
+
+    monkeypatch.setattr(forkread, "read_forked", counted)
+    monkeypatch.setattr(forkread, "FORK_MIN", 10**9)
+    alone = live.read_snapshot()
+    assert not plans
+    monkeypatch.setattr(forkread, "FORK_MIN", 1)
+    forked = live.read_snapshot()
+    assert [(p.full, p.children) for p in plans] == [(True, 2)]
+    host = lab.state.host_netns
+    (ns,) = [n for n in forked.netns if n.name == host]
+    assert ns.routes and ns.fdb and ns.ruleset.iptables_nft and ns.sysctls
+    assert any(n.sockets for n in forked.netns if n.name and n.name.startswith(lab.name))
+    assert _settled(forked) == _settled(alone)
 
 
 def test_lazy_fill_after_a_forked_listing(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
