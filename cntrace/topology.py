@@ -49,6 +49,8 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class VethPair:
+    """Both ends of one veth."""
+
     a: LinkRef
     b: LinkRef
 

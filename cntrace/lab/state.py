@@ -24,6 +24,8 @@ LAB_SCHEMA = "cntrace.lab/v1"
 
 @dataclass(frozen=True)
 class PortState:
+    """A published port of a lab container."""
+
     proto: str
     host_port: int
     container_port: int
@@ -31,6 +33,8 @@ class PortState:
 
 @dataclass(frozen=True)
 class NetworkState:
+    """A lab bridge network."""
+
     name: str
     bridge: str
     subnet: str
@@ -39,6 +43,8 @@ class NetworkState:
 
 @dataclass(frozen=True)
 class ContainerState:
+    """A lab container: its namespace, address, veth and server process."""
+
     name: str
     netns: str
     network: str
@@ -60,6 +66,8 @@ class ContainerState:
 
 @dataclass(frozen=True)
 class LabState:
+    """Everything `lab up` built, recorded so that `lab down` and discovery can find it."""
+
     name: str
     host_netns: str
     upstream_netns: str

@@ -26,6 +26,8 @@ STEP_KINDS = ("ip", "bridge", "sysctl", "iptables", "nft")
 
 @dataclass(frozen=True)
 class Fault:
+    """A break a topology knows how to make and undo."""
+
     name: str
     summary: str
     breaks: str  # what stops working, for `lab status` and the docs
@@ -67,6 +69,8 @@ class TopologyPlan:
 
 @dataclass(frozen=True)
 class Topology:
+    """A built-in lab topology and the faults it offers."""
+
     name: str
     summary: str
     faults: dict[str, Fault]

@@ -26,6 +26,8 @@ _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s]+))(?::(?
 
 @dataclass(frozen=True)
 class Source:
+    """Where the packet starts: the endpoint named, its namespace and container."""
+
     endpoint: Endpoint
     netns: Netns
     container: Container | None
@@ -33,6 +35,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Destination:
+    """Where the packet goes: the endpoint named, resolved to an address and port."""
+
     endpoint: Endpoint
     ip: str | None  # None when the name cannot be resolved from the source
     port: int | None

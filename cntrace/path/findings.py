@@ -13,6 +13,8 @@ from cntrace.model import Finding
 
 @dataclass(frozen=True)
 class Code:
+    """A finding's code, with how bad it is and its title."""
+
     code: str
     severity: str  # error: explains a failure; warning: will bite later; info: worth knowing
     title: str

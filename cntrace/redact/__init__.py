@@ -42,6 +42,8 @@ _KEYED = ("sysctls", "hosts")
 
 @dataclass(frozen=True)
 class Redaction:
+    """A redacted Snapshot, the documents redacted with it, and what was replaced."""
+
     snapshot: Snapshot
     documents: tuple[Any, ...]
     mapping: dict[str, Any]  # cntrace.redact-map/v1: category -> {original: pseudonym}

@@ -13,6 +13,8 @@ from cntrace.model import Hop, Path, RuleRef
 
 @dataclass(frozen=True)
 class HopRow:
+    """One hop before and after a what-if change (None: absent on that side)."""
+
     before: Hop | None
     after: Hop | None
 
@@ -27,6 +29,8 @@ class HopRow:
 
 @dataclass(frozen=True)
 class Comparison:
+    """A path before and after a what-if change, hop against hop."""
+
     before: Path
     after: Path
     rows: tuple[HopRow, ...]

@@ -79,6 +79,8 @@ def parse(words: list[str]) -> RouteOp | RuleOp | LinkOp:
 
 @dataclass(frozen=True)
 class RouteOp:
+    """An `ip route` change."""
+
     action: str  # add | del | replace | change | append
     route: Route
     given: frozenset[str]  # the selectors named (for del)
@@ -210,6 +212,8 @@ def _parse_route(words: list[str], family: int | None) -> RouteOp:
 
 @dataclass(frozen=True)
 class RuleOp:
+    """An `ip rule` change."""
+
     action: str  # add | del
     rule: PolicyRule
     given: frozenset[str]
@@ -294,6 +298,8 @@ def _parse_rule(words: list[str], family: int | None) -> RuleOp:
 
 @dataclass(frozen=True)
 class LinkOp:
+    """An `ip link set` change."""
+
     device: str
     up: bool | None = None
     mtu: int | None = None

@@ -91,6 +91,8 @@ _PROTO_OPTS = {
 
 @dataclass
 class _Table:
+    """One table of an iptables-save text."""
+
     name: str
     head: list[str] = field(default_factory=list)  # comment lines before `*name`
     chains: dict[str, str] = field(default_factory=dict)  # name -> "POLICY [p:b]"
@@ -100,6 +102,8 @@ class _Table:
 
 @dataclass
 class _Save:
+    """An iptables-save text, table by table, to edit and print back."""
+
     tables: dict[str, _Table] = field(default_factory=dict)
 
     @classmethod

@@ -62,6 +62,8 @@ def _container(snap: Snapshot, ref: str) -> Container:
 
 @dataclass(frozen=True)
 class ConnectOp:
+    """Connecting a container to a network, as `docker network connect` would."""
+
     network: str
     container: str
     ip: str | None = None
@@ -219,6 +221,8 @@ def _parse_connect(words: list[str]) -> ConnectOp:
 
 @dataclass(frozen=True)
 class PublishOp:
+    """Publishing a container's ports, as `docker run -p` would."""
+
     container: str
     ports: tuple[PortMapping, ...]
     kind: str = "publish"

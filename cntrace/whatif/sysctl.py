@@ -19,6 +19,8 @@ _FORWARD_V6 = ("net.ipv6.conf.all.forwarding",)
 
 @dataclass(frozen=True)
 class SysctlOp:
+    """A `sysctl -w` change."""
+
     values: tuple[tuple[str, str], ...]
     kind: str = "sysctl"
     needs_netns: bool = True

@@ -37,6 +37,8 @@ NODEPORTS_TAIL = "kubernetes service nodeports; NOTE: this must be the last rule
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A Service's backend pod as kube-proxy programs it."""
+
     ip: str
     port: int
     local: bool = True  # on this node
@@ -68,6 +70,8 @@ class ServicePort:
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    """What kube-proxy is started with on a lab node: the addresses its rules name."""
+
     node_ip: str
     cluster_cidr: str
     service_cidr: str

@@ -37,6 +37,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class PodState:
+    """A pod of a lab node, as recorded for `lab down` and discovery."""
+
     namespace: str
     name: str
     container: str
@@ -56,6 +58,8 @@ class PodState:
 
 @dataclass(frozen=True)
 class NodeState:
+    """A lab Kubernetes node: its namespace, proxy mode and pods, as recorded."""
+
     name: str
     variant: str
     proxy_mode: str

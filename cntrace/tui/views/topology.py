@@ -24,6 +24,8 @@ class NodeRef:
 
 @dataclass(slots=True)
 class TreeNode:
+    """One line of the topology tree and what it refers to."""
+
     label: Text
     ref: NodeRef
     children: list[TreeNode] = field(default_factory=list)
