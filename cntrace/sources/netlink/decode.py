@@ -22,6 +22,7 @@ from cntrace.model import (
     Route,
     Vxlan,
 )
+from cntrace.sources.netlink import link_shapes
 from cntrace.sources.netlink import proto as p
 from cntrace.sources.netlink.proto import (
     FRA,
@@ -191,7 +192,7 @@ def _bridge_info(data: dict[int, bytes]) -> BridgeInfo:
     )
 
 
-def _bridge_port(data: dict[int, bytes]) -> BridgePort:
+def bridge_port(data: dict[int, bytes]) -> BridgePort:
     state = u8(data.get(IFLA_BRPORT.STATE))
     return BridgePort(
         state=BRPORT_STATES[state] if state is not None and state < 5 else str(state),
@@ -217,7 +218,7 @@ def _inet_conf(af_spec: bytes | None) -> dict[str, int]:
     }
 
 
-_LINK_ATTRS = frozenset(
+LINK_ATTRS = frozenset(
     (
         IFLA.ADDRESS,
         IFLA.IFNAME,
@@ -230,12 +231,10 @@ _LINK_ATTRS = frozenset(
         IFLA.LINK_NETNSID,
     )
 )
-_LINK_ATTRS_CONF = _LINK_ATTRS | {IFLA.AF_SPEC}
-_INFO_ATTRS = frozenset(
-    (IFLA_INFO.KIND, IFLA_INFO.DATA, IFLA_INFO.SLAVE_KIND, IFLA_INFO.SLAVE_DATA)
-)
-_KINDS_WITH_DATA = frozenset(("bridge", "vxlan", "macvlan", "macvtap"))  # what parse_link reads
-_BRPORT_ATTRS = frozenset(
+LINK_ATTRS_CONF = LINK_ATTRS | {IFLA.AF_SPEC}
+INFO_ATTRS = frozenset((IFLA_INFO.KIND, IFLA_INFO.DATA, IFLA_INFO.SLAVE_KIND, IFLA_INFO.SLAVE_DATA))
+KINDS_WITH_DATA = frozenset(("bridge", "vxlan", "macvlan", "macvtap"))  # what parse_link reads
+BRPORT_ATTRS = frozenset(
     (
         IFLA_BRPORT.STATE,
         IFLA_BRPORT.LEARNING,
@@ -262,42 +261,82 @@ def _oper_state(oper: int | None, flags: int) -> str:
 
 
 def parse_link(buf: bytes, off: int, end: int, conf: bool = True) -> RawLink:
-    """One RTM_NEWLINK message; ``conf`` also decodes the per-interface IPv4 sysctls."""
+    """One RTM_NEWLINK message; ``conf`` also decodes the per-interface IPv4 sysctls. Without
+    it, a message of a shape seen before is read at the offsets recorded (link_shapes)."""
+    if not conf:
+        known = link_shapes.build(buf, off, end)
+        if known is not None:
+            return known
     _family, iftype, index, flags, _change = p.IFINFOMSG.unpack_from(buf, off)
-    a = attrs(buf, off + p.IFINFOMSG.size, end, _LINK_ATTRS_CONF if conf else _LINK_ATTRS)
-    info = nested(a.get(IFLA.LINKINFO), _INFO_ATTRS)
+    a = attrs(buf, off + p.IFINFOMSG.size, end, LINK_ATTRS_CONF if conf else LINK_ATTRS)
+    info = nested(a.get(IFLA.LINKINFO), INFO_ATTRS)
     kind = c_string(info[IFLA_INFO.KIND]) if IFLA_INFO.KIND in info else None
+    slave_kind = c_string(info[IFLA_INFO.SLAVE_KIND]) if IFLA_INFO.SLAVE_KIND in info else None
+    link = make_link(
+        (iftype, index, flags),
+        a.get(IFLA.IFNAME),
+        a.get(IFLA.ADDRESS),
+        a.get(IFLA.IFALIAS),
+        (
+            u32(a.get(IFLA.MTU)),
+            u32(a.get(IFLA.MASTER)),
+            i32(a.get(IFLA.LINK)),
+            i32(a.get(IFLA.LINK_NETNSID)),
+            u8(a.get(IFLA.OPERSTATE)),
+        ),
+        kind,
+        (
+            bridge_port(nested(info.get(IFLA_INFO.SLAVE_DATA), BRPORT_ATTRS))
+            if slave_kind == "bridge"
+            else None
+        ),
+        nested(info.get(IFLA_INFO.DATA)) if kind in KINDS_WITH_DATA else {},
+        _inet_conf(a.get(IFLA.AF_SPEC)) if conf else {},
+    )
+    if not conf and kind not in KINDS_WITH_DATA:
+        link_shapes.learn(buf, off, end)
+    return link
+
+
+def make_link(
+    head: tuple[int, int, int],
+    name: bytes | None,
+    mac: bytes | None,
+    alias: bytes | None,
+    scalars: tuple[int | None, int | None, int | None, int | None, int | None],
+    kind: str | None,
+    port: BridgePort | None,
+    data: dict[int, bytes],
+    inet_conf: dict[str, int],
+) -> RawLink:
+    """A RawLink from what parse_link (or a link shape) read: ``head`` the ifinfomsg's type,
+    index and flags; the name, MAC and alias payloads; MTU, master, IFLA_LINK, its netnsid and
+    the operstate as decoded; the kind; the bridge port (None: not a bridge port); the kind's
+    IFLA_INFO_DATA attributes; the IPv4 devconf values."""
+    iftype, index, flags = head
+    mtu, master, link, link_netnsid, oper = scalars
     if kind is None:
         kind = "loopback" if iftype == p.ARPHRD_LOOPBACK else "device"
-    data = nested(info.get(IFLA_INFO.DATA)) if kind in _KINDS_WITH_DATA else {}
-    slave_kind = c_string(info[IFLA_INFO.SLAVE_KIND]) if IFLA_INFO.SLAVE_KIND in info else None
-    oper = u8(a.get(IFLA.OPERSTATE))
-    mac = a.get(IFLA.ADDRESS)
-    alias = a.get(IFLA.IFALIAS)
     # IFLA_MACVLAN_MODE and IFLA_VXLAN_ID are both attribute 1 of their kind's data
     mode = u32(data.get(p.IFLA_MACVLAN.MODE)) if kind in ("macvlan", "macvtap") else None
     vxlan, vxlan_link = _vxlan(data) if kind == "vxlan" else (None, None)
     return RawLink(
         ifindex=index,
-        name=c_string(a[IFLA.IFNAME]) if IFLA.IFNAME in a else f"if{index}",
+        name=c_string(name) if name is not None else f"if{index}",
         kind=kind,
         mac=mac_text(mac) if mac and len(mac) == 6 else None,
-        mtu=u32(a.get(IFLA.MTU)) or 0,
+        mtu=mtu or 0,
         admin_up=bool(flags & p.IFF_UP),
         oper_state=_oper_state(oper, flags),
-        master=u32(a.get(IFLA.MASTER)),
-        link=i32(a.get(IFLA.LINK)),
-        link_netnsid=i32(a.get(IFLA.LINK_NETNSID)),
+        master=master,
+        link=link,
+        link_netnsid=link_netnsid,
         bridge=_bridge_info(data) if kind == "bridge" else None,
-        bridge_port=(
-            _bridge_port(nested(info.get(IFLA_INFO.SLAVE_DATA), _BRPORT_ATTRS))
-            if slave_kind == "bridge"
-            else None
-        ),
+        bridge_port=port,
         vxlan_id=u32(data.get(p.IFLA_VXLAN.ID)) if kind == "vxlan" else None,
         macvlan_mode=MACVLAN_MODES.get(mode, str(mode)) if mode is not None else None,
         alias=c_string(alias) if alias else None,
-        inet_conf=_inet_conf(a.get(IFLA.AF_SPEC)) if conf else {},
+        inet_conf=inet_conf,
         vxlan=vxlan,
         vxlan_link=vxlan_link,
     )
