@@ -399,12 +399,18 @@ def address_messages(chunks: Chunks, indexes: set[int]) -> dict[int, list[tuple[
     return out
 
 
+# What address_of reads. An address message has 3 to 7 attributes; a host's 1,000 link-local
+# addresses share one layout, so even these small regions are remembered (proto.attrs).
+_ADDR_ATTRS = frozenset((IFA.LOCAL, IFA.ADDRESS, IFA.BROADCAST))
+_ADDR_LAYOUT_MIN = 3
+
+
 def address_of(buf: bytes, off: int, end: int) -> Address | None:
     """One RTM_NEWADDR message (None: not an IPv4/IPv6 address)."""
     family, prefixlen, _flags, scope, _index = p.IFADDRMSG.unpack_from(buf, off)
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    a = attrs(buf, off + p.IFADDRMSG.size, end)
+    a = attrs(buf, off + p.IFADDRMSG.size, end, _ADDR_ATTRS, _ADDR_LAYOUT_MIN)
     raw = a.get(IFA.LOCAL) or a.get(IFA.ADDRESS)  # IPv6 has only IFA_ADDRESS
     if raw is None:
         return None

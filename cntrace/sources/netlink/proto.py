@@ -260,9 +260,17 @@ _LAYOUT_KEYS = 4096  # a long-running console reads many dumps: the cache stays 
 _LAYOUT_MIN_ATTRS = 6  # below this the walk is as cheap as the check
 
 
-def attrs(buf: bytes, off: int, end: int, want: frozenset[int] | None = None) -> dict[int, bytes]:
+def attrs(
+    buf: bytes,
+    off: int,
+    end: int,
+    want: frozenset[int] | None = None,
+    min_attrs: int | None = None,
+) -> dict[int, bytes]:
     """Netlink attributes between ``off`` and ``end`` as {type: payload} (nested flag masked);
-    with ``want``, only those types are copied out (link messages carry ~50 attributes)."""
+    with ``want``, only those types are copied out (link messages carry ~50 attributes).
+    A region of at least ``min_attrs`` attributes (default _LAYOUT_MIN_ATTRS) is remembered as
+    a layout."""
     key = (end - off, want)
     known = _LAYOUTS.get(key)
     if known is not None:
@@ -289,7 +297,8 @@ def attrs(buf: bytes, off: int, end: int, want: frozenset[int] | None = None) ->
             out[atype] = buf[off + 4 : off + alen]
             picks.append((atype, off - start + 4, off - start + alen))
         off += (alen + 3) & ~3
-    if seen is not None and len(seen) >= _LAYOUT_MIN_ATTRS and len(_LAYOUTS) < _LAYOUT_KEYS:
+    least = _LAYOUT_MIN_ATTRS if min_attrs is None else min_attrs
+    if seen is not None and len(seen) >= least and len(_LAYOUTS) < _LAYOUT_KEYS:
         _remember(key, seen, picks)
     return out
 
