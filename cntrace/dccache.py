@@ -6,6 +6,9 @@ frozen ``__setattr__``/``__delattr__`` as source text and compiles it on every i
 fixed cost after the interpreter itself. The text is the same on every run, so its code object
 is too: :func:`install` gives the dataclasses module an ``exec`` that compiles a text once and
 keeps the code object in a marshal file beside cntrace's bytecode, keyed by the whole text.
+Each code object stays marshalled in the file's dict until a class asks for it: the file holds
+the texts of every command (and of older code, until it outgrows its limit), and unmarshalling
+all of them was ~10 ms of a run that needs a third.
 
 The cache only ever replaces ``compile(text)`` with the code object of that very text, so a
 class is built exactly as without it. A file that is not ours (owner, mode), from another
@@ -23,7 +26,7 @@ import sys
 from types import CodeType
 from typing import Any
 
-_MAGIC = b"cntrace-dc1 " + sys.version.encode() + b"\n"
+_MAGIC = b"cntrace-dc2 " + sys.version.encode() + b"\n"
 _LIMIT = 4 << 20  # bytes: far above what cntrace's classes need (~0.3 MB)
 
 
@@ -41,7 +44,7 @@ def cache_path() -> str:
 class _Cache:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.codes: dict[str, CodeType] = _load(path)
+        self.codes: dict[str, bytes] = _load(path)  # text -> its code object, marshalled
         self.used: set[str] = set()
         self.added = 0
 
@@ -51,11 +54,12 @@ class _Cache:
             exec(source, globals_, locals_)
             return
         self.used.add(source)
-        code = self.codes.get(source)
+        code = _code(self.codes.get(source))
         if code is None:
             # dont_inherit: compiled as dataclasses' own exec() would, without this module's
             # `from __future__ import annotations` (which would turn annotations into text)
-            code = self.codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
+            code = compile(source, "<string>", "exec", dont_inherit=True)
+            self.codes[source] = marshal.dumps(code)
             self.added += 1
         exec(code, globals_, locals_)
 
@@ -78,7 +82,18 @@ class _Cache:
             os.unlink(tmp)
 
 
-def _load(path: str) -> dict[str, CodeType]:
+def _code(raw: bytes | None) -> CodeType | None:
+    """A cached entry's code object (None: absent or damaged, compiled afresh)."""
+    if raw is None:
+        return None
+    try:
+        code = marshal.loads(raw)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
+
+
+def _load(path: str) -> dict[str, bytes]:
     """The cached code objects, or none when the file is absent, foreign or damaged."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -104,7 +119,7 @@ def _load(path: str) -> dict[str, CodeType]:
         return {}
     if not isinstance(codes, dict):
         return {}
-    return {k: v for k, v in codes.items() if isinstance(k, str) and isinstance(v, CodeType)}
+    return {k: v for k, v in codes.items() if isinstance(k, str) and isinstance(v, bytes)}
 
 
 def install() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import os
 from pathlib import Path
 
@@ -72,10 +73,26 @@ def test_a_file_not_ours_or_damaged_is_ignored(
     elif damage == "garbage":
         path.write_bytes(dccache._MAGIC + b"\x00not marshal")
     else:
-        path.write_bytes(b"cntrace-dc1 2.7.18\n" + path.read_bytes()[len(dccache._MAGIC) :])
+        path.write_bytes(b"cntrace-dc2 2.7.18\n" + path.read_bytes()[len(dccache._MAGIC) :])
     again = dccache._Cache(str(path))
     assert again.codes == {}
     _check(_build(again))
+
+
+def test_a_damaged_entry_is_compiled_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    path = tmp_path / "dc.marshal"
+    cache = dccache._Cache(str(path))
+    _build(cache)
+    cache.save()
+    codes = {k: b"\x00damaged" for k in cache.codes}
+    path.write_bytes(dccache._MAGIC + marshal.dumps(codes))
+    again = dccache._Cache(str(path))
+    assert again.codes == codes  # read: each entry is looked at only when a class asks
+    _check(_build(again))
+    assert again.added == len(codes)
 
 
 def test_nothing_is_written_when_bytecode_writing_is_off(
