@@ -254,6 +254,34 @@ def test_derived_local_routes_skipped_undecoded() -> None:
     assert nl.parse_routes(chunks, {2: "eth0"}, derived=False) == every[1:]
 
 
+def test_link_local_prefix_routes_are_skipped_as_namespaces_drops_them() -> None:
+    """fe80::/64 routes the kernel made (main table, or another named by RTA_TABLE) are left
+    out before decoding; one a person added, another prefix, or one in the local table is
+    kept. derived=False keeps exactly what namespaces._derived would keep."""
+    from cntrace.sources.namespaces import _derived
+
+    def route(dst: bytes, plen: int, proto: int, table: int, rta_table: int | None) -> bytes:
+        body = struct.pack("=BBBBBBBBI", socket.AF_INET6, plen, 0, 0, table, proto, 0, 1, 0)
+        if rta_table is not None:
+            body += attr(15, u32(rta_table))
+        return body + attr(1, dst) + attr(4, u32(2))
+
+    fe80 = bytes.fromhex("fe80") + bytes(14)
+    routes = [
+        route(fe80, 64, 2, 254, 254),  # the kernel's, main table: skipped
+        route(fe80, 64, 2, 252, 1000),  # the kernel's, in table 1000 (a VRF): skipped
+        route(fe80, 64, 3, 254, 254),  # added at boot: kept
+        route(fe80, 64, 2, 254, 255),  # RTA_TABLE says local: kept (not a local type)
+        route(bytes.fromhex("fe81") + bytes(14), 64, 2, 254, None),  # another prefix: kept
+        route(fe80, 10, 2, 254, None),  # fe80::/10: kept
+    ]
+    chunks = [b"".join(msg(24, r) for r in routes) + done()]
+    every = nl.parse_routes(chunks, {2: "eth0"})
+    assert len(every) == 6
+    kept = nl.parse_routes(chunks, {2: "eth0"}, derived=False)
+    assert kept == [r for r in every if not _derived(r)] == every[2:]
+
+
 def test_operstate_lagging_carrier_reads_as_up() -> None:
     """Linkwatch sets IFLA_OPERSTATE up to a second after carrier (a veth pair born in two fresh
     namespaces shows NO-CARRIER ... LOWER_UP, state DOWN meanwhile) and the kernel already

@@ -437,10 +437,15 @@ def _first_hop(mp: bytes) -> tuple[int, bytes | None]:
 _LOCAL_DERIVED = frozenset((2, 3, 4, 5))  # local, broadcast, anycast, multicast
 
 
+_FE80 = bytes.fromhex("fe80") + bytes(14)
+_DST_TABLE = frozenset((RTA.DST, RTA.TABLE))
+
+
 def parse_routes(chunks: Chunks, names: dict[int, str], derived: bool = True) -> list[Route]:
     """Routes of every table, IPv4 and IPv6; cloned (cache) entries are skipped.
-    ``derived=False`` also skips, undecoded, the local table's entries the kernel made from
-    addresses (a host's 2,000 veths each have a link-local address: most of its dump).
+    ``derived=False`` also skips the routes the kernel made from addresses: undecoded, the
+    local table's entries, and before a Route is built, each interface's fe80::/64 (a host's
+    1,000 veths each have a link-local address: most of its dump).
 
     A multipath route keeps its first next hop (Route has one gateway); that is noted in
     docs/discovery.md.
@@ -454,6 +459,12 @@ def parse_routes(chunks: Chunks, names: dict[int, str], derived: bool = True) ->
             continue
         if not derived and table == 255 and proto == 2 and rtype in _LOCAL_DERIVED:
             continue
+        if not derived and dst_len == 64 and proto == 2 and family == socket.AF_INET6:
+            # an interface's IPv6 link-local prefix route (namespaces._derived)? Two
+            # attributes tell, before the whole message is decoded.
+            head = attrs(buf, off + p.RTMSG.size, end, _DST_TABLE)
+            if head.get(RTA.DST) == _FE80 and (u32(head.get(RTA.TABLE)) or table) != 255:
+                continue
         a = attrs(buf, off + p.RTMSG.size, end)
         if RTA.TABLE in a:
             table = u32(a[RTA.TABLE]) or table
