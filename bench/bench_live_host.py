@@ -1,7 +1,7 @@
 """Every command of issue 15 on the live host, as a user runs it, at several host sizes.
 
-For each size (default 100, 1,000 and 5,000 scaled containers; past 2,000 the lab puts them on
-extra bridges of 1,000 ports each) this brings up `cntrace lab up --containers N` under the name
+For each size (default 100, 1,000 and 5,000 scaled containers; past 1,600 the lab puts them on
+extra bridges of 800 ports each) this brings up `cntrace lab up --containers N` under the name
 cntrace-speed-bench and times, each in a fresh process (interpreter and imports included, compiled
 bytecode as an installed package has), median of --runs:
 
