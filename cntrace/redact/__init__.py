@@ -136,13 +136,36 @@ class _Redactor:
         self.seen_addresses[text] = out
         return out
 
+    def _names(self, s: str) -> str:
+        if self._names_re is None or not s:
+            return s
+        return self._names_re.sub(lambda m: self.names[m.group(0)], s)
+
     def text(self, s: str) -> str:
+        """Addresses and MACs first, names only in the text between them: a pseudonym address
+        can hold a group that spells a name (``fe80`` kept, a random ``db``), and rewriting it
+        would leave an address that is no address."""
         if "comment" in s:
             s = _COMMENT.sub(self._comment_sub, s)
-        s = _TOKENS.sub(self._token, s)
-        if self._names_re is not None:
-            s = self._names_re.sub(lambda m: self.names[m.group(0)], s)
-        return s
+        out: list[str] = []
+        pos = 0
+        for m in _TOKENS.finditer(s):
+            token = self._token(m)
+            plain = token == m.group(0) and not self._is_address(token)
+            out.append(self._names(s[pos : m.start()]))
+            out.append(self._names(token) if plain else token)
+            pos = m.end()
+        out.append(self._names(s[pos:]))
+        return "".join(out)
+
+    @staticmethod
+    def _is_address(text: str) -> bool:
+        """A token kept as it is (loopback, multicast) is still an address, not free text."""
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return bool(re.fullmatch(_MAC, text))
+        return True
 
     def _comment_sub(self, m: re.Match[str]) -> str:
         lead, raw = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
