@@ -27,7 +27,7 @@ from cntrace.model import (
     Socket,
     Vxlan,
 )
-from cntrace.sources import nsenter, sparse
+from cntrace.sources import nsenter, port_read, sparse
 from cntrace.sources.netlink import decode, decode_state, dumps
 from cntrace.sources.netlink import proto as nlp
 from cntrace.sources.procs import ProcTable, netns_inode, read_text
@@ -70,6 +70,8 @@ class Space:
     held_addresses: dict[int, list[decode.Message]] = field(default_factory=dict)
     ports: frozenset[int] = frozenset()
     omit: frozenset[int] = frozenset()
+    # A big bridge host's plain ports not read in full (sources.port_read), by ifindex.
+    unread: dict[int, port_read.Port] = field(default_factory=dict)
     dumps: dict[str, list[bytes]] = field(default_factory=dict)
     ruleset: Ruleset = field(default_factory=Ruleset)
     is_root: bool = False
@@ -215,23 +217,60 @@ def read_links(
     narrow: bool = False,
 ) -> None:
     """Open the namespaces' sockets and read their links and addresses (``narrow``: the
-    addresses of plain bridge ports are set aside, sources.sparse)."""
+    addresses of plain bridge ports are set aside, sources.sparse, and a big bridge host's
+    plain ports are not read in full, sources.port_read)."""
     open_many(spaces, full=full, sockets=sockets, rulesets=rulesets)
     live = [sp for sp in spaces if sp.conn is not None]
     conns = [sp.conn for sp in live if sp.conn is not None]
-    for sp, res in zip(live, dumps.dump_many(conns, "links"), strict=True):
+    addresses = dumps.dump_many(conns, "addresses")
+    done = _read_big(live, addresses, loopback) if narrow else set()
+    rest = [sp for sp in live if sp.inode not in done]
+    rest_conns = [sp.conn for sp in rest if sp.conn is not None]
+    for sp, res in zip(rest, dumps.dump_many(rest_conns, "links"), strict=True):
         if isinstance(res, OSError):
             sp.error = f"links: {res}"
         else:
             sp.raw_links = decode.parse_links(res, conf=False, loopback=loopback)
             sp.dumps["links"] = res
-    for sp, res in zip(live, dumps.dump_many(conns, "addresses"), strict=True):
+    for sp, res in zip(live, addresses, strict=True):
         if isinstance(res, OSError):
             continue
         if narrow:
             sparse.hold(sp, res, loopback)
         else:
             sp.addresses = decode.parse_addresses(res, loopback=loopback)
+
+
+def _read_big(
+    live: list[Space], addresses: list[dumps.Chunks | OSError], loopback: bool
+) -> set[int]:
+    """Read the links of the namespaces with at least port_read.BIG bridge ports as
+    sources.port_read does; returns the inodes it read (the others take the full dump)."""
+    conns = [sp.conn for sp in live if sp.conn is not None]
+    big: list[tuple[Space, dict[int, port_read.Port], dumps.Chunks]] = []
+    for sp, res, addr in zip(live, dumps.dump_many(conns, "bridge_ports"), addresses, strict=True):
+        if not isinstance(res, OSError) and not isinstance(addr, OSError):
+            index = port_read.port_index(res)
+            if len(index) >= port_read.BIG:
+                big.append((sp, index, addr))
+    if not big:
+        return set()
+    chosen = [sp.conn for sp, _i, _a in big if sp.conn is not None]
+    tops = dumps.dump_many(chosen, "links_nomaster")
+    confs = dumps.dump_many(chosen, "netconf4")
+    many = {sp.inode for sp, _i, _a in big}
+    small = [sp.conn for sp in live if sp.conn is not None and sp.inode not in many]
+    try:
+        kinds = port_read.registered_kinds(small[0] if small else chosen[0])
+    except OSError:
+        return set()
+    done = set()
+    for (sp, index, addr), top, conf in zip(big, tops, confs, strict=True):
+        if isinstance(top, OSError) or isinstance(conf, OSError):
+            continue
+        if port_read.read(sp, index, top, conf, addr, loopback, kinds):
+            done.add(sp.inode)
+    return done
 
 
 def read_detail(
@@ -281,11 +320,19 @@ def settle_detail(
 def netconf(sp: Space) -> None:
     """Forwarding and rp_filter of every interface not left out; a namespace that may leave
     ports out keeps the dumps (a port brought back is decoded again, sources.sparse)."""
-    names = {r.ifindex: r.name for r in sp.raw_links}
+    names = _names(sp)
     for what in ("netconf4", "netconf6"):
         raw = sp.dumps.get(what) if sp.ports else sp.dumps.pop(what, None)
         if raw is not None:
             sp.sysctls.update(decode_state.parse_netconf(raw, names, skip=sp.omit))
+
+
+def _names(sp: Space) -> dict[int, str]:
+    """ifindex -> name of every link read, and of the ports not read in full (port_read)."""
+    names = {r.ifindex: r.name for r in sp.raw_links}
+    for index, port in sp.unread.items():
+        names.setdefault(index, port.name)
+    return names
 
 
 def _host_sysctls(sp: Space, *, per_interface: bool) -> None:
@@ -410,7 +457,7 @@ def detail(sp: Space) -> dict[str, object]:
 def parse_detail(sp: Space) -> dict[str, object]:
     """The detail decoded from ``sp``'s dumps: routes, rules, neighbours, FDB and sockets (the
     forked reader decodes them as each namespace arrives, sources.forkread)."""
-    names = {r.ifindex: r.name for r in sp.raw_links}
+    names = _names(sp)
     raw = sp.dumps
     socks: list[Socket] = []
     owners = sp.owners

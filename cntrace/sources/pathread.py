@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from cntrace.model import Container, Netns, Path, Snapshot
-from cntrace.sources import sparse, targeted
+from cntrace.sources import port_read, sparse, targeted
 from cntrace.sources.lazy import LazyNetns
 from cntrace.sources.namespaces import (
     Space,
@@ -198,6 +198,8 @@ class PathRead:
         self.read.update((sp.inode, sp) for sp in spaces)
         among = list(self.read.values())
         for sp in among:
+            targeted._resolve(sp, among, self.peers)
+        for sp in port_read.bring_back(among, self.peers):
             targeted._resolve(sp, among, self.peers)
         return True
 

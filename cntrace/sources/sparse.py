@@ -43,7 +43,7 @@ def hold(sp: Space, chunks: list[bytes], loopback: bool) -> None:
         r.ifindex
         for r in sp.raw_links
         if r.master in bridges and r.kind in PAIRS and r.link_netnsid is not None
-    }
+    } | set(sp.unread)
     msgs = decode.address_messages(chunks, plain) if plain else {}
     for index, found in msgs.items():
         if any(scope != RT_SCOPE_LINK for scope, _m in found):

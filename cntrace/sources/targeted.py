@@ -16,7 +16,7 @@ from __future__ import annotations
 from cntrace.errors import BadInput
 from cntrace.model import Container, Snapshot
 from cntrace.refs import resolve_ref
-from cntrace.sources import sparse
+from cntrace.sources import port_read, sparse
 from cntrace.sources.namespaces import Space, read_links
 from cntrace.sources.peers import _nsids
 
@@ -90,6 +90,9 @@ def read_around(
     for sp in wanted.values():
         if sp.inode not in settled:
             _resolve(sp, list(wanted.values()), peers)
+    among = list(wanted.values())
+    for sp in port_read.bring_back(among, peers):  # a host's port behind a container read
+        _resolve(sp, among, peers)
     for sp in wanted.values():
         sp.omit = sparse.left_out(sp, peers)
     return sorted(wanted.values(), key=lambda s: s.inode), peers, detail

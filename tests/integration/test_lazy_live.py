@@ -5,10 +5,14 @@ is predicted on a full read of the host (what `cntrace snapshot --save` records)
 lazy read (what `cntrace path` does): the JSON documents are identical, the lazy read entered
 fewer namespaces than the host has, and the evidence it recorded, saved and loaded back, replays
 to the same document. The same for the narrow read `cntrace path` takes first (around the source,
-widened where the walk leads: commands.path.read_for), where it does not fall back to the listing.
+widened where the walk leads: commands.path.read_for), where it does not fall back to the listing,
+and again with every bridge host read as a big one is (sources.port_read: plain ports left out).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from labcases import CASES
@@ -21,7 +25,7 @@ from cntrace.lab.faults import FAULTS
 from cntrace.model import Snapshot
 from cntrace.path import predict
 from cntrace.render import path as render_path
-from cntrace.sources import lazy, live, recorded
+from cntrace.sources import lazy, live, port_read, recorded
 
 QUESTIONS = sorted({(c.src, c.dst, c.proto, c.size) for c in CASES}, key=str)
 
@@ -39,11 +43,24 @@ def _answer(snap: Snapshot, src: str, dst: str, proto: str | None, size: int | N
         return f"error: {exc}"
 
 
+def _counted(read: Callable[..., bool], taken: list[int]) -> Callable[..., bool]:
+    """port_read.read, counting the namespaces it read whole (appended per question)."""
+    taken.append(0)
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        ok = read(*args, **kwargs)
+        taken[-1] += ok
+        return ok
+
+    return counting
+
+
 @pytest.mark.parametrize("fault", [None, *FAULTS], ids=lambda f: f or "healthy")
 def test_lazy_read_predicts_as_the_full_read(lab: Lab, fault: str | None) -> None:
     if fault:
         assert lab.run("lab", "break", fault).returncode == 0
     narrow = 0
+    taken: list[int] = []
     try:
         full = live.read_snapshot()
         for src, dst, proto, size in QUESTIONS:
@@ -65,6 +82,13 @@ def test_lazy_read_predicts_as_the_full_read(lab: Lab, fault: str | None) -> Non
                 saved = lazy.evidence(snap)
                 replayed = recorded.loads(codec.dumps(saved, indent=None, compact=True), "ev")
                 assert _answer(replayed, *args) == want, f"{fault}: narrow replay {args}"
+                with pytest.MonkeyPatch.context() as mp:  # as on a host of many bridge ports
+                    mp.setattr(port_read, "BIG", 1)
+                    mp.setattr(port_read, "read", _counted(port_read.read, taken))
+                    few = read_for(args[0], args[1], proto, None, size)
+                assert few is not None, f"{fault}: ports read one by one {args}"
+                assert taken[-1], f"{fault}: no namespace was read port by port {args}"
+                assert _answer(few[0], *args) == want, f"{fault}: ports read one by one {args}"
         assert narrow, "no question took the narrow read"
     finally:
         if fault:
