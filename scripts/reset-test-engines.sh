@@ -37,6 +37,23 @@ for ns in cntrace-engine-up cntrace-engine; do
   [ -e "/run/netns/$ns" ] && ip netns del "$ns"
 done
 
+# Labs and namespace worlds a killed test or bench run left (tests/labkit.py names labs
+# cntrace-<tag><pid>, tests/hostkit.py worlds cntrace-ah<pid><tag>-<role>, bench/ its labs
+# cntrace-*-bench and cntrace-bpath), as `cntrace lab down` removes them: the processes in their
+# namespaces, the namespaces, the lab's state. Never the demo's lab (cntrace-lab) or a user's.
+leftover=$(ip netns list | awk '{print $1}' |
+  grep -E '^cntrace-([a-z]+[0-9]+|[a-z-]+-bench|bpath)\.|^cntrace-ah[0-9]+[a-z]*-' || true)
+for ns in $leftover; do
+  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  ip netns del "$ns" 2>/dev/null || true
+done
+for f in /run/cntrace/labs/cntrace-*; do
+  [ -e "$f" ] || continue
+  base=$(basename "$f"); name=${base%.*}
+  [[ $name =~ ^cntrace-([a-z]+[0-9]+|[a-z-]+-bench|bpath)$ ]] && rm -rf "$f"
+done
+[ -z "$leftover" ] || echo "reset-test-engines: removed $(echo "$leftover" | wc -l) leftover test namespaces"
+
 # Anything still mounted under the test roots (overlay layers, shm) goes before the files do.
 roots=(/var/lib/cntrace-engine /var/lib/cntrace-engine-* /run/cntrace-engine /run/cntrace-engine-*
        /run/cntrace-engine.*)
