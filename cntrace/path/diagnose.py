@@ -452,8 +452,11 @@ def _not_published(w: Walk, ns: Netns, packet: Packet, hop: int | None) -> None:
             ):
                 candidates.append(f"{c.name} listens on {sock(s)}")
                 break
-    published = [
-        f"{c.name}: {p.host_port}->{p.container_port}/{p.proto}" for c in here for p in c.ports
+    published = [  # a container gone since it was listed publishes nothing any more
+        f"{c.name}: {p.host_port}->{p.container_port}/{p.proto}"
+        for c in here
+        if c.state == "running"
+        for p in c.ports
     ]
     w.add(
         finding(

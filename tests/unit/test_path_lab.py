@@ -147,3 +147,22 @@ def test_port_not_published_lists_who_listens_on_this_host_but_not_the_source() 
     assert listeners(snap("healthy"), "upstream") == ["web", "client", "api", "db"]
     two = recorded.load(str(REPO / "fixtures" / "snapshots" / "two-node" / "healthy.json"))
     assert listeners(two, "client") == ["upstream"]  # web is on node2; client is asking
+
+
+def test_port_not_published_lists_only_running_containers_ports() -> None:
+    """A container gone since it was listed publishes nothing: its ports are not offered as the
+    ones published on this host."""
+    import dataclasses
+
+    healthy = snap("healthy")
+
+    def published(s: Snapshot) -> str:
+        p = predict(s, "upstream", "host:80")
+        (f,) = [f for f in p.findings if f.code == "port-not-published"]
+        return f.evidence[-1]
+
+    assert published(healthy) == "published ports: web: 8080->80/tcp"
+    gone = tuple(
+        dataclasses.replace(c, state="gone") if c.name == "web" else c for c in healthy.containers
+    )
+    assert published(dataclasses.replace(healthy, containers=gone)) == "published ports: none"
