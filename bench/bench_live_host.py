@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_discovery import FLOOR
+from bench_tui import ENV as TUI_ENV
 from bench_tui import tui_once
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,4 +263,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # the compiled bytecode is this run's, not the machine's to keep
+        for env in (ENV, TUI_ENV):
+            shutil.rmtree(env["PYTHONPYCACHEPREFIX"], ignore_errors=True)

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -286,4 +287,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # the compiled bytecode is this run's, not the machine's to keep
+        shutil.rmtree(ENV["PYTHONPYCACHEPREFIX"], ignore_errors=True)
