@@ -50,7 +50,7 @@ done
 for f in /run/cntrace/labs/cntrace-*; do
   [ -e "$f" ] || continue
   base=$(basename "$f"); name=${base%.*}
-  [[ $name =~ ^cntrace-([a-z]+[0-9]+|[a-z-]+-bench|bpath)$ ]] && rm -rf "$f"
+  if [[ $name =~ ^cntrace-([a-z]+[0-9]+|[a-z-]+-bench|bpath)$ ]]; then rm -rf "$f"; fi
 done
 [ -z "$leftover" ] || echo "reset-test-engines: removed $(echo "$leftover" | wc -l) leftover test namespaces"
 

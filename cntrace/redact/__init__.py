@@ -112,26 +112,18 @@ class _Redactor:
             self.comments[text] = f"cmt-{len(self.comments) + 1}"
         return self.comments[text]
 
-    def _token(self, m: re.Match[str]) -> str:
+    def _token(self, m: re.Match[str]) -> str | None:
+        """The pseudonym of an address or MAC token; None when the token is no address."""
         text = m.group(0)
         if m.group("mac"):
-            out = self.seen_macs.setdefault(text, mac(text, self.key))
-            return out
-        if m.group("v6") and "/" not in text:
-            try:
+            return self.seen_macs.setdefault(text, mac(text, self.key))
+        try:
+            if m.group("v6") and "/" not in text:
                 ipaddress.IPv6Address(text)
-            except ValueError:
-                return text
-        elif m.group("v6"):
-            try:
+            else:
                 ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                return text
-        if m.group("v4"):
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                return text
+        except ValueError:
+            return None
         out = self.addresses.cidr(text) if "/" in text else self.addresses.address(text)
         self.seen_addresses[text] = out
         return out
@@ -151,21 +143,11 @@ class _Redactor:
         pos = 0
         for m in _TOKENS.finditer(s):
             token = self._token(m)
-            plain = token == m.group(0) and not self._is_address(token)
             out.append(self._names(s[pos : m.start()]))
-            out.append(self._names(token) if plain else token)
+            out.append(self._names(m.group(0)) if token is None else token)
             pos = m.end()
         out.append(self._names(s[pos:]))
         return "".join(out)
-
-    @staticmethod
-    def _is_address(text: str) -> bool:
-        """A token kept as it is (loopback, multicast) is still an address, not free text."""
-        try:
-            ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            return bool(re.fullmatch(_MAC, text))
-        return True
 
     def _comment_sub(self, m: re.Match[str]) -> str:
         lead, raw = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+from cntrace.sources import sparse
 from cntrace.sources.netlink import decode, dumps
 from cntrace.sources.netlink import proto as p
 from cntrace.sources.netlink.proto import IFLA, NETCONFA
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from cntrace.sources.namespaces import Space
 
 BIG = 64  # bridge ports: below this the full dump costs less than the extra round trips
-RT_SCOPE_LINK = 253
 _PORT_ATTRS = frozenset((IFLA.IFNAME, IFLA.MASTER, IFLA.LINK))
 
 
@@ -43,7 +43,7 @@ class Port(NamedTuple):
     """A bridge port as the AF_BRIDGE dump lists it."""
 
     name: str
-    master: int | None
+    master: int
     link: int | None
 
 
@@ -93,11 +93,7 @@ def read(
         return False  # a slave of a bond, team or VRF: only the full dump lists it
     links = decode.parse_links(top, conf=False, loopback=loopback)
     bridges = {r.ifindex for r in links if r.kind == "bridge"}
-    wider = {
-        index
-        for index, found in decode.address_messages(addresses, set(ports)).items()
-        if any(scope != RT_SCOPE_LINK for scope, _m in found)
-    }
+    _held, wider = sparse.split(addresses, set(ports))
     lower = set()
     for kind in kinds:
         try:

@@ -44,14 +44,26 @@ def hold(sp: Space, chunks: list[bytes], loopback: bool) -> None:
         for r in sp.raw_links
         if r.master in bridges and r.kind in PAIRS and r.link_netnsid is not None
     } | set(sp.unread)
-    msgs = decode.address_messages(chunks, plain) if plain else {}
-    for index, found in msgs.items():
-        if any(scope != RT_SCOPE_LINK for scope, _m in found):
-            plain.discard(index)
-        else:
-            sp.held_addresses[index] = [m for _s, m in found]
-    sp.ports = frozenset(plain)
+    held, wider = split(chunks, plain)
+    sp.held_addresses.update(held)
+    sp.ports = frozenset(plain - wider)
     sp.addresses = decode.parse_addresses(chunks, loopback, skip=frozenset(sp.held_addresses))
+
+
+def split(
+    chunks: list[bytes], indexes: set[int]
+) -> tuple[dict[int, list[decode.Message]], set[int]]:
+    """The address messages of ``indexes`` by interface, undecoded, for those holding only
+    link-scope addresses; and the interfaces holding a wider one (never plain: a walk may
+    start or end at such an address)."""
+    held: dict[int, list[decode.Message]] = {}
+    wider: set[int] = set()
+    for index, found in (decode.address_messages(chunks, indexes) if indexes else {}).items():
+        if any(scope != RT_SCOPE_LINK for scope, _m in found):
+            wider.add(index)
+        else:
+            held[index] = [m for _s, m in found]
+    return held, wider
 
 
 def left_out(sp: Space, peers: dict[tuple[int, int], int]) -> frozenset[int]:

@@ -12,7 +12,7 @@ import errno
 import fcntl
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from cntrace.sources import nsenter
@@ -20,6 +20,7 @@ from cntrace.sources.netlink import proto as p
 from cntrace.sources.netlink.proto import IFLA, NETNSA, RTM, attr, attrs, message
 
 Chunks = list[bytes]
+Answer = tuple[int, int, bytes, int, int]  # request index, message type, datagram, start, end
 
 _DUMP = p.NLM_F_REQUEST | p.NLM_F_DUMP
 
@@ -42,38 +43,32 @@ LOWER_KINDS = (
 )  # fmt: skip
 
 
-def _kind_dump(kind: str, *, nomaster: bool) -> bytes:
-    """A link dump the kernel filters by kind before describing a link (cheap on any host);
+_SKIP_STATS = attr(IFLA.EXT_MASK, p.U32.pack(p.IFLA_EXT_MASK_SKIP_STATS))
+_NOMASTER = attr(IFLA.MASTER, p.U32.pack(0xFFFFFFFF))
+
+
+def _link_dump(*filters: bytes) -> bytes:
+    return message(RTM.GETLINK, _DUMP, bytes(p.IFINFOMSG.size) + _SKIP_STATS + b"".join(filters))
+
+
+def _kind(kind: str) -> bytes:
+    """A kind filter: the kernel skips other links before describing them (cheap on any host);
     a kind no module registered is not filtered at all, which the no-master form shows
     cheaply: lo comes back."""
-    info = attr(IFLA.LINKINFO | p.NLA_F_NESTED, attr(p.IFLA_INFO.KIND, kind.encode() + b"\0"))
-    body = bytes(p.IFINFOMSG.size) + attr(IFLA.EXT_MASK, p.U32.pack(p.IFLA_EXT_MASK_SKIP_STATS))
-    if nomaster:
-        body += attr(IFLA.MASTER, p.U32.pack(0xFFFFFFFF))
-    return message(RTM.GETLINK, _DUMP, body + info)
+    return attr(IFLA.LINKINFO | p.NLA_F_NESTED, attr(p.IFLA_INFO.KIND, kind.encode() + b"\0"))
 
 
 REQUESTS: dict[str, bytes] = {
-    "links": message(
-        RTM.GETLINK,
-        _DUMP,
-        bytes(p.IFINFOMSG.size) + attr(IFLA.EXT_MASK, p.U32.pack(p.IFLA_EXT_MASK_SKIP_STATS)),
-    ),
+    "links": _link_dump(),
     # The links no device is master of (IFLA_MASTER -1, "ip link show nomaster"; kernels
     # before 6.5 match nothing: sources.port_read checks for lo), and every bridge port as the
     # bridge describes it (AF_BRIDGE: name, master, IFLA_LINK, no IFLA_LINK_NETNSID). Neither
     # fills a veth's netnsid, which the kernel finds by a scan of the namespace's netnsids:
     # a full dump of a host of N veths into N namespaces is quadratic (0.26 s at 5,000).
-    "links_nomaster": message(
-        RTM.GETLINK,
-        _DUMP,
-        bytes(p.IFINFOMSG.size)
-        + attr(IFLA.EXT_MASK, p.U32.pack(p.IFLA_EXT_MASK_SKIP_STATS))
-        + attr(IFLA.MASTER, p.U32.pack(0xFFFFFFFF)),
-    ),
+    "links_nomaster": _link_dump(_NOMASTER),
     "bridge_ports": message(RTM.GETLINK, _DUMP, p.IFINFOMSG.pack(p.AF_BRIDGE, 0, 0, 0, 0)),
-    **{f"kind:{k}": _kind_dump(k, nomaster=False) for k in LOWER_KINDS},
-    **{f"kind-nomaster:{k}": _kind_dump(k, nomaster=True) for k in LOWER_KINDS},
+    **{f"kind:{k}": _link_dump(_kind(k)) for k in LOWER_KINDS},
+    **{f"kind-nomaster:{k}": _link_dump(_NOMASTER, _kind(k)) for k in LOWER_KINDS},
     "addresses": message(RTM.GETADDR, _DUMP, bytes(p.IFADDRMSG.size)),
     "routes": message(RTM.GETROUTE, _DUMP, bytes(p.RTMSG.size)),
     "rules": message(RTM.GETRULE, _DUMP, bytes(p.RTMSG.size)),
@@ -215,50 +210,43 @@ def dump(conn: Conn, what: str) -> Chunks:
     return result
 
 
-def get_links(conn: Conn, ifindexes: Iterable[int], batch: int = 64) -> Chunks:
-    """The RTM_NEWLINK answers for these interfaces, one RTM_GETLINK each (a link gone since
-    it was listed is left out); sent in batches, as nsids are."""
-    wanted = sorted(ifindexes)
-    out: Chunks = []
+def _ask(conn: Conn, rtype: int, payloads: Sequence[bytes], batch: int) -> Iterator[Answer]:
+    """Send one request per payload and yield every answer message with the index of the
+    payload it answers; requests go out in small batches so the answers never overflow the
+    socket's receive buffer."""
     sock = conn.route
-    ext = attr(IFLA.EXT_MASK, p.U32.pack(p.IFLA_EXT_MASK_SKIP_STATS))
-    for start in range(0, len(wanted), batch):
-        part = wanted[start : start + batch]
-        for i, index in enumerate(part):
-            body = p.IFINFOMSG.pack(0, 0, index, 0, 0) + ext
-            sock.send(message(RTM.GETLINK, p.NLM_F_REQUEST, body, seq=start + i + 1))
+    for start in range(0, len(payloads), batch):
+        part = payloads[start : start + batch]
+        for i, payload in enumerate(part):
+            sock.send(message(rtype, p.NLM_F_REQUEST, payload, seq=start + i + 1))
         answered: set[int] = set()
         while len(answered) < len(part):
             data = sock.recv(65536)
-            for mtype, seq, _off, _end in p.headers(data):
-                answered.add(seq)
-                if mtype == RTM.NEWLINK:
-                    out.append(data)
+            for mtype, seq, off, end in p.headers(data):
+                if start < seq <= start + len(part):  # not a stray answer to older traffic
+                    answered.add(seq)
+                    yield seq - 1, mtype, data, off, end
+
+
+def get_links(conn: Conn, ifindexes: Iterable[int], batch: int = 64) -> Chunks:
+    """The RTM_NEWLINK answers for these interfaces, one RTM_GETLINK each (a link gone since
+    it was listed is left out)."""
+    bodies = [p.IFINFOMSG.pack(0, 0, index, 0, 0) + _SKIP_STATS for index in sorted(ifindexes)]
+    out: Chunks = []
+    for _i, mtype, data, _off, _end in _ask(conn, RTM.GETLINK, bodies, batch):
+        if mtype == RTM.NEWLINK and (not out or out[-1] is not data):
+            out.append(data)
     return out
 
 
 def nsids(conn: Conn, fds: Iterable[int], batch: int = 64) -> list[int | None]:
-    """The netnsid this namespace uses for each namespace fd (None: none assigned).
-
-    RTM_GETNSID with NETNSA_FD is answered synchronously; requests go out in small batches so
-    the answers never overflow the socket's receive buffer.
-    """
+    """The netnsid this namespace uses for each namespace fd (None: none assigned); RTM_GETNSID
+    with NETNSA_FD is answered synchronously."""
     fds = list(fds)
-    out: list[int | None] = []
-    sock = conn.route
-    for start in range(0, len(fds), batch):
-        part = fds[start : start + batch]
-        for i, fd in enumerate(part):
-            payload = bytes(4) + attr(NETNSA.FD, p.U32.pack(fd))  # struct rtgenmsg, padded
-            sock.send(message(RTM.GETNSID, p.NLM_F_REQUEST, payload, seq=start + i + 1))
-        answers: dict[int, int | None] = {}
-        while len(answers) < len(part):
-            data = sock.recv(65536)
-            for mtype, seq, off, end in p.headers(data):
-                if mtype == RTM.NEWNSID:
-                    nsid = p.i32(attrs(data, off + 4, end).get(NETNSA.NSID))
-                    answers[seq] = None if nsid is None or nsid < 0 else nsid
-                elif mtype == p.NLMSG_ERROR:
-                    answers[seq] = None
-        out.extend(answers.get(start + i + 1) for i in range(len(part)))
+    payloads = [bytes(4) + attr(NETNSA.FD, p.U32.pack(fd)) for fd in fds]  # rtgenmsg, padded
+    out: list[int | None] = [None] * len(fds)
+    for i, mtype, data, off, end in _ask(conn, RTM.GETNSID, payloads, batch):
+        if mtype == RTM.NEWNSID:
+            nsid = p.i32(attrs(data, off + 4, end).get(NETNSA.NSID))
+            out[i] = None if nsid is None or nsid < 0 else nsid
     return out
